@@ -1,0 +1,158 @@
+"""FGSM and PGD: thin configurations of the ascent loop (:mod:`robust_jax.attacks.loop`).
+
+Both are pure functions, compiled with ``jax.jit`` on first use. ``logits_fn`` and the string options
+are static (a new ``logits_fn`` object compiles once; keep one per model in a notebook); eps, step
+size, the number of steps, the stop rule's thresholds, kappa and the key are traced, so sweeping them
+never recompiles. Inside another ``jax.jit`` (a training step) they are inlined.
+
+References:
+  Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015 (FGSM).
+  Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018 (PGD).
+  Wong et al., "Fast is better than free", ICLR 2020 (FGSM with a uniform start, step 1.25 eps).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from robust_jax import validation
+from robust_jax.attacks import losses, projections
+from robust_jax.attacks.loop import AttackResult, ascent
+
+NORMS = ("linf", "l2")
+STARTS = ("none", "uniform", "normal")
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("logits_fn", "norm", "loss", "start", "fosc_reference"))
+def _pgd(logits_fn, x, y, key, eps, step_size, num_steps, stop, target, kappa, start_std, *,
+         norm, loss, start, fosc_reference) -> AttackResult:
+  loss_fn = losses.get_loss(loss, kappa=kappa)
+  x_start = x if start == "none" else projections.random_start(
+      key, x, eps, norm, start, std=start_std)
+  clean_logits = logits_fn(x) if losses.needs_clean_logits(loss) else None
+  return ascent(logits_fn, loss_fn, x, y, x_start, eps=eps, step_size=step_size,
+                num_steps=num_steps, norm=norm, stop=stop, target=target,
+                fosc_reference=fosc_reference, clean_logits=clean_logits)
+
+
+def _validate(logits_fn, x, y, *, eps, step_size, num_steps, norm, loss, start, key, target,
+              fosc_reference):
+  validation.check_choice("norm", norm, NORMS)
+  validation.check_choice("loss", loss, losses.LOSSES)
+  validation.check_choice("start", start, STARTS)
+  validation.check_choice("fosc_reference", fosc_reference, ("natural", "start"))
+  validation.check_images("x", x)
+  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
+  validation.check_scalar("num_steps", num_steps, low=0, integer=True)
+  if start != "none" and key is None:
+    raise ValueError(f"start={start!r} needs a PRNG key: pass key=jax.random.key(...)")
+  num_classes = None
+  if validation.is_concrete(x):
+    num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+  validation.check_labels("y", y, x.shape[0], num_classes)
+  if target is not None:
+    validation.check_labels("target", target, x.shape[0], num_classes)
+    if loss == "kl":
+      raise ValueError("loss='kl' is untargeted: pass target=None")
+
+
+def pgd(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps,
+    step_size,
+    num_steps,
+    norm: str = "linf",
+    loss: str = "ce",
+    start: str = "none",
+    key: Optional[jax.Array] = None,
+    stop: Any = None,
+    target: Optional[jax.Array] = None,
+    kappa=50.0,
+    start_std=1e-3,
+    fosc_reference: str = "natural",
+) -> AttackResult:
+  """Projected gradient ascent (Madry et al. 2018) with an optional per-example stop rule.
+
+  Args:
+    logits_fn: ``x -> logits`` [B, C], pure, closing over the model's parameters.
+    x: float32 images [B, H, W, C] in [0, 1].
+    y: int32 labels [B].
+    eps: radius of the ball, >= 0 (linf: e.g. 8/255 on CIFAR-10, 0.3 on MNIST).
+    step_size: > 0 (linf: e.g. 2/255).
+    num_steps: K >= 0 (traced: changing it does not recompile).
+    norm: ``"linf"`` or ``"l2"``.
+    loss: an attack loss of :mod:`robust_jax.attacks.losses`: ``"ce"``, ``"cw"``, ``"margin"``,
+      ``"kl"`` (TRADES) or ``"dlr"``.
+    start: ``"none"`` (x), ``"uniform"`` in the ball, or ``"normal"`` (x + start_std * N(0, I)).
+    key: PRNG key, needed for a random start.
+    stop: None (plain PGD), :func:`fosc_stop` (Dynamic AT) or :func:`misclassified_stop` (FAT).
+    target: int32 [B] target classes for a targeted attack (the loss then pulls towards them).
+    kappa: confidence of the ``cw`` loss (50, as the seeds' CW-inf evaluation).
+    start_std: std of the ``"normal"`` start (0.001 in TRADES and MART).
+    fosc_reference: ``"natural"`` (paper) or ``"start"`` (official Dynamic AT code).
+
+  Returns:
+    An :class:`~robust_jax.attacks.loop.AttackResult`: ``x_adv`` in the ball and in [0, 1], and per
+    example ``num_steps``, ``fosc``, ``loss``, ``misclassified`` and ``kappa`` at ``x_adv``.
+
+  Raises:
+    ValueError: on a bad argument (named, with its valid range), when values are concrete.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> w = jnp.eye(4)[:, :3]
+    >>> logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> x = jnp.full((2, 2, 2, 1), 0.5); y = jnp.array([0, 1])
+    >>> r = pgd(logits_fn, x, y, eps=0.1, step_size=0.05, num_steps=3)
+    >>> bool(jnp.all(jnp.abs(r.x_adv - x) <= 0.1 + 1e-7)), r.num_steps.tolist()
+    (True, [3, 3])
+  """
+  _validate(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
+            loss=loss, start=start, key=key, target=target, fosc_reference=fosc_reference)
+  if key is None:
+    key = jax.random.key(0)  # unused: start == "none"
+  return _pgd(logits_fn, x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, jnp.float32),
+              jnp.asarray(step_size, jnp.float32), jnp.asarray(num_steps, jnp.int32), stop,
+              None if target is None else jnp.asarray(target, jnp.int32),
+              jnp.asarray(kappa, jnp.float32), jnp.asarray(start_std, jnp.float32),
+              norm=norm, loss=loss, start=start, fosc_reference=fosc_reference)
+
+
+def fgsm(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps,
+    norm: str = "linf",
+    loss: str = "ce",
+    key: Optional[jax.Array] = None,
+    start: str = "none",
+    step_size=None,
+    target: Optional[jax.Array] = None,
+    kappa=50.0,
+) -> AttackResult:
+  """The fast gradient sign method: one ascent step (Goodfellow et al. 2015).
+
+  With ``start="none"`` and the default ``step_size=eps`` this is the classic FGSM (and GradAlign's
+  zero-init FGSM); with ``start="uniform"`` and ``step_size=1.25 * eps`` it is the FGSM-RS of Wong et
+  al. (2020). The result is projected onto the ball and the box like every iterate of :func:`pgd`.
+
+  Args: as :func:`pgd`; ``step_size`` defaults to ``eps``.
+
+  Returns:
+    An :class:`~robust_jax.attacks.loop.AttackResult` (``num_steps`` is 1 for every example).
+  """
+  step_size = eps if step_size is None else step_size
+  return pgd(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=1, norm=norm, loss=loss,
+             start=start, key=key, target=target, kappa=kappa)

@@ -1,0 +1,150 @@
+"""THE ascent loop of the inner maximisation: one masked ``lax.while_loop`` for PGD, FGSM, Dynamic AT,
+FAT, GAIRAT's kappa, CW-inf, BETA and the training attacks.
+
+Conventions of robust_jax (every attack follows them):
+
+* Images are float32 NHWC in [0, 1]; labels are int32 class indices [B].
+* A model is seen only as ``logits_fn(x) -> logits [B, C]``, a pure function closing over its
+  parameters. Attacks know nothing about Flax.
+* eps, step size, the number of steps, FOSC's c and FAT's tau are traced: new values never recompile.
+
+The carry holds, per example: the iterate x^k, the gradient of that example's own loss at x^k (the
+*sum* over the batch is differentiated, never the mean), its loss and logits, the active mask, the
+number of steps taken, GAIRAT's kappa and the stop rule's state. Each iteration moves the active
+examples one step, projects onto the ball and the box, evaluates the new iterate (one forward and
+backward pass) and lets the stop rule switch examples off. The loop runs while some example is active
+and k < K, so it exits as soon as every example has stopped: with every example stopping after two
+steps, the body runs twice, not K times. Inactive examples do not move.
+
+The gradient at the returned iterate is computed anyway, so FOSC, loss and correctness at the returned
+point come for free; the price is K + 1 gradient evaluations for K steps.
+
+GAIRAT's geometry value kappa (Zhang et al. 2021, ``GA_PGD``): the number of iterates, the start
+included and the final one excluded, that were still classified correctly while the example was
+being attacked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from robust_jax import fosc as fosc_lib
+from robust_jax.attacks import projections
+from robust_jax.attacks.stop_rules import IterateInfo, NeverStop
+
+
+@flax.struct.dataclass
+class AttackResult:
+  """What every attack returns (a pytree; all per-example fields have leading size B).
+
+  Attributes:
+    x_adv: the adversarial examples [B, ...], in the eps-ball around x and in [0, 1].
+    num_steps: int32 [B], the ascent steps each example actually took.
+    fosc: float32 [B], FOSC of each example's attack loss at ``x_adv`` (see :mod:`robust_jax.fosc`).
+    loss: float32 [B], the attack loss at ``x_adv``.
+    misclassified: bool [B], argmax f(x_adv) != y.
+    kappa: int32 [B], GAIRAT's geometry value (iterates that were still correct).
+  """
+  x_adv: jax.Array
+  num_steps: jax.Array
+  fosc: jax.Array
+  loss: jax.Array
+  misclassified: jax.Array
+  kappa: jax.Array
+
+
+def _bcast(v, like):
+  return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def ascent(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    loss_fn: Callable[..., jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    x_start: jax.Array,
+    *,
+    eps,
+    step_size,
+    num_steps,
+    norm: str = "linf",
+    stop: Any = None,
+    target: Optional[jax.Array] = None,
+    fosc_reference: str = "natural",
+    clean_logits: Optional[jax.Array] = None,
+) -> AttackResult:
+  """Runs the masked projected-gradient ascent from ``x_start`` (pure and jittable).
+
+  Args:
+    logits_fn: ``x -> logits`` [B, C].
+    loss_fn: a per-example loss of :mod:`robust_jax.attacks.losses`.
+    x: the natural images [B, ...] in [0, 1] (the centre of the ball).
+    y: int32 labels [B].
+    x_start: the starting point, in the ball and the box.
+    eps: radius, scalar >= 0.
+    step_size: scalar > 0.
+    num_steps: the step budget K >= 0 (may be traced).
+    norm: ``"linf"`` (sign steps) or ``"l2"`` (normalised-gradient steps).
+    stop: a stop rule of :mod:`robust_jax.attacks.stop_rules`; None never stops early.
+    target: int32 target labels [B] for a targeted attack, else None.
+    fosc_reference: ``"natural"`` measures FOSC from x (the paper), ``"start"`` from ``x_start`` (the
+      official Dynamic AT code).
+    clean_logits: logits of the natural input [B, C], for losses that need them (``kl``).
+
+  Returns:
+    An :class:`AttackResult`.
+  """
+  stop = NeverStop() if stop is None else stop
+  if fosc_reference not in ("natural", "start"):
+    raise ValueError(f"fosc_reference must be 'natural' or 'start', got {fosc_reference!r}")
+  ref = x if fosc_reference == "natural" else x_start
+  batch = x.shape[0]
+  if clean_logits is not None:
+    clean_logits = jax.lax.stop_gradient(clean_logits)
+
+  def evaluate(x_k):
+    def total(xx):
+      logits = logits_fn(xx)
+      per_example = loss_fn(logits, y, target=target, clean_logits=clean_logits)
+      return jnp.sum(per_example), (per_example, logits)
+
+    (_, (loss, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_k)
+    mis = jnp.argmax(logits, axis=-1) != y
+    f = fosc_lib.fosc(x_k, ref, grad, eps=eps, norm=norm)
+    return grad, IterateInfo(fosc=f, misclassified=mis, loss=loss)
+
+  grad0, info0 = evaluate(x_start)
+  active0 = jnp.ones((batch,), bool) & (num_steps > 0)
+  active0, rule_state0 = stop.update(0, active0, info0, stop.init(batch))
+  zeros = jnp.zeros((batch,), jnp.int32)
+  carry0 = (jnp.asarray(0, jnp.int32), x_start, grad0, info0, active0, zeros, zeros, rule_state0)
+
+  def cond(carry):
+    k, _, _, _, active, _, _, _ = carry
+    return jnp.any(active) & (k < num_steps)
+
+  def body(carry):
+    k, x_k, grad, info, active, steps, kappa, rule_state = carry
+    kappa = kappa + (active & ~info.misclassified).astype(jnp.int32)
+    moved = projections.project(
+        x_k + step_size * projections.ascent_direction(grad, norm), x, eps, norm)
+    x_new = jnp.where(_bcast(active, x_k), moved, x_k)
+    steps = steps + active.astype(jnp.int32)
+    grad_new, info_new = evaluate(x_new)
+    # A stopped example's point did not move, so its gradient and diagnostics are those of x_k; keep
+    # them bit-exact rather than trusting the forward pass to be deterministic.
+    grad_new = jnp.where(_bcast(active, grad), grad_new, grad)
+    info_new = jax.tree.map(lambda n, o: jnp.where(active, n, o), info_new, info)
+    k = k + 1
+    active_new, rule_state = stop.update(k, active, info_new, rule_state)
+    active_new = active_new & (k < num_steps)
+    return k, x_new, grad_new, info_new, active_new, steps, kappa, rule_state
+
+  _, x_adv, _, info, _, steps, kappa, _ = jax.lax.while_loop(cond, body, carry0)
+  return AttackResult(
+      x_adv=jax.lax.stop_gradient(x_adv), num_steps=steps, fosc=info.fosc, loss=info.loss,
+      misclassified=info.misclassified, kappa=kappa)
