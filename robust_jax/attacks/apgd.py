@@ -1,0 +1,466 @@
+"""Auto-PGD (APGD): step-size-free PGD with momentum and per-example step-size halving.
+
+Croce and Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020 (Algorithm 1, Section 3), as in ``fra31/auto-attack``
+``autoattack/autopgd_base.py`` (``APGDAttack``, ``APGDAttack_targeted``).
+
+One run with budget N (``n_iter``), for every example independently:
+
+* Start: x^0 = clip(x + eps t / ||t||), t ~ U(-1, 1)^d for linf (t ~ N(0, I) for l2), clipped to [0, 1].
+* Step: eta^0 = 2 eps. With a = 1 on the first iteration and ``momentum`` (0.75) after,
+  z = P(x^k + eta sign(g^k)),  x^{k+1} = P(x^k + a (z - x^k) + (1 - a)(x^k - x^{k-1})),
+  P the projection onto the eps-ball intersected with [0, 1] (l2: normalised gradient instead of the
+  sign).
+* Checkpoints w_j = ceil(p_j N) with p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03,
+  0.06) (0, 22, 41, 57, 70, 80, 87, 93, 99 for N = 100; :func:`checkpoints`). At w_j an example halves
+  its step size if
+  Condition 1: the loss increased in fewer than rho (w_j - w_{j-1}) of the steps since w_{j-1}, or
+  Condition 2: its step was not halved at w_{j-1} and its best loss did not improve since w_{j-1};
+  it then restarts from x_max, its highest-loss point, with the gradient cached there.
+* Outputs: ``x_best`` (the highest-loss point) and ``x_best_adv`` (the most recent misclassified
+  iterate, what AutoAttack uses); an example is broken if any iterate was misclassified.
+
+Everything per example (step size, counters, best points, momentum buffer) lives in the carry of one
+``lax.while_loop``; the batch never shrinks. Restarts and (for APGD-T) target classes are an outer
+``lax.fori_loop`` over runs; each run attacks only the examples still unbroken. The loop exits as soon
+as no example is active (with ``early_stop=True`` an example stops at its first misclassified
+iterate, which changes ``x_adv`` but never which examples are broken: examples are independent).
+eps, ``n_iter`` (the checkpoints are computed in-graph from it), rho, momentum, the number of restarts
+and of target classes are traced: changing them does not recompile.
+
+Paper versus official code (``variant``):
+
+* ``"paper"`` (default): checkpoints ceil(p_j N) exactly (integer arithmetic); Condition 1 with a
+  strict ``<``; the first window compares f(x^1) with f(x^0); l2 iterates use the exact projection
+  onto the ball intersected with the box (:func:`robust_jax.attacks.projections.project_l2`).
+* ``"official"``: the code's integer schedule (first interval max(int(0.22 N), 1), then shrinking by
+  max(int(0.03 N), 1) down to max(int(0.06 N), 1); identical to the paper for N = 100); Condition 1
+  with ``<=`` (``check_oscillation``); the first window compares f(x^1) with 0 (the code reads the
+  not yet written last row of its zero-initialised loss history); l2 iterates rescaled to the ball
+  then clipped to the box.
+
+Both variants compare, after a restart from x_max, the next loss with the loss of the iterate before
+the restart (as the code's loss history does).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from robust_jax import fosc as fosc_lib
+from robust_jax import validation
+from robust_jax.attacks import losses, projections
+from robust_jax.attacks.loop import AttackResult
+
+NORMS = ("linf", "l2")
+APGD_LOSSES = ("ce", "dlr")
+VARIANTS = ("paper", "official")
+
+
+def _paper_fractions() -> tuple[int, ...]:
+  """p_j of the paper in hundredths, up to the first p_j >= 1 (exact integer arithmetic)."""
+  p = [0, 22]
+  while p[-1] < 100:
+    p.append(p[-1] + max(p[-1] - p[-2] - 3, 6))
+  return tuple(p)
+
+
+_P_HUNDREDTHS = _paper_fractions()  # (0, 22, 41, 57, 70, 80, 87, 93, 99, 105)
+
+
+def checkpoints(n_iter: int, *, variant: str = "paper") -> tuple[int, ...]:
+  """The checkpoints w_0 = 0 < w_1 < ... <= ``n_iter`` at which APGD may halve its step size.
+
+  Args:
+    n_iter: the number of iterations N >= 1.
+    variant: ``"paper"`` (w_j = ceil(p_j N)) or ``"official"`` (``autopgd_base.py``'s integer
+      intervals).
+
+  Returns:
+    The checkpoints, w_0 = 0 included, duplicates removed.
+
+  Example:
+    >>> checkpoints(100)
+    (0, 22, 41, 57, 70, 80, 87, 93, 99)
+  """
+  validation.check_scalar("n_iter", n_iter, low=1, integer=True)
+  validation.check_choice("variant", variant, VARIANTS)
+  n = int(n_iter)
+  out = [0]
+  if variant == "paper":
+    for p in _P_HUNDREDTHS[1:]:
+      w = -(-p * n // 100)
+      if w > n:
+        break
+      if w > out[-1]:
+        out.append(w)
+  else:
+    k, size_decr, k_min = max(22 * n // 100, 1), max(3 * n // 100, 1), max(6 * n // 100, 1)
+    while out[-1] + k <= n:
+      out.append(out[-1] + k)
+      k = max(k - size_decr, k_min)
+  return tuple(out)
+
+
+def _next_checkpoint(current, interval, n_iter, variant):
+  """In-graph (traced ``n_iter``) schedule: the checkpoint after ``current`` and the state after it.
+
+  ``interval`` is the official code's current interval k (None before the first checkpoint). Returns
+  ``(next, next_interval)``; iterating from ``(0, None)`` gives :func:`checkpoints` (tested).
+  """
+  n_iter = jnp.asarray(n_iter, jnp.int32)
+  if variant == "paper":
+    w = (jnp.asarray(_P_HUNDREDTHS, jnp.int32) * n_iter + 99) // 100
+    nxt = jnp.min(jnp.where(w > current, w, jnp.iinfo(jnp.int32).max))
+    return nxt, jnp.asarray(0, jnp.int32)
+  if interval is None:
+    k = jnp.maximum(22 * n_iter // 100, 1)
+  else:
+    k = jnp.maximum(interval - jnp.maximum(3 * n_iter // 100, 1), jnp.maximum(6 * n_iter // 100, 1))
+  return current + k, k
+
+
+def _bcast(v, like):
+  return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _flat_norm(a, norm):
+  a = a.reshape(a.shape[0], -1)
+  if norm == "linf":
+    return jnp.max(jnp.abs(a), axis=1)
+  return jnp.sqrt(jnp.sum(a * a, axis=1))
+
+
+def _project(z, x, eps, norm, variant):
+  if norm == "l2" and variant == "official":
+    d = z - x
+    n = _flat_norm(d, "l2")
+    scale = jnp.minimum(eps, n) / (n + 1e-12)
+    return jnp.clip(x + d * _bcast(scale, d), 0.0, 1.0)
+  return projections.project(z, x, eps, norm)
+
+
+class _RunOut(NamedTuple):
+  x_best: jax.Array
+  loss_best: jax.Array
+  broken: jax.Array
+  x_best_adv: jax.Array
+  steps: jax.Array
+  kappa: jax.Array
+
+
+def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho, momentum, *,
+                norm, variant, early_stop) -> _RunOut:
+  """One APGD run (Algorithm 1) on the examples with ``active``; the others do not move."""
+  batch = x.shape[0]
+  n_iter = jnp.asarray(n_iter, jnp.int32)
+
+  def evaluate(xx):
+    def total(v):
+      logits = logits_fn(v)
+      per_example = loss_fn(logits, y, target=target)
+      return jnp.sum(per_example), (per_example, logits)
+
+    (_, (loss, logits)), grad = jax.value_and_grad(total, has_aux=True)(xx)
+    return loss, jnp.argmax(logits, axis=-1) != y, grad
+
+  if norm == "linf":
+    t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
+  else:
+    t = jax.random.normal(key, x.shape, x.dtype)
+  x0 = jnp.clip(x + eps * t / _bcast(_flat_norm(t, norm) + 1e-12, t), 0.0, 1.0)
+  x0 = jnp.where(_bcast(active, x), x0, x)
+  loss0, mis0, grad0 = evaluate(x0)
+
+  zero_i = jnp.zeros((batch,), jnp.int32)
+  broken0 = active & mis0
+  next0, interval0 = _next_checkpoint(jnp.asarray(0, jnp.int32), None, n_iter, variant)
+  carry0 = dict(
+      i=jnp.asarray(0, jnp.int32), x_k=x0, x_prev=x0, grad=grad0,
+      loss_cmp=loss0 if variant == "paper" else jnp.zeros_like(loss0),
+      correct_k=~mis0,
+      x_best=x0, grad_best=grad0, loss_best=loss0, best_correct=~mis0,
+      x_best_adv=x0, broken=broken0,
+      step=jnp.full((batch,), 2.0, x.dtype) * eps,
+      count=zero_i, loss_best_last=loss0, reduced_last=jnp.ones((batch,), bool),
+      prev_check=jnp.asarray(0, jnp.int32),
+      next_check=next0, interval=interval0,
+      active=active & ~(early_stop & broken0),
+      steps=zero_i, kappa=zero_i,
+  )
+
+  def cond(c):
+    return (c["i"] < n_iter) & jnp.any(c["active"])
+
+  def body(c):
+    upd = c["active"]
+    b = lambda v: _bcast(v, x)  # noqa: E731
+    a = jnp.where(c["i"] == 0, 1.0, momentum).astype(x.dtype)
+    x_k = c["x_k"]
+    z = _project(x_k + b(c["step"]) * projections.ascent_direction(c["grad"], norm), x, eps, norm,
+                 variant)
+    x_new = _project(x_k + a * (z - x_k) + (1.0 - a) * (x_k - c["x_prev"]), x, eps, norm, variant)
+    loss_new, mis_new, grad_new = evaluate(x_new)
+
+    kappa = c["kappa"] + (upd & c["correct_k"]).astype(jnp.int32)
+    steps = c["steps"] + upd.astype(jnp.int32)
+    x_prev = jnp.where(b(upd), x_k, c["x_prev"])
+    x_k = jnp.where(b(upd), x_new, x_k)
+    grad = jnp.where(b(upd), grad_new, c["grad"])
+    correct_k = jnp.where(upd, ~mis_new, c["correct_k"])
+    newly_mis = upd & mis_new
+    broken = c["broken"] | newly_mis
+    x_best_adv = jnp.where(b(newly_mis), x_new, c["x_best_adv"])
+    count = c["count"] + (upd & (loss_new > c["loss_cmp"])).astype(jnp.int32)
+    loss_cmp = jnp.where(upd, loss_new, c["loss_cmp"])
+    improved = upd & (loss_new > c["loss_best"])
+    x_best = jnp.where(b(improved), x_new, c["x_best"])
+    grad_best = jnp.where(b(improved), grad_new, c["grad_best"])
+    loss_best = jnp.where(improved, loss_new, c["loss_best"])
+    best_correct = jnp.where(improved, ~mis_new, c["best_correct"])
+
+    # Checkpoint (global: the schedule is the same for every example).
+    i = c["i"] + 1
+    at_check = i == c["next_check"]
+    length = (c["next_check"] - c["prev_check"]).astype(x.dtype)
+    if variant == "paper":
+      cond1 = count.astype(x.dtype) < rho * length
+    else:
+      cond1 = count.astype(x.dtype) <= rho * length
+    cond2 = ~c["reduced_last"] & (c["loss_best_last"] >= loss_best)
+    reduce = at_check & upd & (cond1 | cond2)
+    reduced_last = jnp.where(at_check, cond1 | cond2, c["reduced_last"])
+    loss_best_last = jnp.where(at_check, loss_best, c["loss_best_last"])
+    step = jnp.where(reduce, 0.5 * c["step"], c["step"])
+    x_k = jnp.where(b(reduce), x_best, x_k)
+    grad = jnp.where(b(reduce), grad_best, grad)
+    correct_k = jnp.where(reduce, best_correct, correct_k)
+    count = jnp.where(at_check, 0, count)
+    following, interval_after = _next_checkpoint(c["next_check"], c["interval"], n_iter, variant)
+    interval = jnp.where(at_check, interval_after, c["interval"])
+    prev_check = jnp.where(at_check, c["next_check"], c["prev_check"])
+    next_check = jnp.where(at_check, following, c["next_check"])
+    active = upd & ~(early_stop & broken)
+    return dict(
+        i=i, x_k=x_k, x_prev=x_prev, grad=grad, loss_cmp=loss_cmp, correct_k=correct_k,
+        x_best=x_best, grad_best=grad_best, loss_best=loss_best, best_correct=best_correct,
+        x_best_adv=x_best_adv, broken=broken, step=step, count=count,
+        loss_best_last=loss_best_last, reduced_last=reduced_last, prev_check=prev_check,
+        next_check=next_check, interval=interval, active=active, steps=steps, kappa=kappa)
+
+  c = jax.lax.while_loop(cond, body, carry0)
+  return _RunOut(x_best=c["x_best"], loss_best=c["loss_best"], broken=c["broken"],
+                 x_best_adv=c["x_best_adv"], steps=c["steps"], kappa=c["kappa"])
+
+
+@functools.partial(
+    jax.jit, static_argnames=("logits_fn", "norm", "loss", "variant", "early_stop", "targeted"))
+def _apgd(logits_fn, x, y, key, active, target, eps, n_iter, rho, momentum, n_restarts,
+          n_target_classes, *, norm, loss, variant, early_stop, targeted) -> AttackResult:
+  batch = x.shape[0]
+  loss_fn = losses.get_loss(loss)
+  if targeted:
+    # The k-th target (k = 2 .. n_target_classes + 1) is the class with the k-th largest clean logit.
+    order = jnp.argsort(-jax.lax.stop_gradient(logits_fn(x)), axis=-1)
+    n_runs = n_target_classes * n_restarts
+  else:
+    n_runs = n_restarts
+
+  def run_target(r):
+    if targeted:
+      idx = jnp.full((batch, 1), 1 + r // n_restarts, jnp.int32)
+      return jnp.take_along_axis(order, idx, axis=1)[:, 0].astype(jnp.int32)
+    return target
+
+  def one_run(r, carry):
+    x_out, best_loss, broken, steps, kappa, used = carry
+    t = run_target(r)
+    todo = active & ~broken
+    out = _single_run(logits_fn, loss_fn, x, y, t, jax.random.fold_in(key, r), todo, eps, n_iter,
+                      rho, momentum, norm=norm, variant=variant, early_stop=early_stop)
+    newly = todo & out.broken
+    better = todo & ~out.broken & ~broken & (out.loss_best > best_loss)
+    pick = newly | better
+    x_out = jnp.where(_bcast(newly, x), out.x_best_adv,
+                      jnp.where(_bcast(better, x), out.x_best, x_out))
+    best_loss = jnp.where(better, out.loss_best, best_loss)
+    if has_target:
+      used = jnp.where(pick, t, used)
+    return (x_out, best_loss, broken | newly, steps + out.steps, jnp.where(pick, out.kappa, kappa),
+            used)
+
+  zero_i = jnp.zeros((batch,), jnp.int32)
+  has_target = targeted or target is not None
+  used0 = target if target is not None else zero_i
+  carry0 = (x, jnp.full((batch,), -jnp.inf, x.dtype), jnp.zeros((batch,), bool), zero_i, zero_i,
+            used0)
+  x_out, _, _, steps, kappa, used = jax.lax.fori_loop(0, n_runs, one_run, carry0)
+  x_out = jax.lax.stop_gradient(x_out)
+
+  # One more evaluation at the returned point gives its loss, correctness and FOSC.
+  def total(v):
+    logits = logits_fn(v)
+    per_example = loss_fn(logits, y, target=used if has_target else None)
+    return jnp.sum(per_example), (per_example, logits)
+
+  (_, (loss_out, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_out)
+  return AttackResult(
+      x_adv=x_out, num_steps=steps, fosc=fosc_lib.fosc(x_out, x, grad, eps=eps, norm=norm),
+      loss=loss_out, misclassified=jnp.argmax(logits, axis=-1) != y, kappa=kappa)
+
+
+def _num_classes(logits_fn, x):
+  if not validation.is_concrete(x):
+    return None
+  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+
+
+def _validate(logits_fn, x, y, *, eps, n_iter, norm, key, rho, momentum, n_restarts, variant,
+              active):
+  validation.check_choice("norm", norm, NORMS)
+  validation.check_choice("variant", variant, VARIANTS)
+  validation.check_images("x", x)
+  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_scalar("n_iter", n_iter, low=1, integer=True)
+  validation.check_scalar("rho", rho, low=0.0, high=1.0)
+  validation.check_scalar("momentum", momentum, low=0.0, high=1.0)
+  validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
+  if key is None:
+    raise ValueError("key must be a PRNG key (APGD starts at a random point): "
+                     "pass key=jax.random.key(...)")
+  num_classes = _num_classes(logits_fn, x)
+  validation.check_labels("y", y, x.shape[0], num_classes)
+  if active is not None and getattr(active, "shape", None) != (x.shape[0],):
+    raise ValueError(f"active must be a bool array of shape ({x.shape[0]},), got "
+                     f"{getattr(active, 'shape', type(active).__name__)}")
+  return num_classes
+
+
+def apgd(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps,
+    key: jax.Array,
+    n_iter=100,
+    norm: str = "linf",
+    loss: str = "ce",
+    n_restarts=1,
+    rho=0.75,
+    momentum=0.75,
+    target: Optional[jax.Array] = None,
+    active: Optional[jax.Array] = None,
+    variant: str = "paper",
+    early_stop: bool = True,
+) -> AttackResult:
+  """APGD on the cross-entropy (APGD-CE) or DLR loss (APGD-DLR) (Croce and Hein 2020, Alg. 1).
+
+  Args:
+    logits_fn: ``x -> logits`` [B, C], pure, closing over the model's parameters.
+    x: float32 images [B, H, W, C] in [0, 1].
+    y: int32 labels [B].
+    eps: radius of the ball, >= 0 (traced).
+    key: PRNG key of the random starts (restart r uses ``fold_in(key, r)``).
+    n_iter: iterations per run N >= 1 (100 in AutoAttack; traced, the checkpoints follow it).
+    norm: ``"linf"`` or ``"l2"``.
+    loss: ``"ce"`` or ``"dlr"`` (DLR needs >= 3 classes, its targeted form >= 4).
+    n_restarts: runs from fresh random starts, each on the examples still unbroken (>= 1; traced).
+    rho: Condition 1's threshold in [0, 1] (0.75).
+    momentum: the momentum weight alpha in [0, 1] (0.75; the first iteration always uses 1).
+    target: optional int32 [B] target classes: the loss becomes the targeted CE / DLR.
+    active: optional bool [B]; examples with False are not attacked (returned as ``x``, 0 steps).
+    variant: ``"paper"`` or ``"official"`` (see the module docstring).
+    early_stop: stop an example at its first misclassified iterate (saves work; the set of broken
+      examples is unchanged). False runs every example for the whole budget, as the official code,
+      and returns its most recent misclassified iterate.
+
+  Returns:
+    An :class:`~robust_jax.attacks.loop.AttackResult` with ``x_adv`` = the misclassified iterate
+    (``x_best_adv``) for broken examples and the highest-loss point (``x_best``, over restarts) for
+    the others; ``num_steps`` the iterations taken (over all runs); ``loss``, ``misclassified`` and
+    ``fosc`` evaluated at ``x_adv`` (one extra gradient evaluation, FOSC measured from ``x``);
+    ``kappa`` the iterates, start included, still classified correctly in the run that produced
+    ``x_adv``. Every iterate lies in the eps-ball and in [0, 1].
+
+  Raises:
+    ValueError: on a bad argument (named, with its valid range), when values are concrete.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> w = jnp.eye(4)[:, :3]
+    >>> logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> x = jnp.full((2, 2, 2, 1), 0.5); y = jnp.array([0, 1])
+    >>> r = apgd(logits_fn, x, y, eps=0.1, n_iter=10, key=jax.random.key(0))
+    >>> bool(jnp.all(jnp.abs(r.x_adv - x) <= 0.1 + 1e-6))
+    True
+  """
+  num_classes = _validate(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, key=key, rho=rho,
+                          momentum=momentum, n_restarts=n_restarts, variant=variant,
+                          active=active)
+  validation.check_choice("loss", loss, APGD_LOSSES)
+  if loss == "dlr" and num_classes is not None:
+    need = 4 if target is not None else 3
+    if num_classes < need:
+      raise ValueError(f"loss='dlr' needs at least {need} classes, the logits have {num_classes}")
+  if target is not None:
+    validation.check_labels("target", target, x.shape[0], num_classes)
+    target = jnp.asarray(target, jnp.int32)
+  active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
+  return _apgd(logits_fn, x, jnp.asarray(y, jnp.int32), key, active, target,
+               jnp.asarray(eps, jnp.float32), jnp.asarray(n_iter, jnp.int32),
+               jnp.asarray(rho, jnp.float32), jnp.asarray(momentum, jnp.float32),
+               jnp.asarray(n_restarts, jnp.int32), jnp.asarray(0, jnp.int32),
+               norm=norm, loss=loss, variant=variant, early_stop=early_stop, targeted=False)
+
+
+def apgd_targeted(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps,
+    key: jax.Array,
+    n_iter=100,
+    norm: str = "linf",
+    n_target_classes=9,
+    n_restarts=1,
+    rho=0.75,
+    momentum=0.75,
+    active: Optional[jax.Array] = None,
+    variant: str = "paper",
+    early_stop: bool = True,
+) -> AttackResult:
+  """APGD-T: APGD on the targeted DLR loss over the top ``n_target_classes`` classes.
+
+  For k = 2 .. n_target_classes + 1 the target is the class with the k-th largest logit at the clean
+  input; each target gets ``n_restarts`` runs of ``n_iter`` iterations, each on the examples still
+  unbroken (``APGDAttack_targeted.perturb``). Misclassification is untargeted: any class but ``y``.
+
+  Args:
+    n_target_classes: targets per example, in [1, C - 1] (9 in AutoAttack; use C - 1 when C < 10).
+    Others: as :func:`apgd` (the loss is always the targeted DLR, which needs >= 4 classes).
+
+  Returns:
+    As :func:`apgd`; for unbroken examples ``x_adv`` is the highest-loss point over all runs and
+    ``loss`` is the targeted DLR towards the target of that run.
+  """
+  num_classes = _validate(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, key=key, rho=rho,
+                          momentum=momentum, n_restarts=n_restarts, variant=variant,
+                          active=active)
+  if num_classes is not None:
+    if num_classes < 4:
+      raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes, the logits have "
+                       f"{num_classes}")
+    validation.check_scalar("n_target_classes", n_target_classes, low=1, high=num_classes - 1,
+                            integer=True)
+  active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
+  return _apgd(logits_fn, x, jnp.asarray(y, jnp.int32), key, active, None,
+               jnp.asarray(eps, jnp.float32), jnp.asarray(n_iter, jnp.int32),
+               jnp.asarray(rho, jnp.float32), jnp.asarray(momentum, jnp.float32),
+               jnp.asarray(n_restarts, jnp.int32), jnp.asarray(n_target_classes, jnp.int32),
+               norm=norm, loss="dlr", variant=variant, early_stop=early_stop, targeted=True)

@@ -1,0 +1,330 @@
+"""AutoAttack: APGD-CE, APGD-T, FAB-T and Square, each on the points still robust.
+
+Croce and Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020; the protocol of ``fra31/auto-attack`` ``autoattack.py``
+(``run_standard_evaluation``):
+
+* Clean accuracy first; misclassified points count as non-robust and are never attacked.
+* The attacks run in order, each only on the points no earlier attack broke, and each starts from
+  the clean input (auto-attack#85). A point is broken by an attack when the attack's point is
+  misclassified (and, for FAB, within eps: FAB is a minimum-norm attack).
+* The reported robust accuracy is the per-point worst case over all attacks, i.e. the accuracy after
+  the last one (auto-attack#45).
+
+Versions (``version``):
+
+* ``"standard"``: APGD-CE (100 iterations, 1 restart), APGD-T (9 targets, 100 iterations, 1 restart
+  each), FAB-T (9 targets, 100 iterations), Square (5,000 queries, p_init 0.8).
+* ``"plus"``: APGD-CE and APGD-DLR with 5 restarts, untargeted FAB with 5 restarts, Square, APGD-T
+  and FAB-T (9 targets).
+* ``"custom"``: the attacks named in ``attacks`` (any of :data:`ATTACKS`), in that order.
+
+``n_target_classes`` defaults to min(9, C - 1). The budgets (``n_iter``, ``n_queries``,
+``n_restarts``) can be overridden, e.g. for tests.
+
+Why host-side gathering between attacks, not masks alone: every attack is one jitted program over a
+fixed batch of ``batch_size`` points with an ``active`` mask (the attacks' own per-example while
+loops). Between attacks the still-robust points are gathered on the host and packed into full
+batches of ``batch_size``, the last one padded with inactive points. So each attack compiles once
+per batch size, whatever number of points survive (no shape-dependent recompilation, unlike gathering
+to the exact survivor count), and no compute is spent on points already broken (unlike running every
+attack over the whole batch with a mask), except on the padding of the last batch. The per-attack
+while loops also exit as soon as all their active points are broken.
+
+Checks (warnings, as AutoAttack's ``checks.py``): logits that look like probabilities; Square
+breaking points that all gradient-based attacks missed (a sign of gradient masking); a final
+re-evaluation that disagrees with an attack's verdict (a non-deterministic model). The final verdict
+is always the re-evaluation: a point is non-robust only if its returned ``x_adv`` is misclassified
+and lies in the eps-ball and the box.
+
+Not supported: ``version="rand"`` (EOT for randomised defences), the L1 threat model, Square for l2
+(run ``version="custom"`` without ``"square"`` for l2).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Callable, Optional, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robust_jax import validation
+from robust_jax.attacks import apgd as apgd_lib
+from robust_jax.attacks import fab as fab_lib
+from robust_jax.attacks import square as square_lib
+
+ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+VERSIONS = ("standard", "plus", "custom")
+_VERSION_ATTACKS = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+}
+_GRADIENT_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
+
+
+@flax.struct.dataclass
+class AutoAttackResult:
+  """What :func:`autoattack` returns.
+
+  Attributes:
+    x_adv: [B, ...] the adversarial point for broken points, ``x`` for robust and clean-misclassified
+      ones; always in the eps-ball and in [0, 1].
+    robust: bool [B], correctly classified at ``x`` and at every attack's point (the worst case).
+    broken_by: int32 [B], ``attack_names[broken_by]`` broke the point: 0 (``"clean"``) for points
+      misclassified without attack, s >= 1 for the s-th attack, -1 for robust points.
+    clean_correct: bool [B].
+    robust_accuracy: float32 [S + 1], the accuracy after the clean evaluation and after each of the
+      S attacks (cumulative: the last entry is the robust accuracy to report).
+    seconds: float32 [S + 1], wall-clock seconds of the clean evaluation and of each attack.
+    attack_names: ``("clean", *attacks)``.
+  """
+  x_adv: jax.Array
+  robust: jax.Array
+  broken_by: jax.Array
+  clean_correct: jax.Array
+  robust_accuracy: jax.Array
+  seconds: jax.Array
+  attack_names: tuple = flax.struct.field(pytree_node=False, default=())
+
+
+def _predict(logits_fn, x):
+  return jnp.argmax(logits_fn(x), axis=-1)
+
+
+_predict_jit = jax.jit(_predict, static_argnames=("logits_fn",))
+
+
+def _logits(logits_fn, x):
+  return logits_fn(x)
+
+
+_logits_jit = jax.jit(_logits, static_argnames=("logits_fn",))
+
+
+def _max_dist(a, b, norm):
+  d = (np.asarray(a, np.float64) - np.asarray(b, np.float64)).reshape(a.shape[0], -1)
+  if norm == "linf":
+    return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(a.shape[0])
+  return np.sqrt((d * d).sum(axis=1))
+
+
+def _run_attack(name, logits_fn, x, y, key, active, *, eps, norm, n_iter, n_restarts,
+                n_target_classes, n_queries, apgd_variant, square_per_example_windows):
+  """One attack on one padded batch; returns (x_adv, broken) device arrays."""
+  f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+  i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+  if name.startswith("apgd"):
+    targeted = name == "apgd-t"
+    r = apgd_lib._apgd(  # pylint: disable=protected-access
+        logits_fn, x, y, key, active, None, f32(eps), i32(n_iter), f32(0.75), f32(0.75),
+        i32(n_restarts), i32(n_target_classes if targeted else 0), norm=norm,
+        loss="ce" if name == "apgd-ce" else "dlr", variant=apgd_variant, early_stop=True,
+        targeted=targeted)
+    return r.x_adv, active & r.misclassified
+  if name.startswith("fab"):
+    targeted = name == "fab-t"
+    r = fab_lib._fab(  # pylint: disable=protected-access
+        logits_fn, x, y, key, active, f32(eps), i32(n_iter), i32(n_restarts),
+        i32(n_target_classes if targeted else 1), f32(0.1), f32(1.05), f32(0.9), norm=norm,
+        targeted=targeted, early_stop=True)
+    return r.x_adv, active & r.misclassified & (r.distance <= eps)
+  r = square_lib._square(  # pylint: disable=protected-access
+      logits_fn, x, y, key, active, f32(eps), i32(n_queries), f32(0.8), loss="margin",
+      per_example_windows=square_per_example_windows)
+  return r.x_adv, active & r.misclassified
+
+
+def autoattack(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps,
+    key: jax.Array,
+    norm: str = "linf",
+    version: str = "standard",
+    attacks: Optional[Sequence[str]] = None,
+    n_iter: int = 100,
+    n_restarts: Optional[int] = None,
+    n_target_classes: Optional[int] = None,
+    n_queries: int = 5000,
+    batch_size: Optional[int] = None,
+    sharding=None,
+    apgd_variant: str = "paper",
+    square_per_example_windows: bool = True,
+    verbose: bool = False,
+) -> AutoAttackResult:
+  """Runs AutoAttack and returns the per-point worst case (not jittable: it orchestrates attacks).
+
+  Args:
+    logits_fn: ``x -> logits`` [B, C] of a deterministic model (eval mode), mapping [0, 1] inputs
+      to logits (normalisation inside). Each attack is compiled once per ``logits_fn`` object and
+      batch size.
+    x: float32 images [N, H, W, C] in [0, 1] (NumPy or JAX).
+    y: int32 labels [N].
+    eps: the radius, > 0 (8/255 for CIFAR-10 linf).
+    key: PRNG key; attack ``a`` uses ``fold_in(key, ATTACKS.index(a))``, folded again per batch.
+    norm: ``"linf"`` or ``"l2"`` (l2: Square is unavailable, use ``version="custom"``).
+    version: ``"standard"``, ``"plus"`` or ``"custom"`` (with ``attacks``).
+    attacks: the attacks to run for ``version="custom"``, names from :data:`ATTACKS`.
+    n_iter: iterations of APGD and FAB per run (100).
+    n_restarts: restarts per run; default 1, in ``"plus"`` 5 for APGD-CE, APGD-DLR and FAB.
+    n_target_classes: targets of APGD-T and FAB-T; default min(9, C - 1).
+    n_queries: Square's queries (5,000).
+    batch_size: points per attack call; default N (one batch).
+    sharding: optional ``jax.sharding.Sharding`` to place each batch with (data parallelism).
+    apgd_variant: ``"paper"`` or ``"official"`` (:mod:`robust_jax.attacks.apgd`).
+    square_per_example_windows: see :func:`robust_jax.attacks.square.square`.
+    verbose: print the robust accuracy and time after each attack, as AutoAttack does.
+
+  Returns:
+    An :class:`AutoAttackResult`.
+
+  Raises:
+    ValueError: on a bad argument (named, with its valid range).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> w = jnp.eye(4)
+    >>> logits_fn = lambda x: 10.0 * x.reshape(x.shape[0], -1) @ w
+    >>> x = jnp.array([[0.9, 0.1, 0.1, 0.1], [0.9, 0.8, 0.1, 0.1]]).reshape(2, 2, 2, 1)
+    >>> r = autoattack(logits_fn, x, jnp.array([0, 0]), eps=0.1, key=jax.random.key(0),
+    ...                n_queries=100)
+    >>> r.robust.tolist(), r.broken_by.tolist(), r.attack_names[1]
+    ([True, False], [-1, 1], 'apgd-ce')
+  """
+  validation.check_choice("norm", norm, ("linf", "l2"))
+  validation.check_choice("version", version, VERSIONS)
+  validation.check_choice("apgd_variant", apgd_variant, apgd_lib.VARIANTS)
+  if version == "custom":
+    if not attacks:
+      raise ValueError(f"version='custom' needs attacks=(...), names from {ATTACKS}")
+    names = tuple(attacks)
+  else:
+    if attacks is not None:
+      raise ValueError("attacks is only used with version='custom'")
+    names = _VERSION_ATTACKS[version]
+  for a in names:
+    validation.check_choice("attacks", a, ATTACKS)
+  if norm == "l2" and "square" in names:
+    raise ValueError("Square is implemented for norm='linf' only: for l2 use version='custom' with "
+                     "attacks=('apgd-ce', 'apgd-t', 'fab-t')")
+  validation.check_images("x", x)
+  validation.check_scalar("eps", eps, low=0.0, low_open=True)
+  validation.check_scalar("n_iter", n_iter, low=1, integer=True)
+  validation.check_scalar("n_queries", n_queries, low=0, integer=True)
+  if n_restarts is not None:
+    validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
+  if key is None:
+    raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
+  x_np = np.asarray(x, np.float32)
+  n = x_np.shape[0]
+  num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct((1,) + x_np.shape[1:],
+                                                                jnp.float32)).shape[-1]
+  validation.check_labels("y", y, n, num_classes)
+  y_np = np.asarray(y, np.int32)
+  if n_target_classes is None:
+    n_target_classes = min(9, num_classes - 1)
+  validation.check_scalar("n_target_classes", n_target_classes, low=1, high=num_classes - 1,
+                          integer=True)
+  if any(a in ("apgd-t", "fab-t") for a in names) and num_classes < 4:
+    raise ValueError(f"APGD-T and FAB-T need at least 4 classes (the logits have {num_classes}); "
+                     "use version='custom' without them")
+  if "apgd-dlr" in names and num_classes < 3:
+    raise ValueError(f"APGD-DLR needs at least 3 classes (the logits have {num_classes})")
+  bs = n if batch_size is None else int(batch_size)
+  validation.check_scalar("batch_size", bs, low=1, integer=True)
+  bs = max(min(bs, n), 1)
+
+  def put(a):
+    return jax.device_put(a, sharding) if sharding is not None else jnp.asarray(a)
+
+  def chunks(indices, source=x_np):
+    for start in range(0, len(indices), bs):
+      sel = indices[start:start + bs]
+      pad = bs - len(sel)
+      idx = np.concatenate([sel, np.full(pad, sel[0], sel.dtype)]) if pad else sel
+      active = np.arange(bs) < len(sel)
+      yield start // bs, sel, put(source[idx]), put(y_np[idx]), put(active)
+
+  # Clean evaluation.
+  t0 = time.perf_counter()
+  pred = np.empty(n, np.int32)
+  probs_like = True
+  for _, sel, xb, _, _ in chunks(np.arange(n)):
+    logits = np.asarray(_logits_jit(logits_fn, xb))
+    pred[sel] = logits.argmax(-1)[:len(sel)]
+    lv = logits[:len(sel)]
+    probs_like &= bool(lv.min() >= 0 and lv.max() <= 1 and np.allclose(lv.sum(-1), 1, atol=1e-4))
+  if probs_like and n:
+    warnings.warn("autoattack: the model's outputs look like probabilities; AutoAttack expects "
+                  "logits (DLR and the margins are computed on them)")
+  clean_correct = pred == y_np
+  robust = clean_correct.copy()
+  broken_by = np.where(clean_correct, -1, 0).astype(np.int32)
+  x_adv = x_np.copy()
+  seconds = [time.perf_counter() - t0]
+  accuracy = [float(robust.mean()) if n else 0.0]
+  if verbose:
+    print(f"autoattack: clean accuracy {100 * accuracy[0]:.2f}% ({seconds[0]:.1f} s)")
+
+  for stage, name in enumerate(names, start=1):
+    t0 = time.perf_counter()
+    if version == "plus" and name in ("apgd-ce", "apgd-dlr", "fab"):
+      restarts = 5 if n_restarts is None else n_restarts
+    else:
+      restarts = 1 if n_restarts is None else n_restarts
+    stage_key = jax.random.fold_in(key, ATTACKS.index(name))
+    todo = np.flatnonzero(robust)
+    for c, sel, xb, yb, active in chunks(todo):
+      xa, broken = _run_attack(
+          name, logits_fn, xb, yb, jax.random.fold_in(stage_key, c), active, eps=eps, norm=norm,
+          n_iter=n_iter, n_restarts=restarts, n_target_classes=n_target_classes,
+          n_queries=n_queries, apgd_variant=apgd_variant,
+          square_per_example_windows=square_per_example_windows)
+      broken = np.asarray(broken)[:len(sel)]
+      hit = sel[broken]
+      x_adv[hit] = np.asarray(xa)[:len(sel)][broken]
+      robust[hit] = False
+      broken_by[hit] = stage
+    seconds.append(time.perf_counter() - t0)
+    accuracy.append(float(robust.mean()))
+    if verbose:
+      print(f"autoattack: after {name}: robust accuracy {100 * accuracy[-1]:.2f}% "
+            f"({seconds[-1]:.1f} s)")
+
+  # Trust nothing: re-evaluate every returned point and check the ball and the box.
+  attacked = np.flatnonzero(broken_by > 0)
+  if attacked.size:
+    pred_adv = np.empty(attacked.size, np.int32)
+    for _, sel, xb, _, _ in chunks(attacked, x_adv):
+      pos = np.searchsorted(attacked, sel)
+      pred_adv[pos] = np.asarray(_predict_jit(logits_fn, xb))[:len(sel)]
+    dist = _max_dist(x_adv[attacked], x_np[attacked], norm)
+    ok = ((pred_adv != y_np[attacked]) & (dist <= eps * (1 + 1e-5) + 1e-6)
+          & (x_adv[attacked].reshape(attacked.size, -1).min(1) >= 0)
+          & (x_adv[attacked].reshape(attacked.size, -1).max(1) <= 1))
+    if not ok.all():
+      bad = attacked[~ok]
+      warnings.warn(f"autoattack: {bad.size} point(s) reported broken are correctly classified or "
+                    "outside the ball on re-evaluation (a non-deterministic model?); they are "
+                    "counted as robust")
+      robust[bad] = True
+      broken_by[bad] = -1
+      x_adv[bad] = x_np[bad]
+      accuracy[-1] = float(robust.mean())
+  if "square" in names and n:
+    by_square = int((broken_by == names.index("square") + 1).sum())
+    if any(a in _GRADIENT_ATTACKS for a in names[:names.index("square")]) and by_square > 0.002 * n:
+      warnings.warn(f"autoattack: Square broke {by_square} point(s) that the gradient-based attacks "
+                    "did not; this suggests gradient masking (AutoAttack's checks.py)")
+  return AutoAttackResult(
+      x_adv=jnp.asarray(x_adv), robust=jnp.asarray(robust), broken_by=jnp.asarray(broken_by),
+      clean_correct=jnp.asarray(clean_correct),
+      robust_accuracy=jnp.asarray(accuracy, jnp.float32),
+      seconds=jnp.asarray(seconds, jnp.float32), attack_names=("clean",) + names)
+

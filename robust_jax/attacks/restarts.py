@@ -1,0 +1,159 @@
+"""PGD with random restarts keeping the per-example worst case, and the CW-inf attack.
+
+Madry et al. (2018) evaluate PGD with several random restarts and count an example as broken if any
+restart breaks it. :func:`pgd_restarts` runs R restarts of the masked ascent loop
+(:func:`robust_jax.attacks.loop.ascent`) from independent random starts (restart r uses
+``fold_in(key, r)``) inside one ``lax.fori_loop`` and keeps, per example, the worst case: a
+misclassified result beats a correct one, and between two of the same kind the higher attack loss
+wins. R = 1 is the plain randomly started PGD.
+
+:func:`cw_inf` is the CW-inf column of the seeds' tables (CAT, FAT and GAIRAT code, the "DAT
+protocol" of FAT.py): PGD on the Carlini-Wagner margin loss with confidence kappa = 50, 30 steps of
+eps / 4 from a uniform random start.
+
+eps, the step size, the number of steps and restarts and kappa are traced (no recompilation).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from robust_jax import validation
+from robust_jax.attacks import losses, projections
+from robust_jax.attacks.loop import AttackResult, ascent
+
+NORMS = ("linf", "l2")
+STARTS = ("uniform", "normal", "none")
+
+
+def _bcast(v, like):
+  return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "loss", "start"))
+def _pgd_restarts(logits_fn, x, y, key, eps, step_size, num_steps, num_restarts, kappa, target, *,
+                  norm, loss, start) -> AttackResult:
+  loss_fn = losses.get_loss(loss, kappa=kappa)
+  clean_logits = logits_fn(x) if losses.needs_clean_logits(loss) else None
+
+  def one(r):
+    x_start = projections.random_start(jax.random.fold_in(key, r), x, eps, norm, start)
+    return ascent(logits_fn, loss_fn, x, y, x_start, eps=eps, step_size=step_size,
+                  num_steps=num_steps, norm=norm, target=target, clean_logits=clean_logits)
+
+  def body(r, best):
+    new = one(r)
+    take = (new.misclassified & ~best.misclassified) | (
+        (new.misclassified == best.misclassified) & (new.loss > best.loss))
+    merged = jax.tree.map(
+        lambda n, o: jnp.where(_bcast(take, n) if n.ndim > 1 else take, n, o), new, best)
+    return merged.replace(num_steps=best.num_steps + new.num_steps)
+
+  first = one(0)
+  return jax.lax.fori_loop(1, num_restarts, body, first)
+
+
+def pgd_restarts(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps,
+    step_size,
+    num_steps,
+    key: jax.Array,
+    num_restarts=1,
+    norm: str = "linf",
+    loss: str = "ce",
+    start: str = "uniform",
+    kappa=50.0,
+    target: Optional[jax.Array] = None,
+) -> AttackResult:
+  """PGD-K with R random restarts, keeping each example's worst case.
+
+  Args:
+    logits_fn: ``x -> logits`` [B, C], pure.
+    x: float32 images [B, H, W, C] in [0, 1].
+    y: int32 labels [B].
+    eps: radius, >= 0.
+    step_size: > 0.
+    num_steps: K >= 0 per restart.
+    key: PRNG key; restart r starts from ``random_start(fold_in(key, r), ...)``.
+    num_restarts: R >= 1.
+    norm: ``"linf"`` or ``"l2"``.
+    loss: an attack loss of :mod:`robust_jax.attacks.losses` (``"ce"``, ``"cw"``, ``"margin"``,
+      ``"kl"``, ``"dlr"``).
+    start: ``"uniform"`` (default), ``"normal"`` or ``"none"`` (then every restart is the same).
+    kappa: the confidence of the ``"cw"`` loss.
+    target: optional int32 [B] targets for a targeted loss.
+
+  Returns:
+    An :class:`~robust_jax.attacks.loop.AttackResult`: per example the fields of the worst restart
+    (misclassified first, then the highest loss), except ``num_steps``, the steps summed over all
+    restarts.
+
+  Raises:
+    ValueError: on a bad argument (named, with its valid range), when values are concrete.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> w = jnp.eye(4)[:, :3]
+    >>> logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> x = jnp.full((2, 2, 2, 1), 0.5); y = jnp.array([0, 1])
+    >>> r = pgd_restarts(logits_fn, x, y, eps=0.1, step_size=0.05, num_steps=3, num_restarts=2,
+    ...                  key=jax.random.key(0))
+    >>> r.num_steps.tolist()
+    [6, 6]
+  """
+  validation.check_choice("norm", norm, NORMS)
+  validation.check_choice("loss", loss, losses.LOSSES)
+  validation.check_choice("start", start, STARTS)
+  validation.check_images("x", x)
+  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
+  validation.check_scalar("num_steps", num_steps, low=0, integer=True)
+  validation.check_scalar("num_restarts", num_restarts, low=1, integer=True)
+  validation.check_scalar("kappa", kappa, low=0.0)
+  if key is None:
+    raise ValueError("key must be a PRNG key for the random starts: pass key=jax.random.key(...)")
+  num_classes = None
+  if validation.is_concrete(x):
+    num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+  validation.check_labels("y", y, x.shape[0], num_classes)
+  if target is not None:
+    validation.check_labels("target", target, x.shape[0], num_classes)
+    target = jnp.asarray(target, jnp.int32)
+  return _pgd_restarts(logits_fn, x, jnp.asarray(y, jnp.int32), key,
+                       jnp.asarray(eps, jnp.float32), jnp.asarray(step_size, jnp.float32),
+                       jnp.asarray(num_steps, jnp.int32), jnp.asarray(num_restarts, jnp.int32),
+                       jnp.asarray(kappa, jnp.float32), target, norm=norm, loss=loss, start=start)
+
+
+def cw_inf(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps,
+    key: jax.Array,
+    step_size=None,
+    num_steps=30,
+    kappa=50.0,
+    num_restarts=1,
+    norm: str = "linf",
+    start: str = "uniform",
+) -> AttackResult:
+  """CW-inf: PGD on the CW margin loss with confidence kappa (the seeds' "CW" column).
+
+  FAT.py's protocol: 30 steps of eps / 4 (the default ``step_size``), kappa = 50, a uniform random
+  start. Args and Returns as :func:`pgd_restarts` with ``loss="cw"``.
+  """
+  if step_size is None:
+    validation.check_scalar("eps", eps, low=0.0, low_open=True)
+    step_size = eps / 4.0
+  return pgd_restarts(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps, key=key,
+                      num_restarts=num_restarts, norm=norm, loss="cw", start=start, kappa=kappa)

@@ -1,0 +1,472 @@
+"""Robustness evaluation: accuracy under a table of attacks, the per-example worst case, per class.
+
+:func:`evaluate` runs every attack of a mapping ``name -> attack`` on every batch of a dataset and
+reports, in the layout of the seeds' tables (Clean | FGSM | PGD-20 | PGD-100 | CW-inf | APGD-CE |
+APGD-T | AA | worst class):
+
+* the clean accuracy and each attack's robust accuracy;
+* the per-example worst case over all attacks: a point is robust only if it is classified correctly
+  clean and at every attack's point (the robust accuracy to report; AutoAttack's convention);
+* per-class clean and worst-case robust accuracy, and the worst class;
+* the wall-clock seconds of each attack (summed over batches, compilation included).
+
+An attack is any callable ``attack(logits_fn, x, y, key)`` returning the adversarial images or a
+result with an ``x_adv`` attribute (every attack of :mod:`robust_jax.attacks`); :func:`default_attacks`
+builds the seeds' table. Accuracy is always re-evaluated from ``x_adv``; when ``eps`` is given, a point
+an attack returns outside the eps-ball or the [0, 1] box does not count as broken and is reported in
+``invalid`` (trust nothing).
+
+Batching and devices: the dataset is re-batched to exactly ``batch_size`` examples (the last batch
+padded and masked), so each attack compiles once. When ``batch_size`` divides by the number of local
+devices each batch is placed with ``jax.device_put`` on a ``NamedSharding`` over a 1-D mesh of the
+local devices (data parallelism by ``jit`` with sharded inputs; trivial on one CPU device).
+
+Conventions: images float32 NHWC in [0, 1]; labels int32; a model is only ``logits_fn(x)``, which
+must be deterministic (eval mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from robust_jax import validation
+from robust_jax.attacks import apgd as apgd_lib
+from robust_jax.attacks import autoattack as autoattack_lib
+from robust_jax.attacks import fgsm_pgd, restarts
+
+AttackFn = Callable[[Callable, jax.Array, jax.Array, jax.Array], Any]
+TABLE_COLUMNS = ("FGSM", "PGD-20", "PGD-100", "CW-inf", "APGD-CE", "APGD-T", "AA")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationReport:
+  """What :func:`evaluate` returns (plain Python values; :func:`report_to_json` serialises it).
+
+  Attributes:
+    num_examples: the number of (unmasked) examples evaluated.
+    num_classes: C.
+    clean_accuracy: accuracy on the natural inputs, in [0, 1].
+    attack_accuracy: ``{name: accuracy}`` in the attacks' order; a point counts if it is correct
+      both clean and at the attack's point.
+    robust_accuracy: the per-example worst case over all attacks (the number to report).
+    per_class_count: examples per class.
+    per_class_clean_accuracy: clean accuracy per class (None for a class without examples).
+    per_class_robust_accuracy: worst-case robust accuracy per class (None likewise).
+    worst_class: the class with the lowest worst-case robust accuracy (ties: the smallest index).
+    worst_class_name: its name (``class_names`` or the index as a string).
+    seconds: ``{"clean": s, name: s, ...}`` wall-clock seconds, summed over batches.
+    invalid: ``{name: n}`` points an attack returned outside the ball or the box (counted robust).
+    eps: the radius given to :func:`evaluate`, or None.
+    norm: the norm of the ball check.
+  """
+  num_examples: int
+  num_classes: int
+  clean_accuracy: float
+  attack_accuracy: dict
+  robust_accuracy: float
+  per_class_count: list
+  per_class_clean_accuracy: list
+  per_class_robust_accuracy: list
+  worst_class: int
+  worst_class_name: str
+  seconds: dict
+  invalid: dict
+  eps: Optional[float]
+  norm: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferReport:
+  """What :func:`transfer` returns.
+
+  Attributes:
+    num_examples: examples evaluated.
+    clean_accuracy: the target model's clean accuracy.
+    source_accuracy: the source model's white-box robust accuracy on its own adversarial examples.
+    transfer_accuracy: the target model's accuracy on the source's adversarial examples (correct
+      both clean and adversarially, as :class:`EvaluationReport`).
+    seconds: wall-clock seconds (attack and evaluation).
+  """
+  num_examples: int
+  clean_accuracy: float
+  source_accuracy: float
+  transfer_accuracy: float
+  seconds: float
+
+
+# ----------------------------------------------------------------------------------------------
+# The seeds' attack table.
+
+
+def default_attacks(
+    eps: float,
+    *,
+    norm: str = "linf",
+    step_size: Optional[float] = None,
+    pgd_steps: Sequence[int] = (20, 100),
+    cw_steps: int = 30,
+    kappa: float = 50.0,
+    n_iter: int = 100,
+    n_queries: int = 5000,
+    aa_version: str = "standard",
+    fgsm_start: str = "uniform",
+) -> dict[str, AttackFn]:
+  """The seeds' evaluation table (FAT.py's "DAT protocol" plus APGD and AutoAttack).
+
+  * ``"FGSM"``: one step of size eps from a uniform random start (``fgsm_start="none"``: from x).
+  * ``"PGD-20"``, ``"PGD-100"``: CE, steps of ``step_size`` (default eps / 4), uniform random start.
+  * ``"CW-inf"``: :func:`robust_jax.attacks.restarts.cw_inf`, ``cw_steps`` (30) steps of
+    ``step_size``, kappa 50, uniform random start.
+  * ``"APGD-CE"``, ``"APGD-T"``: :mod:`robust_jax.attacks.apgd` with ``n_iter`` iterations (APGD-T over
+    min(9, C - 1) targets).
+  * ``"AA"``: :func:`robust_jax.attacks.autoattack.autoattack` (``aa_version``; for l2 the custom
+    version APGD-CE, APGD-T, FAB-T, since Square is linf only) with ``n_iter`` and ``n_queries``.
+
+  Args:
+    eps: the radius, > 0.
+    norm: ``"linf"`` or ``"l2"``.
+    step_size: PGD and CW step size; default eps / 4.
+    pgd_steps: the PGD budgets; each gives a column ``f"PGD-{k}"``.
+    cw_steps: CW-inf steps.
+    kappa: CW-inf confidence.
+    n_iter: APGD and AutoAttack iterations (100).
+    n_queries: Square's queries inside AutoAttack (5,000).
+    aa_version: AutoAttack's version for linf (``"standard"`` or ``"plus"``).
+    fgsm_start: ``"uniform"`` or ``"none"``.
+
+  Returns:
+    An ordered ``{name: attack(logits_fn, x, y, key)}``.
+  """
+  validation.check_scalar("eps", eps, low=0.0, low_open=True)
+  validation.check_choice("norm", norm, ("linf", "l2"))
+  validation.check_choice("fgsm_start", fgsm_start, ("uniform", "none"))
+  step = eps / 4.0 if step_size is None else step_size
+
+  def fgsm(logits_fn, x, y, key):
+    return fgsm_pgd.fgsm(logits_fn, x, y, eps=eps, norm=norm, start=fgsm_start, key=key)
+
+  def make_pgd(k):
+    def pgd(logits_fn, x, y, key):
+      return fgsm_pgd.pgd(logits_fn, x, y, eps=eps, step_size=step, num_steps=k, norm=norm,
+                          start="uniform", key=key)
+    return pgd
+
+  def cw(logits_fn, x, y, key):
+    return restarts.cw_inf(logits_fn, x, y, eps=eps, step_size=step, num_steps=cw_steps,
+                           kappa=kappa, norm=norm, key=key)
+
+  def apgd_ce(logits_fn, x, y, key):
+    return apgd_lib.apgd(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, loss="ce", key=key)
+
+  def apgd_t(logits_fn, x, y, key):
+    c = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    return apgd_lib.apgd_targeted(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, key=key,
+                                  n_target_classes=min(9, c - 1))
+
+  def aa(logits_fn, x, y, key):
+    sharding = getattr(x, "sharding", None)
+    kw = dict(version=aa_version) if norm == "linf" else dict(
+        version="custom", attacks=("apgd-ce", "apgd-t", "fab-t"))
+    return autoattack_lib.autoattack(
+        logits_fn, x, y, eps=eps, key=key, norm=norm, n_iter=n_iter, n_queries=n_queries,
+        sharding=sharding if isinstance(sharding, NamedSharding) else None, **kw)
+
+  table = {"FGSM": fgsm}
+  for k in pgd_steps:
+    table[f"PGD-{k}"] = make_pgd(k)
+  table.update({"CW-inf": cw, "APGD-CE": apgd_ce, "APGD-T": apgd_t, "AA": aa})
+  return table
+
+
+# ----------------------------------------------------------------------------------------------
+# Data.
+
+
+def _as_arrays(item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  if isinstance(item, Mapping):
+    x, y = item["image"], item["label"]
+    mask = item.get("mask")
+  elif isinstance(item, (tuple, list)) and len(item) in (2, 3):
+    x, y = item[0], item[1]
+    mask = item[2] if len(item) == 3 else None
+  else:
+    raise ValueError("each dataset element must be a dict {'image', 'label'[, 'mask']} or a tuple "
+                     f"(x, y[, mask]), got {type(item).__name__}")
+  x = np.asarray(x, np.float32)
+  y = np.asarray(y)
+  if not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+  y = y.astype(np.int32)
+  mask = np.ones(y.shape[0], bool) if mask is None else np.asarray(mask).astype(bool)
+  if x.ndim < 2 or x.shape[0] != y.shape[0] or mask.shape != y.shape:
+    raise ValueError(f"image, label and mask must share the leading batch axis, got shapes "
+                     f"{x.shape}, {y.shape}, {mask.shape}")
+  return x, y, mask
+
+
+def _is_full_arrays(dataset) -> bool:
+  if isinstance(dataset, Mapping):
+    return True
+  return (isinstance(dataset, tuple) and len(dataset) in (2, 3)
+          and all(hasattr(a, "shape") for a in dataset) and np.ndim(dataset[1]) == 1)
+
+
+def _batches(dataset, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """Re-batches ``dataset`` to exactly ``batch_size`` examples; the last batch is padded, masked."""
+  items: Iterable = [dataset] if _is_full_arrays(dataset) else dataset
+  buf_x, buf_y, buf_m, held = [], [], [], 0
+  for item in items:
+    x, y, m = _as_arrays(item)
+    buf_x.append(x)
+    buf_y.append(y)
+    buf_m.append(m)
+    held += y.shape[0]
+    while held >= batch_size:
+      x_all, y_all, m_all = (np.concatenate(b) for b in (buf_x, buf_y, buf_m))
+      yield x_all[:batch_size], y_all[:batch_size], m_all[:batch_size]
+      buf_x, buf_y, buf_m = [x_all[batch_size:]], [y_all[batch_size:]], [m_all[batch_size:]]
+      held -= batch_size
+  if held:
+    x_all, y_all, m_all = (np.concatenate(b) for b in (buf_x, buf_y, buf_m))
+    pad = batch_size - held
+    yield (np.concatenate([x_all, np.repeat(x_all[:1], pad, 0)]),
+           np.concatenate([y_all, np.repeat(y_all[:1], pad, 0)]),
+           np.concatenate([m_all, np.zeros(pad, bool)]))
+
+
+def _sharding(batch_size: int):
+  devices = jax.local_devices()
+  if batch_size % len(devices):
+    return None
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+  return NamedSharding(mesh, P("data"))
+
+
+def _put(a, sharding):
+  return jax.device_put(a, sharding) if sharding is not None else jnp.asarray(a)
+
+
+def _predict(logits_fn, x):
+  return jnp.argmax(logits_fn(x), axis=-1)
+
+
+_predict_jit = jax.jit(_predict, static_argnames=("logits_fn",))
+
+
+def _x_adv(result):
+  return result.x_adv if hasattr(result, "x_adv") else result
+
+
+def _valid(x_adv: np.ndarray, x: np.ndarray, eps, norm) -> np.ndarray:
+  """Points in the eps-ball around x and in [0, 1] (float32 slack)."""
+  flat_a = x_adv.reshape(x.shape[0], -1)
+  d = flat_a.astype(np.float64) - x.reshape(x.shape[0], -1)
+  dist = np.abs(d).max(1) if norm == "linf" else np.sqrt((d * d).sum(1))
+  return (dist <= eps * (1 + 1e-5) + 1e-6) & (flat_a.min(1) >= 0) & (flat_a.max(1) <= 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def evaluate(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    dataset,
+    attacks: Optional[Mapping[str, AttackFn]] = None,
+    *,
+    batch_size: int,
+    key: jax.Array,
+    eps: Optional[float] = None,
+    norm: str = "linf",
+    class_names: Optional[Sequence[str]] = None,
+    verbose: bool = False,
+) -> EvaluationReport:
+  """Evaluates ``logits_fn`` under every attack of ``attacks``, batch by batch.
+
+  Args:
+    logits_fn: ``x -> logits`` [B, C], deterministic.
+    dataset: an iterable of batches, each a dict ``{"image", "label"[, "mask"]}`` or a tuple
+      ``(x, y[, mask])``, or one such dict / tuple of full arrays. Masked-out examples are ignored.
+    attacks: ``{name: attack(logits_fn, x, y, key)}``, e.g. :func:`default_attacks`; None: clean
+      accuracy only.
+    batch_size: examples per attack call, >= 1 (the data are re-batched to it).
+    key: PRNG key; batch b and attack j use ``fold_in(fold_in(key, b), j)``.
+    eps: optional radius of the validity check (points outside the ball or the box never count as
+      broken); pass the attacks' eps.
+    norm: ``"linf"`` or ``"l2"``, for the validity check.
+    class_names: optional names of the C classes, for ``worst_class_name``.
+    verbose: print one line per batch.
+
+  Returns:
+    An :class:`EvaluationReport`.
+
+  Raises:
+    ValueError: on a bad argument or malformed data.
+  """
+  validation.check_scalar("batch_size", batch_size, low=1, integer=True)
+  validation.check_choice("norm", norm, ("linf", "l2"))
+  if eps is not None:
+    validation.check_scalar("eps", eps, low=0.0)
+  if key is None:
+    raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
+  attacks = dict(attacks or {})
+  sharding = _sharding(batch_size)
+  labels, masks, clean = [], [], []
+  robust = {name: [] for name in attacks}
+  seconds = {"clean": 0.0, **{name: 0.0 for name in attacks}}
+  invalid = {name: 0 for name in attacks}
+  num_classes = None
+  for b, (x, y, m) in enumerate(_batches(dataset, batch_size)):
+    validation.check_images("image", x)
+    xb, yb = _put(x, sharding), _put(y, sharding)
+    if num_classes is None:
+      num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    validation.check_labels("label", y, x.shape[0], num_classes)
+    t0 = time.perf_counter()
+    ok = np.asarray(_predict_jit(logits_fn, xb)) == y
+    seconds["clean"] += time.perf_counter() - t0
+    labels.append(y)
+    masks.append(m)
+    clean.append(ok)
+    key_b = jax.random.fold_in(key, b)
+    for j, (name, attack) in enumerate(attacks.items()):
+      t0 = time.perf_counter()
+      x_adv = _x_adv(attack(logits_fn, xb, yb, jax.random.fold_in(key_b, j)))
+      pred = np.asarray(_predict_jit(logits_fn, x_adv))
+      seconds[name] += time.perf_counter() - t0
+      correct = pred == y
+      if eps is not None:
+        valid = _valid(np.asarray(x_adv), x, eps, norm)
+        invalid[name] += int((~valid & m).sum())
+        correct |= ~valid
+      robust[name].append(ok & correct)
+    if verbose:
+      accs = " ".join(f"{n}={np.mean(r[-1][m]):.3f}" for n, r in robust.items())
+      print(f"evaluate: batch {b} clean={np.mean(ok[m]):.3f} {accs}")
+  if num_classes is None:
+    raise ValueError("dataset is empty")
+  mask = np.concatenate(masks)
+  y_all = np.concatenate(labels)[mask]
+  clean_all = np.concatenate(clean)[mask]
+  per_attack = {name: np.concatenate(r)[mask] for name, r in robust.items()}
+  worst = clean_all.copy()
+  for r in per_attack.values():
+    worst &= r
+  n = int(mask.sum())
+  if n == 0:
+    raise ValueError("every example of dataset is masked out")
+  counts, clean_c, robust_c = [], [], []
+  for c in range(num_classes):
+    sel = y_all == c
+    counts.append(int(sel.sum()))
+    clean_c.append(float(clean_all[sel].mean()) if sel.any() else None)
+    robust_c.append(float(worst[sel].mean()) if sel.any() else None)
+  present = [c for c in range(num_classes) if counts[c]]
+  worst_class = min(present, key=lambda c: (robust_c[c], c))
+  names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+  if len(names) != num_classes:
+    raise ValueError(f"class_names must have {num_classes} entries, got {len(names)}")
+  return EvaluationReport(
+      num_examples=n, num_classes=num_classes, clean_accuracy=float(clean_all.mean()),
+      attack_accuracy={name: float(r.mean()) for name, r in per_attack.items()},
+      robust_accuracy=float(worst.mean()), per_class_count=counts,
+      per_class_clean_accuracy=clean_c, per_class_robust_accuracy=robust_c,
+      worst_class=int(worst_class), worst_class_name=names[worst_class],
+      seconds={k: float(v) for k, v in seconds.items()}, invalid=invalid,
+      eps=None if eps is None else float(eps), norm=norm)
+
+
+def transfer(
+    source_logits_fn: Callable[[jax.Array], jax.Array],
+    target_logits_fn: Callable[[jax.Array], jax.Array],
+    dataset,
+    attack: AttackFn,
+    *,
+    batch_size: int,
+    key: jax.Array,
+) -> TransferReport:
+  """Transfer attack: adversarial examples crafted on the source model, evaluated on the target.
+
+  Args:
+    source_logits_fn: the model the attack sees.
+    target_logits_fn: the model that is evaluated.
+    dataset: as :func:`evaluate`.
+    attack: ``attack(logits_fn, x, y, key)`` (e.g. an entry of :func:`default_attacks`).
+    batch_size: examples per call.
+    key: PRNG key; the attack on batch b gets ``fold_in(fold_in(key, b), 0)``, the key
+      :func:`evaluate` gives its first attack, so the two agree for the same key and batch size.
+
+  Returns:
+    A :class:`TransferReport`. With ``source_logits_fn is target_logits_fn`` the transfer accuracy
+    equals the source's white-box accuracy.
+  """
+  validation.check_scalar("batch_size", batch_size, low=1, integer=True)
+  if key is None:
+    raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
+  sharding = _sharding(batch_size)
+  t0 = time.perf_counter()
+  tot = clean_t = src = tgt = 0
+  for b, (x, y, m) in enumerate(_batches(dataset, batch_size)):
+    validation.check_images("image", x)
+    xb, yb = _put(x, sharding), _put(y, sharding)
+    x_adv = _x_adv(attack(source_logits_fn, xb, yb,
+                          jax.random.fold_in(jax.random.fold_in(key, b), 0)))
+    ok_s = np.asarray(_predict_jit(source_logits_fn, xb)) == y
+    ok_t = np.asarray(_predict_jit(target_logits_fn, xb)) == y
+    adv_s = np.asarray(_predict_jit(source_logits_fn, x_adv)) == y
+    adv_t = np.asarray(_predict_jit(target_logits_fn, x_adv)) == y
+    tot += int(m.sum())
+    clean_t += int((ok_t & m).sum())
+    src += int((ok_s & adv_s & m).sum())
+    tgt += int((ok_t & adv_t & m).sum())
+  if tot == 0:
+    raise ValueError("dataset is empty or fully masked")
+  return TransferReport(num_examples=tot, clean_accuracy=clean_t / tot, source_accuracy=src / tot,
+                        transfer_accuracy=tgt / tot, seconds=time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Output.
+
+
+def format_table(report: EvaluationReport, *, digits: int = 2) -> str:
+  """A Markdown table in the seeds' layout: Clean | <attacks in order> | worst class.
+
+  Accuracies are percentages; the worst-class cell is ``"<name>: <worst-case robust accuracy>"``.
+  A line under the table gives the per-example worst case over all attacks.
+
+  Example:
+    >>> r = EvaluationReport(10, 2, 1.0, {"PGD-20": 0.5}, 0.5, [5, 5], [1.0, 1.0], [0.4, 0.6], 0,
+    ...                      "0", {"clean": 0.0, "PGD-20": 1.0}, {"PGD-20": 0}, 0.1, "linf")
+    >>> print(format_table(r))
+    | Clean | PGD-20 | worst class |
+    |---:|---:|---:|
+    | 100.00 | 50.00 | 0: 40.00 |
+    <BLANKLINE>
+    Worst case over all attacks: 50.00% of 10 examples (linf, eps = 0.1).
+  """
+  pct = lambda v: f"{100 * v:.{digits}f}"  # noqa: E731
+  names = list(report.attack_accuracy)
+  header = ["Clean"] + names + ["worst class"]
+  worst = report.per_class_robust_accuracy[report.worst_class]
+  row = ([pct(report.clean_accuracy)] + [pct(report.attack_accuracy[n]) for n in names]
+         + [f"{report.worst_class_name}: {pct(worst)}"])
+  lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header),
+           "| " + " | ".join(row) + " |"]
+  eps = "" if report.eps is None else f", eps = {report.eps:g}"
+  lines += ["", f"Worst case over all attacks: {pct(report.robust_accuracy)}% of "
+                f"{report.num_examples} examples ({report.norm}{eps})."]
+  return "\n".join(lines)
+
+
+def report_to_json(report: EvaluationReport | TransferReport, *, indent: Optional[int] = 2) -> str:
+  """Serialises a report to JSON (strict: no NaN; classes without examples are null)."""
+  return json.dumps(dataclasses.asdict(report), indent=indent, allow_nan=False)

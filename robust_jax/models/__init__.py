@@ -1,0 +1,102 @@
+"""Models of the adversarial-training papers, in Flax linen, and a registry of them by name.
+
+Every model maps float NHWC images in [0, 1] ([B, H, W, C]) to float32 logits [B, num_classes] with
+``model.apply(variables, x, train=False)``:
+
+* eval mode (``train=False``): BatchNorm uses its running averages; needs no rng and mutates nothing,
+  so ``logits_fn = lambda x: model.apply({"params": p, "batch_stats": s}, x)`` is what attacks see.
+* train mode (``train=True``): BatchNorm uses batch statistics and updates ``batch_stats`` (apply with
+  ``mutable=["batch_stats"]``); models with dropout (``small_cnn``) need ``rngs={"dropout": key}``.
+
+Their convolutions are :class:`robust_jax.models.layers.Conv`, whose custom VJP keeps the attack's
+``lax.while_loop`` as fast as an unrolled loop on CPU, and their 2x2 pooling is a reshape and a max.
+
+=================== ========================================================= ============= ========
+name                architecture (reference code)                              input         params*
+=================== ========================================================= ============= ========
+``mlp``             MLP 256-256 for the 8x8 embedded digits                    8x8x1         85,002
+``cnn4``            Dynamic AT's MNIST 4-layer CNN (Keras)                     28x28x1       421,834
+``cnn8``            Dynamic AT's CIFAR 8-layer CNN (FAT's PyTorch port)        32x32x3       1,639,282
+``small_cnn``       TRADES' MNIST SmallCNN, dropout 0.5                        28x28x1       312,202
+``preact_resnet18`` robust_overfitting / AT-AWP PreAct ResNet-18               32x32x3       11,172,170
+``resnet18``        kuangliu ResNet-18 (MART, FAT, GAIRAT)                     32x32x3       11,173,962
+``wrn28_10``        TRADES/MART WideResNet, depth 28, width 10                 32x32x3       36,479,194
+``wrn32_10``        Madry's WRN-32-10 (Dynamic AT, FAT, GAIRAT)                32x32x3       46,160,474
+``wrn34_10``        TRADES/MART/AWP WRN-34-10 (the same network as wrn32_10)   32x32x3       46,160,474
+=================== ========================================================= ============= ========
+
+\\* trainable parameters with 10 classes (BatchNorm scale and bias included, running statistics not).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from robust_jax.models import layers
+from robust_jax.models.cnn import CNN4, CNN8, MLP, SmallCNN
+from robust_jax.models.layers import Conv, conv2d, global_avg_pool, max_pool_2x2
+from robust_jax.models.resnet import PreActResNet18, ResNet18
+from robust_jax.models.wide_resnet import WideResNet, blocks_per_group
+
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP,
+    "cnn4": CNN4,
+    "cnn8": CNN8,
+    "small_cnn": SmallCNN,
+    "preact_resnet18": PreActResNet18,
+    "resnet18": ResNet18,
+    "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),
+    "wrn32_10": functools.partial(WideResNet, depth=32, widen_factor=10, depth_convention="madry"),
+    "wrn34_10": functools.partial(WideResNet, depth=34, widen_factor=10),
+}
+
+
+def get_model(name: str, *, num_classes: int = 10, **kwargs: Any) -> nn.Module:
+  """Builds the model registered under ``name``.
+
+  Args:
+    name: a key of :data:`MODELS`.
+    num_classes: number of logits.
+    **kwargs: further attributes of the model class, e.g. ``dtype=jnp.bfloat16``,
+      ``dropout_rate=0.0`` (``small_cnn``), ``mean``/``std``, ``hidden_sizes`` (``mlp``).
+
+  Returns:
+    An unbound linen module.
+
+  Raises:
+    ValueError: for an unknown name; the message lists the valid ones.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> model = get_model("small_cnn")
+    >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    >>> count_params(variables["params"])
+    312202
+  """
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+  return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter pytree (arrays or ``jax.ShapeDtypeStruct``s).
+
+  Given a whole variables dict (with ``"params"`` and ``"batch_stats"``), only ``"params"`` is
+  counted: BatchNorm running statistics are not trainable.
+  """
+  if isinstance(params, dict) or hasattr(params, "keys"):
+    if "params" in params:
+      params = params["params"]
+  return int(sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params)))
+
+
+__all__ = [
+    "MODELS", "get_model", "count_params", "MLP", "CNN4", "CNN8", "SmallCNN", "PreActResNet18",
+    "ResNet18", "WideResNet", "blocks_per_group", "Conv", "conv2d", "max_pool_2x2",
+    "global_avg_pool", "layers",
+]

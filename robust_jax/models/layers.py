@@ -1,0 +1,333 @@
+"""Building blocks of the models: a convolution with a CPU-friendly VJP, pooling, initialisers.
+
+Why a custom convolution. XLA's CPU backend compiles the input-gradient convolutions (the transposed
+convolutions of the backward pass) inside a ``lax.while_loop`` body as naive loop nests instead of
+calling its fast convolution; outside a loop it inserts a transposed copy of the kernel and calls the
+fast path. The attack loop of :mod:`robust_jax.attacks.loop` is a while loop (for its early exit), so
+with ``flax.linen.Conv`` a PGD-10 step is several times slower on CPU than the same loop unrolled
+(shared/reference/environment.md, section 12; jax-ml/jax#12868).
+
+:func:`conv2d` therefore carries a ``jax.custom_vjp`` whose input gradient is written as an ordinary
+forward convolution, the identity behind every transposed convolution::
+
+    dL/dx = conv(dilate(dL/dy, stride), flip_hw(w) with in/out swapped,
+                 padding = (k - 1 - pad_lo, H - 1 + pad_lo - (H_out - 1) * stride))
+
+with ``flip_hw(w)`` = ``jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))`` in HWIO and the dilation
+expressed as ``lhs_dilation = stride`` (a no-op for stride 1). The high-side padding absorbs the
+leftover rows and columns that a strided window never reaches (SAME padding with stride 2 on an even
+size, PyTorch's ``padding=1`` with stride 2). The weight gradient is the standard one (``jax.vjp`` of
+the forward convolution with respect to the kernel). Both gradients equal JAX's default ones (the
+tests check 1e-5; on CPU they are usually bitwise equal); only the way XLA is asked to compute the
+input gradient changes.
+
+Limitation: a ``custom_vjp`` function cannot be differentiated in forward mode, so ``jax.jvp`` or
+``jax.jacfwd`` of a model built from :class:`Conv` raises. Reverse mode, reverse-over-reverse and
+forward-over-reverse (Hessian-vector products as ``jax.jvp(jax.grad(f), ...)``) all work, because the
+backward pass is made of ordinary differentiable operations. ``Conv(custom_vjp=False)`` falls back to
+JAX's own rule.
+
+Also here: :func:`max_pool_2x2` (2x2 stride-2 max pooling as a reshape and a max, much faster to
+differentiate on CPU than ``nn.max_pool``'s ``reduce_window``), :func:`global_avg_pool`,
+:func:`normalize_input`, :func:`batch_norm` with PyTorch's defaults, and the PyTorch default
+initialisers used by the reference architectures.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Initializer = Callable[..., jax.Array]
+PaddingLike = Union[str, int, Sequence[Union[int, Tuple[int, int]]]]
+Pads = Tuple[Tuple[int, int], Tuple[int, int]]
+
+_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+Dense = nn.Dense  # the models' dense layer is flax's own.
+
+
+# --------------------------------------------------------------------------------------------------
+# Initialisers.
+
+
+def torch_default_kernel_init() -> Initializer:
+  """PyTorch's default ``nn.Conv2d`` / ``nn.Linear`` weight init, ``kaiming_uniform_(a=sqrt(5))``.
+
+  That is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), a variance of 1 / (3 fan_in); fan_in is the receptive
+  field times the input channels (HWIO kernel) or the input size (dense kernel).
+  """
+  return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias_init(fan_in: int) -> Initializer:
+  """PyTorch's default bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  Args:
+    fan_in: the fan-in of the layer the bias belongs to (kernel height * width * input channels for a
+      convolution, the input size for a dense layer), >= 1.
+
+  Returns:
+    An initializer ``(key, shape, dtype) -> array``.
+  """
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def kaiming_normal_fan_in() -> Initializer:
+  """PyTorch's ``nn.init.kaiming_normal_`` defaults: N(0, 2 / fan_in), not truncated."""
+  return nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def kaiming_normal_fan_out() -> Initializer:
+  """N(0, 2 / (k * k * out_channels)): the conv init of the TRADES/MART/Madry WideResNets."""
+  return nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+# --------------------------------------------------------------------------------------------------
+# Convolution with the custom VJP.
+
+
+def _pair(v: Union[int, Sequence[int]], what: str) -> Tuple[int, int]:
+  if isinstance(v, int):
+    return (v, v)
+  v = tuple(int(a) for a in v)
+  if len(v) != 2:
+    raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
+  return v
+
+
+def resolve_padding(padding: PaddingLike, in_hw: Sequence[int], kernel_hw: Sequence[int],
+                    strides: Sequence[int]) -> Pads:
+  """Turns any flax-style padding into explicit ((lo, hi), (lo, hi)) pads for H and W.
+
+  Args:
+    padding: ``"SAME"`` / ``"VALID"`` (lax's conventions: SAME puts the odd pixel at the high side),
+      an int p (p on every side, PyTorch's ``padding=p``), or a pair whose items are ints or
+      (lo, hi) pairs.
+    in_hw: the input's spatial size (H, W).
+    kernel_hw: the kernel's spatial size (kh, kw).
+    strides: (sh, sw).
+
+  Returns:
+    A hashable ((lo_h, hi_h), (lo_w, hi_w)) of Python ints.
+
+  Raises:
+    ValueError: for an unknown string or a malformed sequence.
+  """
+  if isinstance(padding, str):
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(f"padding must be 'SAME', 'VALID', an int or explicit pads, got {padding!r}")
+    pads = lax.padtype_to_pads(tuple(in_hw), tuple(kernel_hw), tuple(strides), padding.upper())
+  elif isinstance(padding, int):
+    pads = [(padding, padding)] * 2
+  else:
+    padding = list(padding)
+    if len(padding) != 2:
+      raise ValueError(f"explicit padding needs one entry per spatial dim (2), got {padding!r}")
+    pads = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+    if any(len(p) != 2 for p in pads):
+      raise ValueError(f"each explicit pad must be an int or a (lo, hi) pair, got {padding!r}")
+  return tuple((int(lo), int(hi)) for lo, hi in pads)
+
+
+def _forward(x: jax.Array, w: jax.Array, strides: Tuple[int, int], pads: Pads) -> jax.Array:
+  return lax.conv_general_dilated(
+      x, w, window_strides=strides, padding=pads, dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def input_grad_pads(in_hw: Sequence[int], kernel_hw: Sequence[int], strides: Sequence[int],
+                    pads: Pads) -> Pads:
+  """Pads of the forward convolution that computes the input gradient (see the module docstring).
+
+  For each spatial dim with input size n, kernel k, stride s and pads (lo, hi), the output has
+  m = (n + lo + hi - k) // s + 1 positions; the gradient convolution pads the s-dilated cotangent
+  ((m - 1) s + 1 long) by k - 1 - lo before and n - 1 + lo - (m - 1) s after, so that its output has
+  exactly n positions. Either pad may be negative (XLA crops then).
+  """
+  out = []
+  for n, k, s, (lo, hi) in zip(in_hw, kernel_hw, strides, pads):
+    m = (n + lo + hi - k) // s + 1
+    out.append((k - 1 - lo, n - 1 + lo - (m - 1) * s))
+  return tuple(out)
+
+
+def flip_kernel(w: jax.Array) -> jax.Array:
+  """HWIO kernel -> its spatially flipped, in/out-swapped version (HWOI read as HWIO)."""
+  return jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv2d(x, w, strides, pads):
+  return _forward(x, w, strides, pads)
+
+
+def _conv2d_fwd(x, w, strides, pads):
+  return _forward(x, w, strides, pads), (x, w)
+
+
+def _conv2d_bwd(strides, pads, residuals, g):
+  x, w = residuals
+  g_pads = input_grad_pads(x.shape[1:3], w.shape[:2], strides, pads)
+  dx = lax.conv_general_dilated(
+      g, flip_kernel(w), window_strides=(1, 1), padding=g_pads, lhs_dilation=strides,
+      dimension_numbers=_DIMENSION_NUMBERS)
+  _, w_vjp = jax.vjp(lambda ww: _forward(x, ww, strides, pads), w)
+  (dw,) = w_vjp(g)
+  return dx.astype(x.dtype), dw
+
+
+_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Union[int, Sequence[int]] = 1,
+           padding: PaddingLike = "SAME", *, custom_vjp: bool = True) -> jax.Array:
+  """2-D convolution, NHWC input and HWIO kernel, whose input gradient is a forward convolution.
+
+  Args:
+    x: input [B, H, W, C_in], any float dtype.
+    kernel: [kh, kw, C_in, C_out], the same dtype as x.
+    strides: int or (sh, sw), >= 1.
+    padding: see :func:`resolve_padding`.
+    custom_vjp: False uses JAX's default gradient rule (for forward-mode autodiff).
+
+  Returns:
+    [B, H_out, W_out, C_out], equal to ``lax.conv_general_dilated`` with the same arguments.
+
+  Raises:
+    ValueError: if x is not 4-D or the channel counts disagree.
+  """
+  if x.ndim != 4 or kernel.ndim != 4:
+    raise ValueError(f"conv2d expects NHWC x and HWIO kernel, got {x.shape} and {kernel.shape}")
+  if x.shape[-1] != kernel.shape[2]:
+    raise ValueError(f"input has {x.shape[-1]} channels, kernel expects {kernel.shape[2]}")
+  strides = _pair(strides, "strides")
+  pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
+  if custom_vjp:
+    return _conv2d(x, kernel, strides, pads)
+  return _forward(x, kernel, strides, pads)
+
+
+class Conv(nn.Module):
+  """2-D convolution with the parameters of ``flax.linen.Conv`` and a CPU-friendly VJP.
+
+  Parameters: ``kernel`` [kh, kw, C_in, features] (HWIO) and, if ``use_bias``, ``bias`` [features],
+  both ``param_dtype``; with the same parameters and input the output equals ``flax.linen.Conv``'s.
+  The computation runs in ``dtype`` (inputs and parameters are promoted with flax's rules).
+
+  Attributes:
+    features: output channels.
+    kernel_size: int or (kh, kw).
+    strides: int or (sh, sw).
+    padding: ``"SAME"``, ``"VALID"``, an int (PyTorch's ``padding=p``) or explicit pads.
+    use_bias: whether to add a bias.
+    dtype: the compute dtype; None infers it from the input and parameters.
+    param_dtype: the parameters' dtype.
+    kernel_init: initializer of the kernel (flax's default: LeCun normal).
+    bias_init: initializer of the bias (default zeros).
+    custom_vjp: False uses JAX's default gradient rule (needed only for forward-mode autodiff).
+  """
+  features: int
+  kernel_size: Union[int, Sequence[int]]
+  strides: Union[int, Sequence[int]] = 1
+  padding: PaddingLike = "SAME"
+  use_bias: bool = True
+  dtype: Optional[Any] = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros_init()
+  custom_vjp: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Applies the convolution to x [B, H, W, C_in]; returns [B, H_out, W_out, features]."""
+    kh, kw = _pair(self.kernel_size, "kernel_size")
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv2d(x, kernel, self.strides, self.padding, custom_vjp=self.custom_vjp)
+    if bias is not None:
+      y = y + bias
+    return y
+
+
+# --------------------------------------------------------------------------------------------------
+# Pooling, normalisation.
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max pooling with stride 2 as a reshape and a max (PyTorch's ``nn.MaxPool2d(2, 2)``).
+
+  Equal to ``nn.max_pool(x, (2, 2), strides=(2, 2))`` in value, and in gradient when each window has
+  a single maximum. On ties the rules differ: ``nn.max_pool`` sends the whole gradient to one maximal
+  element, ``max`` splits it evenly among them. After a ReLU the usual tie is an all-zero window,
+  whose gradient the ReLU then zeroes either way.
+
+  Args:
+    x: [B, H, W, C] with H and W even.
+
+  Returns:
+    [B, H // 2, W // 2, C].
+
+  Raises:
+    ValueError: if x is not 4-D or H or W is odd (PyTorch would silently drop the last row or column;
+      here the model's input size is wrong for the architecture).
+  """
+  if x.ndim != 4:
+    raise ValueError(f"max_pool_2x2 expects NHWC input, got shape {x.shape}")
+  b, h, w, c = x.shape
+  if h % 2 or w % 2:
+    raise ValueError(
+        f"max_pool_2x2 needs an even feature map, got {h}x{w}: the input size does not suit this "
+        "architecture")
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+  """Mean over H and W: [B, H, W, C] -> [B, C] (PyTorch's ``F.avg_pool2d(out, H)`` on an HxH map)."""
+  return jnp.mean(x, axis=(1, 2))
+
+
+def normalize_input(x: jax.Array, mean: Optional[Sequence[float]],
+                    std: Optional[Sequence[float]]) -> jax.Array:
+  """(x - mean) / std per channel, or x unchanged when both are None.
+
+  Models take images in [0, 1]; a recipe that trains on standardised inputs (robust_overfitting and
+  AT-AWP use the CIFAR-10 mean and std) sets ``mean``/``std`` on the model so that attacks still see
+  [0, 1] inputs and eps keeps its pixel meaning.
+
+  Raises:
+    ValueError: if only one of mean and std is given.
+  """
+  if mean is None and std is None:
+    return x
+  if mean is None or std is None:
+    raise ValueError("give both mean and std, or neither")
+  mean = jnp.asarray(np.asarray(mean, np.float32), x.dtype)
+  std = jnp.asarray(np.asarray(std, np.float32), x.dtype)
+  return (x - mean) / std
+
+
+def batch_norm(train: bool, dtype: Optional[Any] = None, name: Optional[str] = None) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's defaults: momentum 0.1 in PyTorch's convention (0.9 in flax's), eps 1e-5.
+
+  In train mode (``train=True``) it normalises with the batch statistics and updates the running
+  averages in the ``batch_stats`` collection (apply with ``mutable=["batch_stats"]``); in eval mode it
+  uses the running averages and changes nothing. One difference from PyTorch: flax keeps the biased
+  batch variance in the running average, PyTorch the unbiased one (a factor n / (n - 1)).
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      name=name)

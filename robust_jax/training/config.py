@@ -1,0 +1,162 @@
+"""The training configuration: every field with its default, and its validation.
+
+Recipes (``launch/configs/*.py``) start from :func:`base_config` and override fields; every field is
+overridable from the command line (``--config.method=trades --config.beta=6``). The defaults are the
+embedded digits recipe's. :func:`validate` runs before anything is compiled and names the bad field
+and its valid range.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from robust_jax.training import methods
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All fields, with defaults (a small digits run)."""
+  c = ml_collections.ConfigDict()
+  # Data and model.
+  c.dataset = "digits"          # digits | mnist | cifar10 | cifar100 | svhn_cropped
+  c.data_dir = ""               # tfds data_dir holding prepared datasets ("" = tfds default)
+  c.validation_fraction = 0.1   # carved out of the training split, for model selection
+  c.augment = "none"            # none | crop_flip (pad-4 random crop + horizontal flip)
+  c.model = "mlp"
+  c.dtype = "float32"           # compute dtype: float32 | bfloat16 (parameters stay float32)
+  # Method.
+  c.method = "pgd_at"
+  c.eps = 0.3
+  c.step_size = 0.075
+  c.num_steps = 10
+  c.norm = "linf"
+  c.attack_start = "default"    # default (the method's) | none | uniform | normal
+  c.attack_bn_mode = "eval"     # eval (running statistics) | train (batch statistics, AT-AWP code)
+  c.eps_warmup_epochs = 0
+  c.beta = 6.0                  # TRADES / MART / FAT-TRADES / FAT-MART trade-off
+  c.alp_weight = 0.5            # ALP / CLP pairing weight (lambda)
+  c.mma_margin = float("inf")   # MMA: inf = the seed's formula; finite = hinge on the margin
+  c.fosc_c_max = 0.5            # Dynamic AT
+  c.fosc_t_prime_fraction = 0.8  # T' = fraction * num_epochs (paper: 0.8 T)
+  c.fosc_reference = "natural"  # natural (paper) | start (official code)
+  c.dart_official_reweight = False  # official DAT code weights CE by CE(x_adv) from epoch 1
+  c.fat_tau_boundaries = (0,)   # 0-based epochs at which the next tau starts
+  c.fat_tau_values = (0, 0)     # tau per interval (len(boundaries) + 1 values)
+  c.cat_steps_boundaries = ()   # CAT curriculum: epochs at which K grows
+  c.cat_steps_values = (10,)
+  c.gairat_lambda = -1.0
+  c.gairat_begin_epoch = 0      # reweighting from this 0-based epoch on
+  c.fgsm_step_factor = 1.25     # FGSM-AT step = factor * eps (Wong et al.); 1.0 for zero init
+  c.gradalign_lambda = 0.0      # 0 = the published lambda(eps)
+  c.gradalign_detach_first = False  # True = official code (no backprop through grad at x)
+  c.elle_lambda = 0.0           # 0 = the published lambda(eps)
+  c.elle_a_sensitivity = 2.0
+  c.elle_a_decay = 0.99
+  c.periodic_eps = ""           # "" | cycle_cos | cycle_linear (Liu et al. 2020)
+  c.periodic_eps_max = 0.0      # ramp target above eps, capped at eps
+  c.periodic_bounds = ()        # period boundaries in epochs, e.g. (0, 100, 150, 200)
+  # Weight adversary.
+  c.weight_perturbation = "none"  # none | awp | rwp | sam | sampa
+  c.awp_gamma = 0.01
+  c.awp_warmup = 0
+  c.sam_rho = 0.05
+  c.sampa_lambda = 0.2
+  # Optimisation.
+  c.batch_size = 128
+  c.num_epochs = 10
+  c.optimizer = "sgd"           # sgd | adam
+  c.learning_rate = 0.1
+  c.momentum = 0.9
+  c.nesterov = False
+  c.weight_decay = 5e-4
+  c.lr_schedule = "piecewise"   # constant | piecewise | cosine | cyclic | periodic_cosine
+  c.lr_decay_epochs = (5, 8)
+  c.lr_decay_factors = (0.1, 0.01)
+  c.lr_peak_fraction = 0.4
+  c.seed = 0
+  # Evaluation and model selection (on the validation split, never the test set).
+  c.select_attack_steps = 10
+  c.select_step_size = 0.0      # 0 = eps / 4
+  c.eval_batch_size = 500
+  c.test_attack_steps = 20
+  # Fast-AT catastrophic-overfitting guard (Wong et al. 2020).
+  c.co_guard = "off"            # off | stop | rollback
+  c.co_guard_steps = 5
+  c.co_guard_drop = 0.2
+  # Bookkeeping.
+  c.checkpoint_every_steps = 0  # 0 = only at the end of each epoch
+  c.keep_checkpoints = 2
+  c.log_every_steps = 0         # 0 = once per epoch
+  c.progress = True
+  # Multi-host (jax.distributed); automatic on TPU/SLURM when left empty.
+  c.coordinator_address = ""
+  c.num_processes = 0
+  c.process_id = -1
+  return c
+
+
+ATTACK_STARTS = ("default", "none", "uniform", "normal")
+FIELDS_THAT_MUST_MATCH_ON_RESUME = ("dataset", "model", "method", "eps", "norm", "num_steps",
+                                    "batch_size", "seed", "weight_perturbation", "optimizer")
+
+
+def _check(ok: bool, msg: str):
+  if not ok:
+    raise ValueError(msg)
+
+
+def validate(c: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
+  """Raises ValueError naming the first bad field and its valid range; compiles nothing."""
+  m = methods.get_method(c.method)
+  _check(0.0 < c.eps <= 1.0, f"config.eps must be in (0, 1], got {c.eps}")
+  _check(c.step_size > 0, f"config.step_size must be > 0, got {c.step_size}")
+  _check(isinstance(c.num_steps, int) and c.num_steps >= 1,
+         f"config.num_steps must be an integer >= 1, got {c.num_steps}")
+  _check(c.norm in ("linf", "l2"), f"config.norm must be 'linf' or 'l2', got {c.norm!r}")
+  _check(c.attack_start in ATTACK_STARTS,
+         f"config.attack_start must be one of {ATTACK_STARTS}, got {c.attack_start!r}")
+  _check(c.attack_bn_mode in ("eval", "train"),
+         f"config.attack_bn_mode must be 'eval' or 'train', got {c.attack_bn_mode!r}")
+  _check(c.beta >= 0, f"config.beta must be >= 0, got {c.beta}")
+  _check(c.awp_gamma >= 0, f"config.awp_gamma must be >= 0, got {c.awp_gamma}")
+  _check(c.sam_rho >= 0, f"config.sam_rho must be >= 0, got {c.sam_rho}")
+  _check(0 <= c.sampa_lambda <= 1, f"config.sampa_lambda must be in [0, 1], got {c.sampa_lambda}")
+  wps = ("none", "awp", "rwp", "sam", "sampa")
+  _check(c.weight_perturbation in wps,
+         f"config.weight_perturbation must be one of {wps}, got {c.weight_perturbation!r}")
+  if c.weight_perturbation in ("awp", "rwp"):
+    _check(m.attack_loss is not None,
+           f"config.weight_perturbation={c.weight_perturbation!r} perturbs the weights against the "
+           f"adversarial loss; it needs an adversarial method, not {c.method!r} (use 'sam' or "
+           "'sampa' for standard training)")
+  _check(c.fosc_c_max >= 0, f"config.fosc_c_max must be >= 0, got {c.fosc_c_max}")
+  _check(c.fosc_t_prime_fraction > 0,
+         f"config.fosc_t_prime_fraction must be > 0, got {c.fosc_t_prime_fraction}")
+  _check(len(c.fat_tau_values) == len(c.fat_tau_boundaries) + 1,
+         "config.fat_tau_values needs len(fat_tau_boundaries) + 1 entries")
+  _check(all(int(t) == t and 0 <= t for t in c.fat_tau_values),
+         f"config.fat_tau_values must be integers >= 0, got {c.fat_tau_values}")
+  _check(len(c.cat_steps_values) == len(c.cat_steps_boundaries) + 1,
+         "config.cat_steps_values needs len(cat_steps_boundaries) + 1 entries")
+  _check(isinstance(c.num_epochs, int) and c.num_epochs >= 1,
+         f"config.num_epochs must be an integer >= 1, got {c.num_epochs}")
+  _check(isinstance(c.batch_size, int) and c.batch_size >= 1,
+         f"config.batch_size must be an integer >= 1, got {c.batch_size}")
+  _check(c.batch_size % num_devices == 0,
+         f"config.batch_size={c.batch_size} must be divisible by the number of devices "
+         f"({num_devices})")
+  _check(c.eval_batch_size >= 1, f"config.eval_batch_size must be >= 1, got {c.eval_batch_size}")
+  _check(c.learning_rate > 0, f"config.learning_rate must be > 0, got {c.learning_rate}")
+  _check(c.weight_decay >= 0, f"config.weight_decay must be >= 0, got {c.weight_decay}")
+  _check(c.optimizer in ("sgd", "adam"),
+         f"config.optimizer must be 'sgd' or 'adam', got {c.optimizer!r}")
+  _check(c.dtype in ("float32", "bfloat16"),
+         f"config.dtype must be 'float32' or 'bfloat16', got {c.dtype!r}")
+  _check(c.co_guard in ("off", "stop", "rollback"),
+         f"config.co_guard must be one of ('off', 'stop', 'rollback'), got {c.co_guard!r}")
+  _check(c.periodic_eps in ("", "cycle_cos", "cycle_linear"),
+         f"config.periodic_eps must be '', 'cycle_cos' or 'cycle_linear', got {c.periodic_eps!r}")
+  if c.periodic_eps:
+    _check(len(c.periodic_bounds) >= 2,
+           "config.periodic_bounds needs at least two epochs (e.g. (0, num_epochs))")
+  _check(0.0 <= c.validation_fraction < 1.0,
+         f"config.validation_fraction must be in [0, 1), got {c.validation_fraction}")

@@ -1,0 +1,316 @@
+"""``train_and_evaluate(config, workdir)``: epochs, evaluation, checkpoints and metrics around the step.
+
+* Resumes by itself from the latest good checkpoint in ``workdir`` (parameters, optimizer, step, the
+  running metrics of a half-finished epoch); the data order is a pure function of (seed, epoch) and the
+  step's randomness of (seed, step), so a run killed at any moment and restarted ends with bitwise
+  the same parameters as an uninterrupted one (CPU).
+* Model selection on a validation split carved out of the training data (clean and PGD accuracy in
+  eval mode after every epoch), never on the test set; the best checkpoint is kept apart.
+* A NaN loss stops training with an error naming the first bad step, before anything is saved.
+* Only process 0 writes logs; checkpoints are written collectively (orbax).
+* Fast-AT's catastrophic-overfitting guard (Wong et al. 2020): after every epoch, PGD on a fixed
+  training batch; when its robust accuracy drops by more than ``config.co_guard_drop`` from the
+  previous epoch, training stops (``"stop"``) or the previous epoch's weights are restored and
+  training stops (``"rollback"``), and the event is logged and written to the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from robust_jax import checkpoint as ckpt_lib
+from robust_jax import metrics as metrics_lib
+from robust_jax import models, parallel, regularizers
+from robust_jax import weight_perturbation as wp
+from robust_jax.data import pipeline
+from robust_jax.training import config as config_lib
+from robust_jax.training import state as state_lib
+from robust_jax.training import step as step_lib
+
+STOPPED_FILE = "STOPPED"
+
+
+def _model_for(config, num_classes):
+  kwargs = {}
+  if config.dtype == "bfloat16":
+    kwargs["dtype"] = jnp.bfloat16
+  return models.get_model(config.model, num_classes=num_classes, **kwargs)
+
+
+def initial_extra(config, params) -> Dict[str, Any]:
+  """The per-method state carried between steps (SAMPa, ELLE-A)."""
+  extra = {}
+  if config.weight_perturbation == "sampa":
+    extra["sampa"] = wp.sampa_init(params)
+  if config.method == "elle_a":
+    extra.update(regularizers.elle_a_init())
+  return extra
+
+
+def _select_step_size(config):
+  return config.select_step_size or config.eps / 4
+
+
+def evaluate_split(eval_fn, state, arrays, mesh, batch_size) -> Dict[str, float]:
+  """Clean and PGD accuracy over a split (sums reduced on the host)."""
+  totals = {"n": 0.0, "clean_correct": 0.0, "robust_correct": 0.0}
+  bs = batch_size - batch_size % mesh.devices.size or mesh.devices.size
+  for batch in pipeline.eval_batches(arrays, batch_size=bs, process_index=jax.process_index(),
+                                     process_count=jax.process_count()):
+    out = eval_fn(state.params, state.batch_stats, parallel.shard_batch(batch, mesh))
+    for k in totals:
+      totals[k] += float(out[k])
+  n = max(totals["n"], 1.0)
+  return {"clean_acc": totals["clean_correct"] / n, "robust_acc": totals["robust_correct"] / n,
+          "n": int(totals["n"])}
+
+
+def _first_nan_step(losses, first_step) -> Optional[int]:
+  vals = np.asarray(jax.device_get(jnp.stack(losses)))
+  bad = np.where(~np.isfinite(vals))[0]
+  return None if bad.size == 0 else int(first_step + bad[0])
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains ``config`` into ``workdir`` (resuming if possible) and evaluates on the test split.
+
+  Returns:
+    A summary: the final validation and test numbers and the best epoch.
+  """
+  parallel.initialize_distributed(config.coordinator_address, config.num_processes,
+                                  config.process_id)
+  mesh = parallel.make_mesh()
+  config_lib.validate(config, num_devices=mesh.devices.size)
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+
+  ds = pipeline.load_dataset(config.dataset, data_dir=config.data_dir or None,
+                             validation_fraction=config.validation_fraction)
+  model = _model_for(config, ds.num_classes)
+  spe = pipeline.steps_per_epoch(len(ds.train["label"]), config.batch_size)
+  tx, lr_fn = step_lib.make_optimizer(config, spe)
+  sample = jnp.zeros((1,) + tuple(ds.image_shape), jnp.float32)
+  state = state_lib.create(model=model, tx=tx, sample_input=sample, seed=config.seed)
+  state = state.replace(extra=initial_extra(config, state.params))
+
+  manager = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                                       max_to_keep=max(config.keep_checkpoints, 2))
+  running: Dict[str, float] = {}
+  best = {"robust_acc": -1.0, "epoch": -1}
+  co_prev = None
+  restored = manager.restore_latest(state)
+  if restored is not None:
+    state, meta = restored
+    ckpt_lib.check_compatible(meta["config"], config.to_dict(),
+                              config_lib.FIELDS_THAT_MUST_MATCH_ON_RESUME)
+    running = meta.get("running", {})
+    best = meta.get("best", best)
+    co_prev = meta.get("co_prev")
+    logging.info("Resumed from step %d in %s", int(state.step), workdir)
+  writer = metrics_lib.MetricWriter(workdir)
+
+  state = parallel.replicate(state, mesh)
+  train_step = parallel.jit_data_parallel(
+      step_lib.make_train_step(config, model, tx, lr_fn, spe), mesh)
+  eval_fn = jax.jit(step_lib.make_eval_step(
+      model, eps=config.eps, step_size=_select_step_size(config),
+      num_steps=config.select_attack_steps, norm=config.norm))
+  co_batch = {k: v[:min(256, len(ds.train["label"]))] for k, v in ds.train.items()}
+
+  def save(state, epoch_done, running, *, metric=None):
+    meta = {"config": config.to_dict(), "epoch": epoch_done, "running": running, "best": best,
+            "co_prev": co_prev, "num_classes": ds.num_classes,
+            "image_shape": list(ds.image_shape), "steps_per_epoch": spe}
+    manager.save(int(state.step), jax.device_get(state), metadata=_jsonable(meta), metric=metric)
+
+  stopped = os.path.exists(os.path.join(workdir, STOPPED_FILE))
+  total_steps = config.num_epochs * spe
+  t_start = time.time()
+  while int(state.step) < total_steps and not stopped:
+    step0 = int(state.step)
+    epoch, start_in_epoch = divmod(step0, spe)
+    bar = _progress(config, spe, start_in_epoch, epoch, is_main)
+    losses, step_metrics = [], []
+    first = step0
+    t0 = time.time()
+    for i, batch in enumerate(pipeline.train_batches(
+        ds.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
+        start_step=start_in_epoch, augment=config.augment,
+        process_index=jax.process_index(), process_count=jax.process_count())):
+      state, m = train_step(state, parallel.shard_batch(batch, mesh))
+      losses.append(m["loss"])
+      step_metrics.append(m)
+      cur = step0 + i + 1
+      if bar is not None:
+        bar.update(1)
+      log_now = config.log_every_steps and cur % config.log_every_steps == 0
+      ckpt_now = config.checkpoint_every_steps and cur % config.checkpoint_every_steps == 0
+      if (log_now or ckpt_now) and cur % spe:
+        _raise_on_nan(losses, first)
+        running = _accumulate(running, step_metrics)
+        losses, step_metrics, first = [], [], cur
+        if bar is not None:
+          bar.set_postfix(_postfix(running))
+        if ckpt_now:
+          save(state, epoch, running)
+    _raise_on_nan(losses, first)
+    running = _accumulate(running, step_metrics)
+    if bar is not None:
+      bar.close()
+    epoch_time = time.time() - t0
+    train_record = {k: v / running["count"] for k, v in running.items() if k != "count"}
+    train_record.update(epoch=epoch, epoch_time_s=epoch_time,
+                        examples_per_s=(spe - start_in_epoch) * config.batch_size / epoch_time)
+    writer.write("train", int(state.step), train_record)
+    val = evaluate_split(eval_fn, state, ds.validation, mesh, config.eval_batch_size)
+    writer.write("eval", int(state.step), {"split": "validation", "epoch": epoch, **val})
+    if is_main:
+      logging.info("epoch %d: loss %.4f clean %.3f adv %.3f | val clean %.3f robust %.3f (%.1fs)",
+                   epoch, train_record.get("loss", math.nan), train_record.get("clean_acc", 0),
+                   train_record.get("adv_acc", math.nan), val["clean_acc"], val["robust_acc"],
+                   epoch_time)
+      print(f"epoch {epoch + 1}/{config.num_epochs}: train loss {train_record['loss']:.4f}, "
+            f"val clean {val['clean_acc']:.3f}, val PGD-{config.select_attack_steps} "
+            f"{val['robust_acc']:.3f} ({epoch_time:.1f}s)", flush=True)
+    running = {}
+    if config.co_guard != "off":
+      co_acc = _co_check(eval_fn, state, co_batch, mesh, config)
+      fired = co_prev is not None and co_prev - co_acc > config.co_guard_drop
+      writer.write("co_guard", int(state.step), {"epoch": epoch, "train_pgd_acc": co_acc,
+                                                  "previous": co_prev, "fired": fired})
+      if fired:
+        msg = (f"catastrophic overfitting at epoch {epoch}: training-batch PGD accuracy fell from "
+               f"{co_prev:.3f} to {co_acc:.3f}; {config.co_guard}")
+        logging.warning(msg)
+        if is_main:
+          print(msg, flush=True)
+          with open(os.path.join(workdir, STOPPED_FILE), "w") as f:
+            f.write(msg + "\n")
+        if config.co_guard == "rollback":
+          prev = manager.restore_latest(jax.device_get(state))
+          if prev is not None:
+            state = parallel.replicate(prev[0], mesh)
+        stopped = True
+        break
+      co_prev = co_acc
+    is_best = val["robust_acc"] > best["robust_acc"]
+    if is_best:
+      best = {"robust_acc": val["robust_acc"], "clean_acc": val["clean_acc"], "epoch": epoch}
+    save(state, epoch + 1, {}, metric=val["robust_acc"])
+  manager.wait_until_finished()
+
+  summary = {"train_time_s": time.time() - t_start, "best": best}
+  restored_best = manager.restore_best(jax.device_get(state))
+  final_state = parallel.replicate(restored_best[0], mesh) if restored_best else state
+  test_eval = jax.jit(step_lib.make_eval_step(
+      model, eps=config.eps, step_size=config.eps / 4, num_steps=config.test_attack_steps,
+      norm=config.norm))
+  test = evaluate_split(test_eval, final_state, ds.test, mesh, config.eval_batch_size)
+  summary["test"] = test
+  writer.write("eval", int(final_state.step), {"split": "test", "checkpoint": "best", **test})
+  writer.close()
+  if is_main:
+    print(f"test (best checkpoint, epoch {best['epoch'] + 1}): clean {test['clean_acc']:.3f}, "
+          f"PGD-{config.test_attack_steps} {test['robust_acc']:.3f} at eps {config.eps}",
+          flush=True)
+  return summary
+
+
+def _co_check(eval_fn, state, batch_arrays, mesh, config) -> float:
+  batch = {"image": pipeline.to_float(batch_arrays["image"]),
+           "label": np.asarray(batch_arrays["label"], np.int32)}
+  n = len(batch["label"]) - len(batch["label"]) % mesh.devices.size
+  batch = {k: v[:n] for k, v in batch.items()}
+  out = eval_fn(state.params, state.batch_stats, parallel.shard_batch(batch, mesh))
+  return float(out["robust_correct"]) / max(float(out["n"]), 1.0)
+
+
+def _raise_on_nan(losses, first_step):
+  if not losses:
+    return
+  bad = _first_nan_step(losses, first_step)
+  if bad is not None:
+    raise FloatingPointError(
+        f"the training loss became NaN/inf at step {bad} (epoch-local index {bad - first_step} of "
+        "this logging window); the last good checkpoint was kept. Lower the learning rate or check "
+        "the inputs.")
+
+
+def _accumulate(running, step_metrics):
+  if not step_metrics:
+    return running
+  stacked = jax.device_get({k: jnp.stack([m[k] for m in step_metrics]) for k in step_metrics[0]})
+  out = dict(running)
+  for k, v in stacked.items():
+    out[k] = out.get(k, 0.0) + float(np.sum(v))
+  out["count"] = out.get("count", 0) + len(step_metrics)
+  return out
+
+
+def _postfix(running):
+  c = max(running.get("count", 1), 1)
+  keys = ("loss", "clean_acc", "adv_acc")
+  return {k: f"{running[k] / c:.3f}" for k in keys if k in running}
+
+
+def _progress(config, total, initial, epoch, is_main):
+  if not (config.progress and is_main):
+    return None
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{config.num_epochs}",
+              unit="step", leave=False, dynamic_ncols=True)
+
+
+def _jsonable(obj):
+  return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def load_classifier(checkpoint_dir: str, *, which: str = "best") -> Tuple[Any, Dict[str, Any]]:
+  """Loads a trained classifier for attacking it in a notebook.
+
+  Args:
+    checkpoint_dir: a training ``workdir`` (or its ``checkpoints`` subdirectory).
+    which: ``"best"`` (by validation robust accuracy) or ``"latest"``.
+
+  Returns:
+    ``(logits_fn, info)``: ``logits_fn(x)`` is a pure, jitted function of float32 NHWC images in
+    [0, 1] returning logits in eval mode; ``info`` holds the dataset, model, method, eps, the epoch
+    and the config.
+
+  Raises:
+    FileNotFoundError: if no restorable checkpoint is there.
+  """
+  path = checkpoint_dir
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = os.path.join(path, "checkpoints")
+  manager = ckpt_lib.CheckpointManager(path, max_to_keep=2, read_only=True)
+  meta = manager.restore_metadata(which)
+  if meta is None:
+    raise FileNotFoundError(f"no restorable checkpoint in {checkpoint_dir}")
+  config = ml_collections.ConfigDict(meta["config"])
+  model = _model_for(config, meta["num_classes"])
+  tx, _ = step_lib.make_optimizer(config, meta["steps_per_epoch"])
+  template = state_lib.create(model=model, tx=tx,
+                              sample_input=jnp.zeros([1] + meta["image_shape"], jnp.float32),
+                              seed=config.seed)
+  template = template.replace(extra=initial_extra(config, template.params))
+  restored = manager.restore_best(template) if which == "best" else manager.restore_latest(template)
+  if restored is None:
+    raise FileNotFoundError(f"no restorable {which} checkpoint in {checkpoint_dir}")
+  state, meta = restored
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  logits_fn = jax.jit(lambda x: model.apply(variables, x, train=False))
+  info = {"dataset": config.dataset, "model": config.model, "method": config.method,
+          "eps": config.eps, "norm": config.norm, "epoch": meta.get("epoch"),
+          "step": int(state.step), "num_classes": meta["num_classes"], "config": config}
+  return logits_fn, info

@@ -1,0 +1,222 @@
+"""APGD (Croce and Hein 2020): DLR loss, checkpoint schedule, invariants, strength against PGD."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from robust_jax import attacks
+from robust_jax import fosc as fosc_lib
+from robust_jax.attacks import apgd, losses
+from robust_jax.data import digits
+
+N_TEST = 128
+
+
+@pytest.fixture(scope="module")
+def model():
+  """An MLP trained without attacks on scikit-learn's digits (about 98% clean test accuracy)."""
+  d = digits.load_digits_splits()
+  x_tr, y_tr = jnp.asarray(d["train"]["image"]), jnp.asarray(d["train"]["label"])
+  k1, k2 = jax.random.split(jax.random.key(0))
+  params = {"w1": jax.random.normal(k1, (64, 64)) / 8.0, "b1": jnp.zeros(64),
+            "w2": jax.random.normal(k2, (64, 10)) / 8.0, "b2": jnp.zeros(10)}
+
+  def apply(p, x):
+    h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
+    return h @ p["w2"] + p["b2"]
+
+  opt = optax.adam(1e-2)
+
+  @jax.jit
+  def step(p, s):
+    g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        apply(p, x_tr), y_tr).mean())(p)
+    u, s = opt.update(g, s)
+    return optax.apply_updates(p, u), s
+
+  state = opt.init(params)
+  for _ in range(300):
+    params, state = step(params, state)
+  logits_fn = jax.tree_util.Partial(apply, params)
+  x = jnp.asarray(d["test"]["image"][:N_TEST])
+  y = jnp.asarray(d["test"]["label"][:N_TEST])
+  assert float(jnp.mean(jnp.argmax(logits_fn(x), -1) == y)) > 0.9
+  return logits_fn, x, y
+
+
+def _dist(a, b, norm):
+  d = (a - b).reshape(a.shape[0], -1)
+  return jnp.max(jnp.abs(d), 1) if norm == "linf" else jnp.linalg.norm(d, axis=1)
+
+
+# --- DLR loss -------------------------------------------------------------------------------------
+
+
+def test_dlr_untargeted_hand_values():
+  z = jnp.array([[3.0, 1.0, 2.0, 0.0], [3.0, 1.0, 2.0, 0.0]])
+  # Sorted: 3, 2, 1, 0; denominator z_pi1 - z_pi3 = 3 - 1 = 2.
+  # y = 0: -(3 - 2) / 2 = -0.5.  y = 3: -(0 - 3) / 2 = 1.5.
+  np.testing.assert_allclose(losses.dlr(z, jnp.array([0, 3])), [-0.5, 1.5], rtol=1e-6)
+
+
+def test_dlr_targeted_hand_values():
+  z = jnp.array([[3.0, 1.0, 2.0, 0.0]])
+  # y = 0, t = 2: -(3 - 2) / (3 - (1 + 0) / 2) = -0.4.  t = 3: -(3 - 0) / 2.5 = -1.2.
+  np.testing.assert_allclose(losses.dlr(z, jnp.array([0]), target=jnp.array([2])), [-0.4],
+                             rtol=1e-6)
+  np.testing.assert_allclose(losses.dlr(z, jnp.array([0]), target=jnp.array([3])), [-1.2],
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_dlr_is_shift_and_scale_invariant(targeted):
+  z = jax.random.normal(jax.random.key(0), (32, 10)) * 3.0
+  y = jnp.arange(32, dtype=jnp.int32) % 10
+  t = (y + 4) % 10 if targeted else None
+  base = losses.dlr(z, y, target=t)
+  for a, b in [(0.01, 5.0), (7.0, -3.0), (1.0, 100.0)]:
+    np.testing.assert_allclose(losses.dlr(a * z + b, y, target=t), base, rtol=2e-4, atol=1e-5)
+
+
+# --- Checkpoints ----------------------------------------------------------------------------------
+
+
+def test_checkpoints_published_values():
+  # Croce and Hein (2020), Section 3.2: p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99.
+  want = (0, 22, 41, 57, 70, 80, 87, 93, 99)
+  assert apgd.checkpoints(100) == want
+  assert apgd.checkpoints(100, variant="official") == want
+  assert apgd.checkpoints(1000) == tuple(10 * w for w in want)
+  # The variants differ for other budgets: ceil(p_j N) against the code's int() intervals.
+  assert apgd.checkpoints(10) == (0, 3, 5, 6, 7, 8, 9, 10)
+  assert apgd.checkpoints(10, variant="official") == (0, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_in_graph_schedule_matches_checkpoints(variant):
+  # The loop computes the schedule in-graph (n_iter traced); iterating it reproduces checkpoints().
+  for n in (1, 2, 5, 10, 17, 50, 100, 137, 1000):
+    out, cur, interval = [0], jnp.asarray(0, jnp.int32), None
+    while True:
+      cur, interval = apgd._next_checkpoint(cur, interval, n, variant)
+      if int(cur) > n:
+        break
+      if int(cur) > out[-1]:
+        out.append(int(cur))
+    assert tuple(out) == apgd.checkpoints(n, variant=variant), (variant, n)
+
+
+# --- Invariants -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.8)])
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_apgd_points_in_ball_and_box(model, norm, eps, variant):
+  logits_fn, x, y = model
+  key = jax.random.key(1)
+  # With the same key, APGD-k's output is an iterate of APGD-K (x_best or x_best_adv).
+  for k in (1, 3, 8):
+    for r in (apgd.apgd(logits_fn, x, y, eps=eps, n_iter=k, norm=norm, key=key, variant=variant),
+              apgd.apgd(logits_fn, x, y, eps=eps, n_iter=k, norm=norm, key=key, variant=variant,
+                        loss="dlr")):
+      assert float(_dist(r.x_adv, x, norm).max()) <= eps * (1 + 1e-5) + 1e-6
+      assert float(r.x_adv.min()) >= 0.0 and float(r.x_adv.max()) <= 1.0
+      assert r.x_adv.shape == x.shape and r.x_adv.dtype == x.dtype
+  t = apgd.apgd_targeted(logits_fn, x, y, eps=eps, n_iter=5, norm=norm, key=key, variant=variant,
+                         n_target_classes=3)
+  assert float(_dist(t.x_adv, x, norm).max()) <= eps * (1 + 1e-5) + 1e-6
+  assert float(t.x_adv.min()) >= 0.0 and float(t.x_adv.max()) <= 1.0
+
+
+def test_result_fields_are_evaluated_at_x_adv(model):
+  logits_fn, x, y = model
+  r = apgd.apgd(logits_fn, x, y, eps=0.05, n_iter=10, key=jax.random.key(2))
+  np.testing.assert_array_equal(r.misclassified, jnp.argmax(logits_fn(r.x_adv), -1) != y)
+  np.testing.assert_allclose(r.loss, losses.cross_entropy(logits_fn(r.x_adv), y), rtol=1e-5)
+  g = jax.grad(lambda v: jnp.sum(losses.cross_entropy(logits_fn(v), y)))(r.x_adv)
+  np.testing.assert_allclose(r.fosc, fosc_lib.fosc(r.x_adv, x, g, eps=0.05), rtol=1e-4, atol=1e-5)
+  # The attack raises the loss of every example it did not break.
+  clean = losses.cross_entropy(logits_fn(x), y)
+  assert bool(jnp.all(r.loss >= clean - 1e-5))
+
+
+def test_inactive_examples_are_untouched(model):
+  logits_fn, x, y = model
+  active = jnp.arange(N_TEST) % 2 == 0
+  r = apgd.apgd(logits_fn, x, y, eps=0.1, n_iter=10, key=jax.random.key(3), active=active)
+  np.testing.assert_array_equal(r.x_adv[~active], x[~active])
+  assert int(r.num_steps[~active].max()) == 0 and int(r.num_steps[active].max()) > 0
+
+
+def test_early_stop_keeps_the_broken_set(model):
+  logits_fn, x, y = model
+  kw = dict(eps=0.08, n_iter=20, key=jax.random.key(4))
+  fast = apgd.apgd(logits_fn, x, y, early_stop=True, **kw)
+  full = apgd.apgd(logits_fn, x, y, early_stop=False, **kw)
+  np.testing.assert_array_equal(fast.misclassified, full.misclassified)
+  assert int(fast.num_steps.sum()) < int(full.num_steps.sum())
+  assert int(full.num_steps.min()) == 20
+
+
+def test_keys_and_traced_hyperparameters(model):
+  logits_fn, x, y = model
+  a = apgd.apgd(logits_fn, x, y, eps=0.1, n_iter=4, key=jax.random.key(5))
+  b = apgd.apgd(logits_fn, x, y, eps=0.1, n_iter=4, key=jax.random.key(5))
+  np.testing.assert_array_equal(a.x_adv, b.x_adv)
+  before = apgd._apgd._cache_size()
+  for eps, n_iter, rho in [(0.05, 7, 0.5), (0.2, 13, 0.9)]:
+    apgd.apgd(logits_fn, x, y, eps=eps, n_iter=n_iter, rho=rho, n_restarts=2,
+              key=jax.random.key(6))
+  assert apgd._apgd._cache_size() == before
+
+
+# --- Strength -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [10, 20])
+def test_apgd_never_weaker_than_pgd_with_the_same_budget(model, budget):
+  logits_fn, x, y = model
+  clean = jnp.argmax(logits_fn(x), -1) == y
+  for eps in (0.05, 0.08, 0.1, 0.12):
+    p = attacks.pgd(logits_fn, x, y, eps=eps, step_size=eps / 4, num_steps=budget,
+                    start="uniform", key=jax.random.key(7))
+    a = apgd.apgd(logits_fn, x, y, eps=eps, n_iter=budget, key=jax.random.key(7))
+    acc_pgd = int(jnp.sum(clean & ~p.misclassified))
+    acc_apgd = int(jnp.sum(clean & ~a.misclassified))
+    assert acc_apgd <= acc_pgd, (eps, budget, acc_apgd, acc_pgd)
+    # APGD-T on top of APGD-CE never loses a broken point.
+    t = apgd.apgd_targeted(logits_fn, x, y, eps=eps, n_iter=budget, key=jax.random.key(8),
+                           active=clean & ~a.misclassified)
+    assert int(jnp.sum(clean & ~a.misclassified & ~t.misclassified)) <= acc_apgd
+
+
+def test_restarts_only_add_broken_points(model):
+  logits_fn, x, y = model
+  one = apgd.apgd(logits_fn, x, y, eps=0.08, n_iter=10, key=jax.random.key(9))
+  three = apgd.apgd(logits_fn, x, y, eps=0.08, n_iter=10, n_restarts=3, key=jax.random.key(9))
+  assert bool(jnp.all(three.misclassified | ~one.misclassified))
+
+
+# --- Errors ---------------------------------------------------------------------------------------
+
+
+def test_bad_arguments_are_named(model):
+  logits_fn, x, y = model
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="eps"):
+    apgd.apgd(logits_fn, x, y, eps=-0.1, key=key)
+  with pytest.raises(ValueError, match="n_iter"):
+    apgd.apgd(logits_fn, x, y, eps=0.1, n_iter=0, key=key)
+  with pytest.raises(ValueError, match="rho"):
+    apgd.apgd(logits_fn, x, y, eps=0.1, rho=1.5, key=key)
+  with pytest.raises(ValueError, match="key"):
+    apgd.apgd(logits_fn, x, y, eps=0.1, key=None)
+  with pytest.raises(ValueError, match="loss"):
+    apgd.apgd(logits_fn, x, y, eps=0.1, key=key, loss="kl")
+  with pytest.raises(ValueError, match="n_target_classes"):
+    apgd.apgd_targeted(logits_fn, x, y, eps=0.1, key=key, n_target_classes=10)
+  three = lambda v: v.reshape(v.shape[0], -1)[:, :3]  # noqa: E731
+  with pytest.raises(ValueError, match="4 classes"):
+    apgd.apgd_targeted(three, x, y % 3, eps=0.1, key=key)
