@@ -7,6 +7,7 @@ A restarted run resumes from the latest checkpoint in ``--workdir``.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import launch  # noqa: F401  (XLA CPU flags)
 from robust_jax.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (launch/configs/*.py).",

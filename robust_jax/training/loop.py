@@ -126,6 +126,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       model, eps=config.eps, step_size=_select_step_size(config),
       num_steps=config.select_attack_steps, norm=config.norm))
   co_batch = {k: v[:min(256, len(ds.train["label"]))] for k, v in ds.train.items()}
+  co_eval_fn = jax.jit(step_lib.make_eval_step(
+      model, eps=config.eps, step_size=config.eps / 4, num_steps=config.co_guard_steps,
+      norm=config.norm))
 
   def save(state, epoch_done, running, *, metric=None):
     meta = {"config": config.to_dict(), "epoch": epoch_done, "running": running, "best": best,
@@ -184,7 +187,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             f"{val['robust_acc']:.3f} ({epoch_time:.1f}s)", flush=True)
     running = {}
     if config.co_guard != "off":
-      co_acc = _co_check(eval_fn, state, co_batch, mesh, config)
+      co_acc = _co_check(co_eval_fn, state, co_batch, mesh, config)
       fired = co_prev is not None and co_prev - co_acc > config.co_guard_drop
       writer.write("co_guard", int(state.step), {"epoch": epoch, "train_pgd_acc": co_acc,
                                                   "previous": co_prev, "fired": fired})

@@ -1,0 +1,317 @@
+"""Tests of robust_jax.models: parameter counts, shapes, BatchNorm modes, the custom-VJP convolution.
+
+The expected parameter counts are those of the PyTorch reference classes (``sum(p.numel() for p in
+model.parameters())``, measured once with PyTorch 2.13), minus the parameters that a reference builds
+but never uses (``sub_block1`` of the TRADES WideResNet); :func:`_wrn_params` re-derives the
+WideResNet numbers by arithmetic. Big models are only traced (``jax.eval_shape``), never materialised.
+"""
+
+import doctest
+import itertools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robust_jax import models
+from robust_jax.models import layers
+from robust_jax.models.wide_resnet import WideResNet, blocks_per_group
+
+_INPUT = {"mlp": (8, 8, 1), "cnn4": (28, 28, 1), "small_cnn": (28, 28, 1)}
+
+# PyTorch reference counts (10 classes). preact_resnet18: robust_overfitting's class (final BN);
+# wrn*: TRADES' class without its unused sub_block1 (PyTorch reports 38,119,866 and 48,262,586).
+_EXPECTED_PARAMS = {
+    "mlp": 64 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10,
+    "cnn4": 421_834,
+    "cnn8": 1_639_282,
+    "small_cnn": 312_202,
+    "preact_resnet18": 11_172_170,
+    "resnet18": 11_173_962,
+    "wrn28_10": 36_479_194,
+    "wrn32_10": 46_160_474,
+    "wrn34_10": 46_160_474,
+}
+
+
+def _input_shape(name, batch=2):
+  return (batch,) + _INPUT.get(name, (32, 32, 3))
+
+
+def _abstract_variables(model, shape):
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
+
+
+def _wrn_group_params(n, c_in, c_out):
+  """Parameters of one group of n WideResNet blocks (BN scale and bias count 2 per channel)."""
+  total = 0
+  for b in range(n):
+    cin = c_in if b == 0 else c_out
+    total += 2 * cin + 9 * cin * c_out + 2 * c_out + 9 * c_out * c_out  # bn1, conv1, bn2, conv2
+    if cin != c_out:
+      total += cin * c_out  # 1x1 shortcut
+  return total
+
+
+def _wrn_params(n, k, num_classes=10):
+  """Trainable parameters of a TRADES WideResNet with n blocks per group and width k (no sub_block1)."""
+  widths = [16, 16 * k, 32 * k, 64 * k]
+  total = 3 * 3 * 3 * 16  # stem
+  total += sum(_wrn_group_params(n, widths[g], widths[g + 1]) for g in range(3))
+  return total + 2 * widths[3] + widths[3] * num_classes + num_classes  # final bn, fc
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter counts and shapes.
+
+
+@pytest.mark.parametrize("name", sorted(_EXPECTED_PARAMS))
+def test_param_count_matches_reference(name):
+  model = models.get_model(name)
+  variables = _abstract_variables(model, _input_shape(name))
+  assert models.count_params(variables["params"]) == _EXPECTED_PARAMS[name]
+  assert models.count_params(variables) == _EXPECTED_PARAMS[name]  # batch_stats not counted
+
+
+def test_wrn_counts_follow_from_the_block_arithmetic():
+  assert _wrn_params(4, 10) == _EXPECTED_PARAMS["wrn28_10"]
+  assert _wrn_params(5, 10) == _EXPECTED_PARAMS["wrn34_10"]
+  # PyTorch's count of the TRADES class adds its unused sub_block1 (one more first group).
+  assert _wrn_params(5, 10) + _wrn_group_params(5, 16, 160) == 48_262_586
+  assert _wrn_params(4, 10) + _wrn_group_params(4, 16, 160) == 38_119_866
+
+
+@pytest.mark.parametrize("depth,convention,n", [(34, "trades", 5), (28, "trades", 4),
+                                                (32, "madry", 5), (16, "trades", 2)])
+def test_blocks_per_group(depth, convention, n):
+  assert blocks_per_group(depth, convention) == n
+
+
+@pytest.mark.parametrize("depth,convention", [(32, "trades"), (34, "madry"), (4, "trades"),
+                                              (34, "resnet")])
+def test_blocks_per_group_rejects_bad_depths(depth, convention):
+  with pytest.raises(ValueError):
+    blocks_per_group(depth, convention)
+
+
+def test_num_classes_changes_only_the_last_layer():
+  model = models.get_model("preact_resnet18", num_classes=100)
+  variables = _abstract_variables(model, (1, 32, 32, 3))
+  assert models.count_params(variables) == _EXPECTED_PARAMS["preact_resnet18"] + 90 * 513
+
+
+@pytest.mark.parametrize("name", sorted(_EXPECTED_PARAMS))
+def test_output_shape_and_dtype(name):
+  model = models.get_model(name, num_classes=7)
+  shape = _input_shape(name, batch=3)
+  variables = _abstract_variables(model, shape)
+  out = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(shape)), variables)
+  assert out.shape == (3, 7) and out.dtype == jnp.float32
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn4", "cnn8", "small_cnn"])
+def test_small_models_run_and_are_finite(name):
+  model = models.get_model(name)
+  x = jax.random.uniform(jax.random.key(1), _input_shape(name))
+  variables = model.init(jax.random.key(0), x)
+  logits = model.apply(variables, x)
+  grad = jax.grad(lambda xx: jnp.sum(model.apply(variables, xx)[:, 0]))(x)
+  assert logits.shape == (2, 10) and grad.shape == x.shape
+  assert bool(jnp.all(jnp.isfinite(logits))) and bool(jnp.all(jnp.isfinite(grad)))
+
+
+def test_small_wide_resnet_runs_in_both_modes():
+  model = WideResNet(depth=10, widen_factor=1)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x)
+  assert models.count_params(variables) == _wrn_params(1, 1)
+  logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
+  assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  model = models.get_model("cnn8", dtype=jnp.bfloat16)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x)
+  logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert logits.dtype == jnp.float32
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves((variables, updates)))
+  ref = models.get_model("cnn8").apply(variables, x, train=True, mutable=["batch_stats"])[0]
+  np.testing.assert_allclose(logits, ref, atol=0.05)
+
+
+def test_unknown_model_name_lists_the_valid_names():
+  with pytest.raises(ValueError) as err:
+    models.get_model("resnet1000")
+  for name in models.MODELS:
+    assert name in str(err.value)
+
+
+def test_docstring_examples():
+  failures, _ = doctest.testmod(models, verbose=False)
+  assert failures == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# BatchNorm modes, dropout, input checks.
+
+
+def test_eval_mode_needs_and_changes_no_batch_stats():
+  model = models.get_model("cnn4")
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x)
+  out = model.apply(variables, x, train=False, mutable=False)
+  assert out.shape == (4, 10)  # a bare array: no collection was returned or changed
+  # Eval mode is per-example: a row does not depend on the rest of the batch.
+  np.testing.assert_allclose(model.apply(variables, x[:1]), out[:1], rtol=1e-5, atol=1e-6)
+  with pytest.raises(Exception):
+    model.apply(variables, x, train=True, mutable=False)  # train mode must update batch_stats
+
+
+def test_train_mode_updates_batch_stats_with_momentum_0_1():
+  model = models.get_model("cnn4")
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x)
+  _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  old, new = variables["batch_stats"]["bn1"], updates["batch_stats"]["bn1"]
+  assert not np.allclose(old["mean"], new["mean"])
+  conv = layers.Conv(32, 3, kernel_init=nn.initializers.glorot_uniform())
+  h = conv.apply({"params": variables["params"]["conv1"]}, x)
+  np.testing.assert_allclose(new["mean"], 0.1 * jnp.mean(h, axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+
+
+def test_small_cnn_dropout_needs_a_key_in_train_mode_only():
+  model = models.get_model("small_cnn")
+  x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x)
+  assert model.dropout_rate == 0.5
+  np.testing.assert_array_equal(model.apply(variables, x), 0.0)  # last layer initialised to zero
+  with pytest.raises(Exception):
+    model.apply(variables, x, train=True)
+  params = jax.tree.map(lambda p: p + 0.01, variables)
+  a = model.apply(params, x, train=True, rngs={"dropout": jax.random.key(2)})
+  b = model.apply(params, x, train=True, rngs={"dropout": jax.random.key(3)})
+  assert not np.allclose(a, b)
+  no_drop = models.get_model("small_cnn", dropout_rate=0.0)
+  np.testing.assert_allclose(no_drop.apply(params, x, train=True), no_drop.apply(params, x))
+
+
+@pytest.mark.parametrize("size", [30, 8])
+def test_small_cnn_rejects_input_sizes_that_do_not_fit(size):
+  model = models.get_model("small_cnn")
+  with pytest.raises(ValueError, match="SmallCNN|even feature map"):
+    model.init(jax.random.key(0), jnp.zeros((1, size, size, 1)))
+
+
+def test_mean_std_standardise_inside_the_model():
+  mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+  plain, normed = models.get_model("cnn8"), models.get_model("cnn8", mean=mean, std=std)
+  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  variables = plain.init(jax.random.key(0), x)
+  expected = plain.apply(variables, (x - jnp.array(mean)) / jnp.array(std))
+  np.testing.assert_allclose(normed.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError):
+    layers.normalize_input(x, mean, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# The custom-VJP convolution and the pooling.
+
+_CONV_CASES = list(itertools.product([7, 8], [1, 2], ["SAME", "VALID", 1], [1, 3]))
+
+
+@pytest.mark.parametrize("size,stride,padding,kernel", _CONV_CASES)
+def test_conv_matches_flax_conv_and_its_gradients(size, stride, padding, kernel):
+  x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 3))
+  ours = layers.Conv(4, kernel, strides=stride, padding=padding)
+  ref = nn.Conv(4, (kernel, kernel), strides=stride, padding=padding)
+  variables = ref.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(
+      jnp.shape, variables)
+
+  y_ref, vjp_ref = jax.vjp(lambda v, xx: ref.apply(v, xx), variables, x)
+  y, vjp = jax.vjp(lambda v, xx: ours.apply(v, xx), variables, x)
+  cot = jax.random.normal(jax.random.key(2), y_ref.shape)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for got, want in zip(jax.tree.leaves(vjp(cot)), jax.tree.leaves(vjp_ref(cot))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_gradient_inside_while_loop_and_jit_matches_default():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+
+  def run(custom):
+    def loss(xx):
+      return jnp.sum(jnp.tanh(layers.conv2d(xx, w, 2, ((1, 1), (1, 1)), custom_vjp=custom)))
+
+    def body(carry):
+      k, xx = carry
+      return k + 1, xx + 0.1 * jax.grad(loss)(xx)
+
+    return jax.jit(lambda xx: jax.lax.while_loop(lambda c: c[0] < 3, body, (0, xx))[1])(x)
+
+  np.testing.assert_allclose(run(True), run(False), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_supports_hessian_vector_products_but_not_forward_mode():
+  x = jax.random.normal(jax.random.key(0), (1, 6, 6, 2))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 2, 3))
+  v = jax.random.normal(jax.random.key(2), w.shape)
+
+  def hvp(custom):
+    loss = lambda ww: jnp.sum(jnp.tanh(layers.conv2d(x, ww, 1, "SAME", custom_vjp=custom)))
+    return jax.jvp(jax.grad(loss), (w,), (v,))[1]
+
+  np.testing.assert_allclose(hvp(True), hvp(False), rtol=1e-4, atol=1e-5)
+  with pytest.raises(TypeError):
+    jax.jvp(lambda ww: layers.conv2d(x, ww), (w,), (v,))
+
+
+def test_conv_rejects_bad_inputs():
+  with pytest.raises(ValueError):
+    layers.conv2d(jnp.zeros((4, 4, 3)), jnp.zeros((3, 3, 3, 2)))
+  with pytest.raises(ValueError):
+    layers.conv2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 2, 2)))
+  with pytest.raises(ValueError):
+    layers.conv2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 3, 2)), padding="CIRCULAR")
+
+
+def test_input_grad_pads_keep_the_input_size():
+  for n, k, s, pads in [(32, 3, 2, (1, 1)), (32, 1, 2, (0, 0)), (7, 3, 2, (1, 1)), (8, 4, 1, (0, 0))]:
+    m = (n + sum(pads) - k) // s + 1
+    lo, hi = layers.input_grad_pads((n, n), (k, k), (s, s), (pads, pads))[0]
+    assert (m - 1) * s + 1 + lo + hi - k + 1 == n
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 4, 4, 1)])
+def test_max_pool_2x2_matches_nn_max_pool(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  ref = lambda xx: nn.max_pool(xx, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(layers.max_pool_2x2(x), ref(x))
+  cot = jax.random.normal(jax.random.key(1), ref(x).shape)
+  g = jax.grad(lambda xx: jnp.sum(layers.max_pool_2x2(xx) * cot))(x)
+  g_ref = jax.grad(lambda xx: jnp.sum(ref(xx) * cot))(x)
+  np.testing.assert_allclose(g, g_ref, rtol=1e-6)
+
+
+def test_max_pool_2x2_rejects_odd_maps():
+  with pytest.raises(ValueError, match="even"):
+    layers.max_pool_2x2(jnp.zeros((1, 7, 8, 2)))
+
+
+def test_global_avg_pool_is_the_spatial_mean():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+  np.testing.assert_allclose(layers.global_avg_pool(x), x.mean(axis=(1, 2)), rtol=1e-6)
+
+
+def test_torch_default_initialisers_have_the_reference_ranges():
+  w = layers.torch_default_kernel_init()(jax.random.key(0), (3, 3, 16, 32))
+  b = layers.torch_default_bias_init(144)(jax.random.key(1), (1000,))
+  bound = 1 / 12.0  # 1 / sqrt(3 * 3 * 16)
+  assert float(jnp.max(jnp.abs(w))) <= bound and float(jnp.max(jnp.abs(b))) <= bound
+  assert float(jnp.max(jnp.abs(w))) > 0.9 * bound
