@@ -127,14 +127,14 @@ def test_small_models_run_and_are_finite(name):
   assert bool(jnp.all(jnp.isfinite(logits))) and bool(jnp.all(jnp.isfinite(grad)))
 
 
-def test_small_wide_resnet_runs_in_both_modes():
+def test_small_wide_resnet_traces_in_both_modes():
   model = WideResNet(depth=10, widen_factor=1)
-  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
-  variables = jax.jit(model.init)(jax.random.key(0), x)
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = _abstract_variables(model, x.shape)
   assert models.count_params(variables) == _wrn_params(1, 1)
-  train_apply = jax.jit(lambda v, xx: model.apply(v, xx, train=True, mutable=["batch_stats"]))
-  logits, updates = train_apply(variables, x)
-  assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
+  logits, updates = jax.eval_shape(
+      lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]), variables)
+  assert logits.shape == (2, 10)
   assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
 
 
@@ -171,57 +171,61 @@ def test_docstring_examples():
 def test_eval_mode_needs_and_changes_no_batch_stats():
   model = models.get_model("cnn4")
   x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
-  variables = model.init(jax.random.key(0), x)
-  out = model.apply(variables, x, train=False, mutable=False)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  eval_apply = jax.jit(lambda v, xx: model.apply(v, xx, train=False, mutable=False))
+  out = eval_apply(variables, x)
   assert out.shape == (4, 10)  # a bare array: no collection was returned or changed
   # Eval mode is per-example: a row does not depend on the rest of the batch.
-  np.testing.assert_allclose(model.apply(variables, x[:1]), out[:1], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(eval_apply(variables, x[:1]), out[:1], rtol=1e-5, atol=1e-6)
   with pytest.raises(Exception):
-    model.apply(variables, x, train=True, mutable=False)  # train mode must update batch_stats
+    jax.eval_shape(lambda v: model.apply(v, x, train=True, mutable=False), variables)
 
 
 def test_train_mode_updates_batch_stats_with_momentum_0_1():
   model = models.get_model("cnn4")
   x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
-  variables = model.init(jax.random.key(0), x)
-  _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  conv = layers.Conv(32, 3)
+  _, updates = jax.jit(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables)
+  h = jax.jit(conv.apply)({"params": variables["params"]["conv1"]}, x)
   old, new = variables["batch_stats"]["bn1"], updates["batch_stats"]["bn1"]
-  assert not np.allclose(old["mean"], new["mean"])
-  conv = layers.Conv(32, 3, kernel_init=nn.initializers.glorot_uniform())
-  h = conv.apply({"params": variables["params"]["conv1"]}, x)
+  np.testing.assert_array_equal(old["mean"], 0.0)
   np.testing.assert_allclose(new["mean"], 0.1 * jnp.mean(h, axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
 
 
 def test_small_cnn_dropout_needs_a_key_in_train_mode_only():
   model = models.get_model("small_cnn")
   x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
   assert model.dropout_rate == 0.5
-  np.testing.assert_array_equal(model.apply(variables, x), 0.0)  # last layer initialised to zero
-  with pytest.raises(Exception):
-    model.apply(variables, x, train=True)
   params = jax.tree.map(lambda p: p + 0.01, variables)
-  a = model.apply(params, x, train=True, rngs={"dropout": jax.random.key(2)})
-  b = model.apply(params, x, train=True, rngs={"dropout": jax.random.key(3)})
-  assert not np.allclose(a, b)
+  train = jax.jit(lambda v, key: model.apply(v, x, train=True, rngs={"dropout": key}))
   no_drop = models.get_model("small_cnn", dropout_rate=0.0)
-  np.testing.assert_allclose(no_drop.apply(params, x, train=True), no_drop.apply(params, x))
+  zero_logits, a, b, no_drop_train, no_drop_eval = jax.jit(lambda v, p: (
+      model.apply(v, x), train(p, jax.random.key(2)), train(p, jax.random.key(3)),
+      no_drop.apply(p, x, train=True), no_drop.apply(p, x)))(variables, params)
+  np.testing.assert_array_equal(zero_logits, 0.0)  # last layer initialised to zero
+  assert not np.allclose(a, b)
+  np.testing.assert_allclose(no_drop_train, no_drop_eval)
+  with pytest.raises(Exception):
+    jax.eval_shape(lambda v: model.apply(v, x, train=True), variables)
 
 
 @pytest.mark.parametrize("size", [30, 8])
 def test_small_cnn_rejects_input_sizes_that_do_not_fit(size):
   model = models.get_model("small_cnn")
   with pytest.raises(ValueError, match="SmallCNN|even feature map"):
-    model.init(jax.random.key(0), jnp.zeros((1, size, size, 1)))
+    _abstract_variables(model, (1, size, size, 1))
 
 
 def test_mean_std_standardise_inside_the_model():
-  mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-  plain, normed = models.get_model("cnn8"), models.get_model("cnn8", mean=mean, std=std)
-  x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
-  variables = plain.init(jax.random.key(0), x)
-  expected = plain.apply(variables, (x - jnp.array(mean)) / jnp.array(std))
-  np.testing.assert_allclose(normed.apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+  mean, std = (0.5,), (0.25,)
+  plain, normed = models.get_model("small_cnn"), models.get_model("small_cnn", mean=mean, std=std)
+  x = jax.random.uniform(jax.random.key(1), (2, 28, 28, 1))
+  variables = jax.jit(plain.init)(jax.random.key(0), x)
+  variables = jax.tree.map(lambda p: p + 0.01, variables)  # non-zero last layer
+  got, want = jax.jit(lambda v: (normed.apply(v, x), plain.apply(v, (x - 0.5) / 0.25)))(variables)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError):
     layers.normalize_input(x, mean, None)
 
@@ -304,12 +308,18 @@ def test_input_grad_pads_keep_the_input_size():
 @pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 4, 4, 1)])
 def test_max_pool_2x2_matches_nn_max_pool(shape):
   x = jax.random.normal(jax.random.key(0), shape)
+  cot = jax.random.normal(jax.random.key(1), (shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
   ref = lambda xx: nn.max_pool(xx, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(layers.max_pool_2x2(x), ref(x))
-  cot = jax.random.normal(jax.random.key(1), ref(x).shape)
-  g = jax.grad(lambda xx: jnp.sum(layers.max_pool_2x2(xx) * cot))(x)
-  g_ref = jax.grad(lambda xx: jnp.sum(ref(xx) * cot))(x)
-  np.testing.assert_allclose(g, g_ref, rtol=1e-6)
+
+  @jax.jit
+  def value_and_grad(xx):
+    ours = jax.vjp(layers.max_pool_2x2, xx)
+    theirs = jax.vjp(ref, xx)
+    return (ours[0], ours[1](cot)), (theirs[0], theirs[1](cot))
+
+  got, want = value_and_grad(x)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(g, w)
 
 
 def test_max_pool_2x2_rejects_odd_maps():

@@ -8,7 +8,7 @@ down as the criterion c_t decreases. This module produces the numbers and the fi
 
 Fixed bins: the bin edges are chosen once (:func:`fosc_bin_edges`) and never depend on the data, so
 per-step histograms add up to per-epoch histograms and epochs and runs are comparable. The default
-:data:`DEFAULT_EDGES` is scale-free: a first bin [0, 1e-4) for converged examples, then five
+:data:`DEFAULT_EDGES` is scale-free: a first bin [0, 1e-4) for converged examples, then ten
 log-spaced bins per decade up to 1e2 (FOSC is ``eps * ||g||_1 - <x - x0, g>`` and its scale moves with
 eps, the input dimension and the loss' gradient, which a fixed linear range would not follow). Values
 below the first edge (negative FOSC of ``fosc_reference="start"``) are counted in the first bin and
@@ -18,6 +18,8 @@ Two kinds of quantiles: :func:`fosc_quantiles` is exact on the values (``jnp.qua
 interpolation, as numpy's default); :func:`quantiles_from_histogram` estimates them from summed
 counts (linear interpolation of the empirical CDF inside a bin, exact to one bin width), which is all
 a training loop keeps of an epoch.
+
+This module imports matplotlib only when plotting, so the training step can use it cheaply.
 
 Training integration: the train step adds ``fosc_histogram(res.fosc)`` to its metrics (float32 counts
 on :data:`DEFAULT_EDGES`), the loop sums them over the epoch and writes
@@ -40,7 +42,6 @@ import numpy as np
 
 from robust_jax import attacks
 from robust_jax import metrics as metrics_lib
-from robust_jax.analysis import plots
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 HIST_KEY = "fosc_hist"
@@ -48,7 +49,7 @@ EDGES_KEY = "fosc_hist_edges"
 
 
 def fosc_bin_edges(*, kind: str = "log", low: float = 1e-4, high: float = 1e2,
-                   bins_per_decade: int = 5, num_bins: int = 30) -> np.ndarray:
+                   bins_per_decade: int = 10, num_bins: int = 30) -> np.ndarray:
   """Fixed bin edges for FOSC histograms (chosen once, independent of the data).
 
   Args:
@@ -83,7 +84,7 @@ def fosc_bin_edges(*, kind: str = "log", low: float = 1e-4, high: float = 1e2,
 
 
 DEFAULT_EDGES = fosc_bin_edges()
-"""The training loop's bins: [0, 1e-4), then 5 per decade up to 1e2 (31 bins)."""
+"""The training loop's bins: [0, 1e-4), then 10 per decade up to 1e2 (61 bins)."""
 
 
 def fosc_histogram(fosc: jax.Array, edges: Optional[np.ndarray] = None, *,
@@ -262,7 +263,8 @@ def epoch_histograms(records_or_path) -> Dict[str, Any]:
 
   Returns:
     ``{"epochs": [E], "counts": [E, num_bins], "edges": [num_bins + 1], "quantiles": {key: [E]}}``
-    (lists). The last record of an epoch wins (a resumed run may repeat one).
+    (lists), plus ``"fosc_c": [E]`` (Dynamic AT's criterion, epoch mean) when the records have it.
+    The last record of an epoch wins (a resumed run may repeat one).
 
   Raises:
     ValueError: if no ``"train"`` record has a ``fosc_hist``.
@@ -281,7 +283,10 @@ def epoch_histograms(records_or_path) -> Dict[str, Any]:
   counts = [by_epoch[e][HIST_KEY] for e in epochs]
   qkeys = [quantile_key(q) for q in QUANTILES]
   quantiles = {k: [by_epoch[e].get(k, float("nan")) for e in epochs] for k in qkeys}
-  return {"epochs": epochs, "counts": counts, "edges": list(edges), "quantiles": quantiles}
+  out = {"epochs": epochs, "counts": counts, "edges": list(edges), "quantiles": quantiles}
+  if all("fosc_c" in by_epoch[e] for e in epochs):
+    out["fosc_c"] = [by_epoch[e]["fosc_c"] for e in epochs]  # Dynamic AT's criterion c_t
+  return out
 
 
 def plot_fosc_over_epochs(runs, out_png: str, *, max_violins: int = 12,
@@ -290,8 +295,9 @@ def plot_fosc_over_epochs(runs, out_png: str, *, max_violins: int = 12,
 
   Each epoch (at most ``max_violins`` of them, evenly spaced, the last included) gets a violin whose
   width follows the epoch's histogram on the fixed bins; a last panel overlays every run's median
-  with its 25-75% band, so runs (PGD-AT, Dynamic AT, ...) are compared on one axis. FOSC is drawn on
-  a symlog axis (linear below the first positive bin edge).
+  with its 25-75% band (and Dynamic AT's c_t, dotted, when logged) on a linear axis, so runs
+  (PGD-AT, Dynamic AT, ...) are compared on one axis. The violins use a symlog axis (linear below
+  the first positive bin edge).
 
   Args:
     runs: one run (records, a ``metrics.jsonl`` path or a workdir) or a mapping ``name -> run``.
@@ -302,6 +308,7 @@ def plot_fosc_over_epochs(runs, out_png: str, *, max_violins: int = 12,
   Returns:
     The JSON data: ``{run name: epoch_histograms(run)}``.
   """
+  from robust_jax.analysis import plots  # pylint: disable=g-import-not-at-top (matplotlib: lazy)
   if not isinstance(runs, Mapping):
     runs = {"run": runs}
   data = {name: epoch_histograms(run) for name, run in runs.items()}
@@ -319,18 +326,14 @@ def plot_fosc_over_epochs(runs, out_png: str, *, max_violins: int = 12,
     line, = ax.plot(ep, q[quantile_key(0.5)], marker="o", ms=3, label=f"{name} median")
     ax.fill_between(ep, q[quantile_key(0.25)], q[quantile_key(0.75)], alpha=0.2,
                     color=line.get_color())
-  ax.set_yscale("symlog", linthresh=_linthresh(data))
+    if d.get("fosc_c"):
+      ax.plot(ep, d["fosc_c"], ls=":", color=line.get_color(), label=f"{name} c_t")
   ax.set_xlabel("epoch")
   ax.set_title("median, 25-75%")
   ax.legend(fontsize=7)
   fig.suptitle(title)
   plots.save_figure(fig, out_png, data)
   return data
-
-
-def _linthresh(data) -> float:
-  edges = next(iter(data.values()))["edges"]
-  return float(edges[1]) if len(edges) > 2 and edges[1] > 0 else 1e-4
 
 
 def _violins(ax, d, max_violins):
@@ -352,7 +355,7 @@ def _violins(ax, d, max_violins):
   ax.set_yscale("symlog", linthresh=float(edges[1]) if edges[1] > 0 else 1e-4)
   nonzero = np.nonzero(counts.sum(0))[0]
   if nonzero.size:
-    ax.set_ylim(edges[0], edges[min(nonzero[-1] + 1, len(edges) - 1)])
+    ax.set_ylim(edges[nonzero[0]], edges[min(nonzero[-1] + 1, len(edges) - 1)])
 
 
 def plot_fosc_distributions(values: Mapping[str, Any], out_png: str, *, edges=None,
@@ -368,14 +371,18 @@ def plot_fosc_distributions(values: Mapping[str, Any], out_png: str, *, edges=No
   Returns:
     The JSON data: ``{name: summarize_fosc(values)}``.
   """
+  from robust_jax.analysis import plots  # pylint: disable=g-import-not-at-top (matplotlib: lazy)
   edges = DEFAULT_EDGES if edges is None else np.asarray(edges, np.float64)
   data = {name: summarize_fosc(v, edges) for name, v in values.items()}
   fig = plots.new_figure()
   ax = fig.axes[0]
-  centres = np.sqrt(np.maximum(edges[:-1], edges[1] / 10) * edges[1:])
+  shown = np.concatenate([[edges[1] / 10 if edges[0] <= 0 else edges[0]], edges[1:]])
   for name, d in data.items():
     c = np.asarray(d[HIST_KEY])
-    ax.step(centres, c / max(c.sum(), 1), where="mid", label=f"{name} (median {d['fosc_q50']:.3g})")
+    ax.stairs(c / max(c.sum(), 1), shown, label=f"{name} (median {d['fosc_q50']:.3g})")
+  nonzero = np.nonzero(sum(np.asarray(d[HIST_KEY]) for d in data.values()))[0]
+  if nonzero.size:
+    ax.set_xlim(shown[max(nonzero[0] - 1, 0)], shown[min(nonzero[-1] + 2, len(shown) - 1)])
   ax.set_xscale("log")
   ax.set_xlabel("FOSC (first bin: < %.0e)" % edges[1])
   ax.set_ylabel("fraction of examples")

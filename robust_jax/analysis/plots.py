@@ -55,10 +55,15 @@ def save_figure(fig: Figure, out_png: str, data: Any, *, dpi: int = 110) -> tupl
   out_png = os.fspath(out_png)
   os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
   fig.savefig(out_png, dpi=dpi)
-  jpath = json_path(out_png)
-  with open(jpath, "w") as f:
+  return out_png, save_json(data, json_path(out_png))
+
+
+def save_json(data: Any, path: str) -> str:
+  """Writes ``data`` (arrays converted, NaN written as ``NaN``) to ``path``; returns the path."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
     json.dump(to_jsonable(data), f, indent=1)
-  return out_png, jpath
+  return path
 
 
 def plot_landscape_1d(alphas, curves: Mapping[str, Any], out_png: str, *,

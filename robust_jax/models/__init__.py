@@ -74,7 +74,7 @@ def get_model(name: str, *, num_classes: int = 10, **kwargs: Any) -> nn.Module:
   Example:
     >>> import jax, jax.numpy as jnp
     >>> model = get_model("small_cnn")
-    >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    >>> variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     >>> count_params(variables["params"])
     312202
   """

@@ -1,0 +1,275 @@
+"""AutoAttack and its parts FAB and Square: protocol, strength, gradient-free Square, projections."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import optimize
+
+from robust_jax import attacks
+from robust_jax.attacks import autoattack as aa
+from robust_jax.attacks import fab, square
+from robust_jax.data import digits
+
+N_TEST = 128
+BUDGET = dict(n_iter=20, n_queries=300)  # small budgets; every attack compiles once per shape
+
+
+def _apply(p, x):
+  h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
+  return h @ p["w2"] + p["b2"]
+
+
+@pytest.fixture(scope="module")
+def model():
+  """An MLP trained without attacks on scikit-learn's digits (about 98% clean test accuracy)."""
+  d = digits.load_digits_splits()
+  x_tr, y_tr = jnp.asarray(d["train"]["image"]), jnp.asarray(d["train"]["label"])
+  k1, k2 = jax.random.split(jax.random.key(0))
+  params = {"w1": jax.random.normal(k1, (64, 64)) / 8.0, "b1": jnp.zeros(64),
+            "w2": jax.random.normal(k2, (64, 10)) / 8.0, "b2": jnp.zeros(10)}
+  opt = optax.adam(1e-2)
+
+  @jax.jit
+  def step(p, s):
+    g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        _apply(p, x_tr), y_tr).mean())(p)
+    u, s = opt.update(g, s)
+    return optax.apply_updates(p, u), s
+
+  state = opt.init(params)
+  for _ in range(300):
+    params, state = step(params, state)
+  x = jnp.asarray(d["test"]["image"][:N_TEST])
+  y = jnp.asarray(d["test"]["label"][:N_TEST])
+  return params, jax.tree_util.Partial(_apply, params), x, y
+
+
+def _dist(a, b, norm="linf"):
+  d = (a - b).reshape(a.shape[0], -1)
+  return jnp.max(jnp.abs(d), 1) if norm == "linf" else jnp.linalg.norm(d, axis=1)
+
+
+# --- AutoAttack ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aa_results(model):
+  _, logits_fn, x, y = model
+  out = {}
+  for eps in (0.05, 0.1, 0.2):
+    out[eps] = aa.autoattack(logits_fn, x, y, eps=eps, key=jax.random.key(0), **BUDGET)
+  return out
+
+
+def test_autoattack_not_weaker_than_pgd20(model, aa_results):
+  _, logits_fn, x, y = model
+  for eps, r in aa_results.items():
+    p = attacks.pgd(logits_fn, x, y, eps=eps, step_size=eps / 4, num_steps=20, start="uniform",
+                    key=jax.random.key(1))
+    acc_pgd = int(jnp.sum(r.clean_correct & ~p.misclassified))
+    assert int(r.robust.sum()) <= acc_pgd, (eps, int(r.robust.sum()), acc_pgd)
+
+
+def test_undefended_model_is_fully_broken(model, aa_results):
+  _, logits_fn, x, y = model
+  p = attacks.pgd(logits_fn, x, y, eps=0.2, step_size=0.05, num_steps=20, start="uniform",
+                  key=jax.random.key(1))
+  assert float(jnp.mean(p.misclassified)) >= 0.97  # PGD breaks (almost) everything at eps 0.2 ...
+  assert int(aa_results[0.2].robust.sum()) == 0  # ... and AutoAttack breaks everything
+
+
+def test_result_encoding_and_worst_case(model, aa_results):
+  _, logits_fn, x, y = model
+  for eps, r in aa_results.items():
+    assert r.attack_names == ("clean", "apgd-ce", "apgd-t", "fab-t", "square")
+    bb = np.asarray(r.broken_by)
+    np.testing.assert_array_equal(np.asarray(r.robust), bb == -1)
+    np.testing.assert_array_equal(~np.asarray(r.clean_correct), bb == 0)
+    assert bb.min() >= -1 and bb.max() < len(r.attack_names)
+    np.testing.assert_array_equal(np.asarray(r.x_adv)[bb <= 0], np.asarray(x)[bb <= 0])
+    # Every broken point is misclassified at x_adv, inside the ball and the box.
+    pred = np.asarray(jnp.argmax(logits_fn(r.x_adv), -1))
+    assert np.all(pred[bb != -1] != np.asarray(y)[bb != -1])
+    assert np.all(pred[bb == -1] == np.asarray(y)[bb == -1])
+    assert float(_dist(r.x_adv, x).max()) <= eps * (1 + 1e-5) + 1e-6
+    assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
+    # Cumulative accuracies: clean first, non-increasing, the last one is the worst case.
+    acc = np.asarray(r.robust_accuracy)
+    assert acc.shape == (5,) and np.all(np.diff(acc) <= 0)
+    np.testing.assert_allclose(acc[0], np.mean(np.asarray(r.clean_correct)))
+    np.testing.assert_allclose(acc[-1], np.mean(np.asarray(r.robust)))
+    for s in range(1, 5):
+      np.testing.assert_allclose(acc[s], np.mean((bb == -1) | (bb > s)))
+
+
+def test_batches_of_survivors(model):
+  # Gathered survivors are packed into batches of batch_size (the last padded and masked).
+  _, logits_fn, x, y = model
+  r = aa.autoattack(logits_fn, x, y, eps=0.1, key=jax.random.key(0), version="custom",
+                    attacks=("square",), batch_size=48, n_queries=100)
+  p = square.square(logits_fn, x, y, eps=0.1, key=jax.random.key(0), n_queries=0)
+  assert int(r.robust.sum()) <= int(jnp.sum(r.clean_correct & ~p.misclassified))
+  bb = np.asarray(r.broken_by)
+  pred = np.asarray(jnp.argmax(logits_fn(r.x_adv), -1))
+  assert np.all(pred[bb == 1] != np.asarray(y)[bb == 1]) and (bb == 1).sum() > 10
+
+
+def test_autoattack_bad_arguments(model):
+  _, logits_fn, x, y = model
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match="version"):
+    aa.autoattack(logits_fn, x, y, eps=0.1, key=key, version="rand")
+  with pytest.raises(ValueError, match="attacks"):
+    aa.autoattack(logits_fn, x, y, eps=0.1, key=key, version="custom")
+  with pytest.raises(ValueError, match="attacks"):
+    aa.autoattack(logits_fn, x, y, eps=0.1, key=key, version="custom", attacks=("pgd",))
+  with pytest.raises(ValueError, match="Square"):
+    aa.autoattack(logits_fn, x, y, eps=0.5, key=key, norm="l2")
+  with pytest.raises(ValueError, match="eps"):
+    aa.autoattack(logits_fn, x, y, eps=0.0, key=key)
+  with pytest.raises(ValueError, match="y"):
+    aa.autoattack(logits_fn, x, y[:5], eps=0.1, key=key)
+
+
+# --- Square ----------------------------------------------------------------------------------------
+
+
+@jax.custom_jvp
+def _undifferentiable(x):
+  return x
+
+
+@_undifferentiable.defjvp
+def _undifferentiable_jvp(primals, tangents):
+  raise AssertionError("the model was differentiated")
+
+
+def test_square_never_uses_gradients(model):
+  params, _, x, y = model
+  # Any derivative of this model raises at trace time: Square must still run, and break it.
+  no_grad_fn = jax.tree_util.Partial(lambda p, v: _apply(p, _undifferentiable(v)), params)
+  r = square.square(no_grad_fn, x, y, eps=0.2, key=jax.random.key(2), n_queries=300)
+  assert float(jnp.mean(r.misclassified)) > 0.9
+  with pytest.raises(AssertionError, match="differentiated"):
+    attacks.pgd(no_grad_fn, x, y, eps=0.2, step_size=0.05, num_steps=1)
+
+
+def test_gradient_masking_is_flagged(model):
+  params, _, x, y = model
+  # Zero gradients: APGD cannot move, Square (gradient-free) breaks the model, AutoAttack warns.
+  masked = jax.tree_util.Partial(lambda p, v: _apply(p, jax.lax.stop_gradient(v)), params)
+  with pytest.warns(UserWarning, match="gradient masking"):
+    r = aa.autoattack(masked, x, y, eps=0.2, key=jax.random.key(3), version="custom",
+                      attacks=("apgd-ce", "square"), **BUDGET)
+  bb = np.asarray(r.broken_by)
+  assert (bb == 2).sum() > 2 * (bb == 1).sum()
+  assert float(np.mean(np.asarray(r.robust))) < 0.1
+
+
+def test_square_schedule_and_invariants(model):
+  _, logits_fn, x, y = model
+  p = [float(square.p_selection(0.8, i)) for i in (0, 10, 11, 50, 51, 200, 201, 500, 501, 1000,
+                                                    1001, 2000, 2001, 4000, 4001, 6000, 6001,
+                                                    8000, 8001, 9999)]
+  want = [0.8, 0.8] + [0.8 / 2 ** k for k in (1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9,
+                                                 9)]
+  np.testing.assert_allclose(p, want, rtol=1e-6)
+  active = jnp.arange(N_TEST) % 3 != 0
+  for windows in (True, False):
+    r = square.square(logits_fn, x, y, eps=0.1, key=jax.random.key(4), n_queries=50,
+                      active=active, per_example_windows=windows)
+    assert float(_dist(r.x_adv, x).max()) <= 0.1 + 1e-6
+    assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
+    np.testing.assert_array_equal(r.x_adv[~active], x[~active])
+    assert int(r.num_queries.max()) <= 51 and int(r.num_queries[~active].max()) == 0
+    np.testing.assert_array_equal(r.misclassified, jnp.argmax(logits_fn(r.x_adv), -1) != y)
+
+
+# --- FAB -------------------------------------------------------------------------------------------
+
+
+def _lp_linf(t, w, b):
+  """min ||d||_inf s.t. <w, t + d> = b, 0 <= t + d <= 1, as a linear program over (d, s)."""
+  n = t.size
+  c = np.r_[np.zeros(n), 1.0]
+  a_ub = np.block([[np.eye(n), -np.ones((n, 1))], [-np.eye(n), -np.ones((n, 1))]])
+  res = optimize.linprog(c, A_ub=a_ub, b_ub=np.zeros(2 * n), A_eq=np.r_[w, 0.0][None],
+                         b_eq=[b - w @ t], bounds=[(-ti, 1 - ti) for ti in t] + [(0, None)])
+  return res.x[-1] if res.success else None
+
+
+def test_hyperplane_box_projections_are_minimal():
+  rng = np.random.default_rng(0)
+  t = rng.uniform(0, 1, (40, 6)).astype(np.float32)
+  w = rng.normal(size=(40, 6)).astype(np.float32)
+  w[::5, 0] = 0.0
+  b = (np.sum(w * t, 1) + rng.normal(size=40) * 0.5).astype(np.float32)
+  d_inf = np.asarray(fab.project_linf_hyperplane_box(jnp.asarray(t), jnp.asarray(w), jnp.asarray(b)))
+  d_two = np.asarray(fab.project_l2_hyperplane_box(jnp.asarray(t), jnp.asarray(w), jnp.asarray(b)))
+  feasible = 0
+  for i in range(40):
+    for d in (d_inf[i], d_two[i]):
+      assert np.all(t[i] + d >= -1e-6) and np.all(t[i] + d <= 1 + 1e-6)
+    lp = _lp_linf(t[i].astype(np.float64), w[i].astype(np.float64), float(b[i]))
+    if lp is None:  # the hyperplane misses the box: move to the box face towards it
+      continue
+    feasible += 1
+    np.testing.assert_allclose(w[i] @ (t[i] + d_inf[i]), b[i], atol=1e-4)
+    np.testing.assert_allclose(np.abs(d_inf[i]).max(), lp, rtol=1e-4, atol=1e-6)
+    qp = optimize.minimize(lambda d: d @ d, np.zeros(6), jac=lambda d: 2 * d,
+                           constraints=[{"type": "eq", "fun": lambda d: w[i] @ (t[i] + d) - b[i]}],
+                           bounds=[(-ti, 1 - ti) for ti in t[i]], method="SLSQP",
+                           options={"ftol": 1e-12})
+    np.testing.assert_allclose(w[i] @ (t[i] + d_two[i]), b[i], atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(d_two[i]), np.linalg.norm(qp.x), rtol=1e-3,
+                               atol=1e-5)
+  assert feasible >= 20
+
+
+def test_fab_on_a_linear_model_finds_the_boundary():
+  logits_fn = lambda v: v.reshape(v.shape[0], -1) @ jnp.eye(4)  # noqa: E731
+  x = jnp.array([[0.6, 0.5, 0.2, 0.1], [0.9, 0.1, 0.1, 0.1]]).reshape(2, 2, 2, 1)
+  y = jnp.array([0, 0])
+  r = fab.fab(logits_fn, x, y, eps=0.1, n_target_classes=3, n_iter=30)
+  assert bool(r.misclassified[0]) and not bool(r.misclassified[1])  # the second needs 0.4
+  np.testing.assert_array_equal(r.x_adv[1], x[1])
+  # early_stop stops at the first point within eps: the overshoot eta * 0.05; without it FAB
+  # converges to the boundary, (0.6 - 0.5) / 2 away.
+  np.testing.assert_allclose(r.distance[0], 1.05 * 0.05, rtol=1e-4)
+  m = fab.fab(logits_fn, x, y, eps=0.1, n_target_classes=3, n_iter=30, early_stop=False)
+  np.testing.assert_allclose(m.distance[0], 0.05, rtol=1e-2)
+  u = fab.fab(logits_fn, x, y, eps=0.1, targeted=False, n_iter=30, early_stop=False)
+  np.testing.assert_allclose(u.distance, [0.05, 0.4], rtol=1e-2)
+
+
+def test_fab_t_points_are_adversarial_within_eps(model):
+  _, logits_fn, x, y = model
+  r = fab.fab(logits_fn, x, y, eps=0.1, n_iter=20)
+  broken = np.asarray(r.distance <= 0.1)
+  assert broken.sum() > N_TEST // 2
+  np.testing.assert_array_equal(np.asarray(r.misclassified), broken)
+  np.testing.assert_allclose(_dist(r.x_adv, x)[broken], r.distance[broken], rtol=1e-5)
+  np.testing.assert_array_equal(r.x_adv[~broken], x[~broken])
+  # l2 on a few points: the minimal distances are those of adversarial points.
+  s = fab.fab(logits_fn, x[:16], y[:16], eps=2.0, n_iter=20, norm="l2", n_target_classes=2)
+  ok = np.asarray(s.distance <= 2.0)
+  assert ok.sum() > 8
+  np.testing.assert_allclose(_dist(s.x_adv, x[:16], "l2")[ok], s.distance[ok], rtol=1e-4)
+
+
+def test_fab_bad_arguments(model):
+  _, logits_fn, x, y = model
+  with pytest.raises(ValueError, match="eta"):
+    fab.fab(logits_fn, x, y, eps=0.1, eta=0.5)
+  with pytest.raises(ValueError, match="n_target_classes"):
+    fab.fab(logits_fn, x, y, eps=0.1, n_target_classes=10)
+  with pytest.raises(ValueError, match="key"):
+    fab.fab(logits_fn, x, y, eps=0.1, n_restarts=2)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    with pytest.raises(ValueError, match="norm"):
+      square.square(logits_fn, x, y, eps=0.1, key=jax.random.key(0), norm="l2")

@@ -1,0 +1,187 @@
+"""evaluate / transfer / format_table / report_to_json, and PGD restarts and CW-inf."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from robust_jax import evaluation
+from robust_jax.attacks import losses, restarts
+from robust_jax.data import digits
+
+N_TEST = 128
+EPS = 0.1
+
+
+def _apply(p, x):
+  h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
+  return h @ p["w2"] + p["b2"]
+
+
+def _train(seed, x_tr, y_tr, steps=300):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  params = {"w1": jax.random.normal(k1, (64, 64)) / 8.0, "b1": jnp.zeros(64),
+            "w2": jax.random.normal(k2, (64, 10)) / 8.0, "b2": jnp.zeros(10)}
+  opt = optax.adam(1e-2)
+
+  @jax.jit
+  def step(p, s):
+    g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        _apply(p, x_tr), y_tr).mean())(p)
+    u, s = opt.update(g, s)
+    return optax.apply_updates(p, u), s
+
+  state = opt.init(params)
+  for _ in range(steps):
+    params, state = step(params, state)
+  return jax.tree_util.Partial(_apply, params)
+
+
+@pytest.fixture(scope="module")
+def data():
+  """Two MLPs trained without attacks on scikit-learn's digits (different seeds), test data."""
+  d = digits.load_digits_splits()
+  x_tr, y_tr = jnp.asarray(d["train"]["image"]), jnp.asarray(d["train"]["label"])
+  test = {"image": d["test"]["image"][:N_TEST], "label": d["test"]["label"][:N_TEST]}
+  return _train(0, x_tr, y_tr), _train(1, x_tr, y_tr), test
+
+
+@pytest.fixture(scope="module")
+def report(data):
+  logits_fn, _, test = data
+  table = evaluation.default_attacks(EPS, pgd_steps=(5, 10), cw_steps=5, n_iter=10,
+                                     n_queries=100)
+  return evaluation.evaluate(logits_fn, test, table, batch_size=64, key=jax.random.key(0),
+                             eps=EPS)
+
+
+def test_default_table_columns(report):
+  assert list(report.attack_accuracy) == ["FGSM", "PGD-5", "PGD-10", "CW-inf", "APGD-CE",
+                                          "APGD-T", "AA"]
+  assert list(evaluation.default_attacks(8 / 255)) == list(evaluation.TABLE_COLUMNS)
+  assert report.num_examples == N_TEST and report.num_classes == 10
+  assert set(report.seconds) == {"clean", *report.attack_accuracy}
+  assert all(v >= 0 for v in report.seconds.values())
+  assert all(v == 0 for v in report.invalid.values())
+
+
+def test_worst_case_is_below_every_attack(report):
+  accs = report.attack_accuracy
+  assert report.robust_accuracy <= min(accs.values()) <= report.clean_accuracy
+  assert accs["AA"] <= accs["APGD-CE"] and accs["AA"] <= accs["APGD-T"]
+  assert accs["PGD-10"] <= accs["FGSM"]
+  assert report.robust_accuracy < report.clean_accuracy  # the undefended model is attackable
+
+
+def test_per_class_numbers_are_consistent(report, data):
+  _, _, test = data
+  counts = np.asarray(report.per_class_count)
+  np.testing.assert_array_equal(counts, np.bincount(test["label"], minlength=10))
+  clean = np.asarray(report.per_class_clean_accuracy, float)
+  robust = np.asarray(report.per_class_robust_accuracy, float)
+  np.testing.assert_allclose((counts * clean).sum() / counts.sum(), report.clean_accuracy)
+  np.testing.assert_allclose((counts * robust).sum() / counts.sum(), report.robust_accuracy)
+  assert np.all(robust <= clean)
+  assert robust[report.worst_class] == robust.min()
+  assert report.worst_class_name == str(report.worst_class)
+
+
+def test_format_table_and_json(report):
+  table = evaluation.format_table(report)
+  lines = table.splitlines()
+  assert lines[0] == ("| Clean | FGSM | PGD-5 | PGD-10 | CW-inf | APGD-CE | APGD-T | AA | "
+                      "worst class |")
+  assert lines[1] == "|" + "---:|" * 9
+  cells = [c.strip() for c in lines[2].strip("|").split("|")]
+  assert cells[0] == f"{100 * report.clean_accuracy:.2f}"
+  assert cells[-2] == f"{100 * report.attack_accuracy['AA']:.2f}"
+  assert cells[-1].startswith(f"{report.worst_class_name}: ")
+  assert f"{100 * report.robust_accuracy:.2f}%" in lines[-1]
+  back = json.loads(evaluation.report_to_json(report))
+  assert back["attack_accuracy"] == report.attack_accuracy
+  assert back["robust_accuracy"] == report.robust_accuracy and back["eps"] == EPS
+
+
+def test_dataset_formats_and_masks(data):
+  logits_fn, _, test = data
+  x, y = test["image"], test["label"]
+  key = jax.random.key(0)
+  full = evaluation.evaluate(logits_fn, (x, y), batch_size=64, key=key)
+  as_dict = evaluation.evaluate(logits_fn, test, batch_size=64, key=key)
+  ragged = [{"image": x[i:i + 37], "label": y[i:i + 37]} for i in range(0, N_TEST, 37)]
+  stream = evaluation.evaluate(logits_fn, ragged, batch_size=64, key=key)
+  for r in (as_dict, stream):
+    assert r.clean_accuracy == full.clean_accuracy
+    assert r.per_class_count == full.per_class_count
+  mask = np.arange(N_TEST) < 100
+  masked = evaluation.evaluate(logits_fn, (x, y, mask), batch_size=64, key=key)
+  assert masked.num_examples == 100
+  want = float(np.mean(np.asarray(jnp.argmax(logits_fn(jnp.asarray(x[:100])), -1)) == y[:100]))
+  np.testing.assert_allclose(masked.clean_accuracy, want)
+  with pytest.raises(ValueError, match="batch_size"):
+    evaluation.evaluate(logits_fn, (x, y), batch_size=0, key=key)
+  with pytest.raises(ValueError, match="image"):
+    evaluation.evaluate(logits_fn, (x * 2.0, y), batch_size=64, key=key)
+
+
+def test_points_outside_the_ball_never_count(data):
+  logits_fn, _, test = data
+
+  def cheat(logits_fn, x, y, key):  # a far-away point: misclassified, but not within eps
+    del logits_fn, y, key
+    return jnp.clip(1.0 - x, 0.0, 1.0)
+
+  r = evaluation.evaluate(logits_fn, test, {"cheat": cheat}, batch_size=64,
+                          key=jax.random.key(0), eps=EPS)
+  assert r.invalid["cheat"] > 0
+  assert r.attack_accuracy["cheat"] == r.clean_accuracy == r.robust_accuracy
+
+
+def test_transfer(data):
+  source, target, test = data
+
+  def pgd5(logits_fn, x, y, key):
+    return restarts.pgd_restarts(logits_fn, x, y, eps=EPS, step_size=EPS / 4, num_steps=5,
+                                 key=key)
+
+  key = jax.random.key(5)
+  white = evaluation.evaluate(target, test, {"pgd": pgd5}, batch_size=64, key=key)
+  same = evaluation.transfer(target, target, test, pgd5, batch_size=64, key=key)
+  # Source == target: the transfer attack is the white-box attack (same keys and batches).
+  assert same.transfer_accuracy == same.source_accuracy == white.attack_accuracy["pgd"]
+  assert same.clean_accuracy == white.clean_accuracy and same.num_examples == N_TEST
+  # From an independently trained model the attack transfers, but less than white-box.
+  other = evaluation.transfer(source, target, test, pgd5, batch_size=64, key=key)
+  assert white.attack_accuracy["pgd"] <= other.transfer_accuracy < other.clean_accuracy
+
+
+# --- PGD restarts and CW-inf -------------------------------------------------------------------------
+
+
+def test_restarts_keep_the_per_example_worst_case(data):
+  logits_fn, _, test = data
+  x, y = jnp.asarray(test["image"]), jnp.asarray(test["label"])
+  kw = dict(eps=0.08, step_size=0.02, num_steps=5, key=jax.random.key(6))
+  one = restarts.pgd_restarts(logits_fn, x, y, num_restarts=1, **kw)
+  three = restarts.pgd_restarts(logits_fn, x, y, num_restarts=3, **kw)
+  assert bool(jnp.all(three.misclassified | ~one.misclassified))  # restart 0 is the same
+  same = three.misclassified == one.misclassified
+  assert bool(jnp.all(three.loss[same] >= one.loss[same] - 1e-6))
+  assert three.num_steps.tolist() == [15] * N_TEST
+  assert float(jnp.abs(three.x_adv - x).max()) <= 0.08 + 1e-6
+
+
+def test_cw_inf_ascends_the_cw_loss(data):
+  logits_fn, _, test = data
+  x, y = jnp.asarray(test["image"]), jnp.asarray(test["label"])
+  r = restarts.cw_inf(logits_fn, x, y, eps=EPS, num_steps=5, key=jax.random.key(7))
+  cw = losses.make_cw(50.0)
+  np.testing.assert_allclose(r.loss, cw(logits_fn(r.x_adv), y), rtol=1e-5, atol=1e-5)
+  assert float(jnp.mean(r.loss)) > float(jnp.mean(cw(logits_fn(x), y)))
+  assert float(jnp.abs(r.x_adv - x).max()) <= EPS + 1e-6
+  with pytest.raises(ValueError, match="num_restarts"):
+    restarts.pgd_restarts(logits_fn, x, y, eps=EPS, step_size=0.02, num_steps=5,
+                          num_restarts=0, key=jax.random.key(0))
