@@ -11,15 +11,17 @@ APGD-T | AA | worst class):
 * the wall-clock seconds of each attack (summed over batches, compilation included).
 
 An attack is any callable ``attack(logits_fn, x, y, key)`` returning the adversarial images or a
-result with an ``x_adv`` attribute (every attack of :mod:`robust_jax.attacks`); :func:`default_attacks`
-builds the seeds' table. Accuracy is always re-evaluated from ``x_adv``; when ``eps`` is given, a point
-an attack returns outside the eps-ball or the [0, 1] box does not count as broken and is reported in
-``invalid`` (trust nothing).
+result with an ``x_adv`` attribute (every attack of :mod:`robust_jax.attacks`);
+:func:`default_attacks` builds the seeds' table. Accuracy is always re-evaluated from ``x_adv``;
+when ``eps`` is given, a point an attack returns outside the eps-ball or the [0, 1] box does not
+count as broken and is reported in ``invalid`` (trust nothing).
 
 Batching and devices: the dataset is re-batched to exactly ``batch_size`` examples (the last batch
-padded and masked), so each attack compiles once. When ``batch_size`` divides by the number of local
-devices each batch is placed with ``jax.device_put`` on a ``NamedSharding`` over a 1-D mesh of the
-local devices (data parallelism by ``jit`` with sharded inputs; trivial on one CPU device).
+padded and masked), so each attack compiles once. With several local devices and a
+``batch_size`` that divides by their number, each batch is placed with ``jax.device_put`` on a
+``NamedSharding`` over a 1-D mesh of the local devices (data parallelism by ``jit`` with sharded
+inputs); with one device the default placement is used. Pass ``jax.tree_util.Partial(apply_fn,
+params)`` as ``logits_fn`` to reuse the compiled attacks across checkpoints.
 
 Conventions: images float32 NHWC in [0, 1]; labels int32; a model is only ``logits_fn(x)``, which
 must be deterministic (eval mode).
@@ -125,8 +127,8 @@ def default_attacks(
   * ``"PGD-20"``, ``"PGD-100"``: CE, steps of ``step_size`` (default eps / 4), uniform random start.
   * ``"CW-inf"``: :func:`robust_jax.attacks.restarts.cw_inf`, ``cw_steps`` (30) steps of
     ``step_size``, kappa 50, uniform random start.
-  * ``"APGD-CE"``, ``"APGD-T"``: :mod:`robust_jax.attacks.apgd` with ``n_iter`` iterations (APGD-T over
-    min(9, C - 1) targets).
+  * ``"APGD-CE"``, ``"APGD-T"``: :mod:`robust_jax.attacks.apgd` with ``n_iter`` iterations (APGD-T
+    over min(9, C - 1) targets).
   * ``"AA"``: :func:`robust_jax.attacks.autoattack.autoattack` (``aa_version``; for l2 the custom
     version APGD-CE, APGD-T, FAB-T, since Square is linf only) with ``n_iter`` and ``n_queries``.
 
@@ -243,8 +245,10 @@ def _batches(dataset, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray,
 
 
 def _sharding(batch_size: int):
+  """A batch sharding over the local devices; None (default placement) for one device or when the
+  batch does not divide (a one-device NamedSharding would only change the jit cache key)."""
   devices = jax.local_devices()
-  if batch_size % len(devices):
+  if len(devices) == 1 or batch_size % len(devices):
     return None
   mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
   return NamedSharding(mesh, P("data"))
@@ -258,7 +262,7 @@ def _predict(logits_fn, x):
   return jnp.argmax(logits_fn(x), axis=-1)
 
 
-_predict_jit = jax.jit(_predict, static_argnames=("logits_fn",))
+_predict_jit = jax.jit(_predict)
 
 
 def _x_adv(result):
@@ -318,6 +322,7 @@ def evaluate(
   if key is None:
     raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
   attacks = dict(attacks or {})
+  predict_fn = apgd_lib.as_pytree_fn(logits_fn)  # traced parameters: no recompilation per model
   sharding = _sharding(batch_size)
   labels, masks, clean = [], [], []
   robust = {name: [] for name in attacks}
@@ -331,7 +336,7 @@ def evaluate(
       num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
     validation.check_labels("label", y, x.shape[0], num_classes)
     t0 = time.perf_counter()
-    ok = np.asarray(_predict_jit(logits_fn, xb)) == y
+    ok = np.asarray(_predict_jit(predict_fn, xb)) == y
     seconds["clean"] += time.perf_counter() - t0
     labels.append(y)
     masks.append(m)
@@ -340,7 +345,7 @@ def evaluate(
     for j, (name, attack) in enumerate(attacks.items()):
       t0 = time.perf_counter()
       x_adv = _x_adv(attack(logits_fn, xb, yb, jax.random.fold_in(key_b, j)))
-      pred = np.asarray(_predict_jit(logits_fn, x_adv))
+      pred = np.asarray(_predict_jit(predict_fn, x_adv))
       seconds[name] += time.perf_counter() - t0
       correct = pred == y
       if eps is not None:
@@ -412,6 +417,8 @@ def transfer(
   if key is None:
     raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
   sharding = _sharding(batch_size)
+  source_fn = apgd_lib.as_pytree_fn(source_logits_fn)
+  target_fn = apgd_lib.as_pytree_fn(target_logits_fn)
   t0 = time.perf_counter()
   tot = clean_t = src = tgt = 0
   for b, (x, y, m) in enumerate(_batches(dataset, batch_size)):
@@ -419,10 +426,10 @@ def transfer(
     xb, yb = _put(x, sharding), _put(y, sharding)
     x_adv = _x_adv(attack(source_logits_fn, xb, yb,
                           jax.random.fold_in(jax.random.fold_in(key, b), 0)))
-    ok_s = np.asarray(_predict_jit(source_logits_fn, xb)) == y
-    ok_t = np.asarray(_predict_jit(target_logits_fn, xb)) == y
-    adv_s = np.asarray(_predict_jit(source_logits_fn, x_adv)) == y
-    adv_t = np.asarray(_predict_jit(target_logits_fn, x_adv)) == y
+    ok_s = np.asarray(_predict_jit(source_fn, xb)) == y
+    ok_t = np.asarray(_predict_jit(target_fn, xb)) == y
+    adv_s = np.asarray(_predict_jit(source_fn, x_adv)) == y
+    adv_t = np.asarray(_predict_jit(target_fn, x_adv)) == y
     tot += int(m.sum())
     clean_t += int((ok_t & m).sum())
     src += int((ok_s & adv_s & m).sum())

@@ -158,25 +158,25 @@ def test_transfer(data):
   assert white.attack_accuracy["pgd"] <= other.transfer_accuracy < other.clean_accuracy
 
 
-# --- PGD restarts and CW-inf -------------------------------------------------------------------------
+# --- PGD restarts and CW-inf ----------------------------------------------------------------------
 
 
 def test_restarts_keep_the_per_example_worst_case(data):
   logits_fn, _, test = data
-  x, y = jnp.asarray(test["image"]), jnp.asarray(test["label"])
+  x, y = jnp.asarray(test["image"][:64]), jnp.asarray(test["label"][:64])  # the report's shape
   kw = dict(eps=0.08, step_size=0.02, num_steps=5, key=jax.random.key(6))
   one = restarts.pgd_restarts(logits_fn, x, y, num_restarts=1, **kw)
   three = restarts.pgd_restarts(logits_fn, x, y, num_restarts=3, **kw)
   assert bool(jnp.all(three.misclassified | ~one.misclassified))  # restart 0 is the same
   same = three.misclassified == one.misclassified
   assert bool(jnp.all(three.loss[same] >= one.loss[same] - 1e-6))
-  assert three.num_steps.tolist() == [15] * N_TEST
+  assert three.num_steps.tolist() == [15] * 64
   assert float(jnp.abs(three.x_adv - x).max()) <= 0.08 + 1e-6
 
 
 def test_cw_inf_ascends_the_cw_loss(data):
   logits_fn, _, test = data
-  x, y = jnp.asarray(test["image"]), jnp.asarray(test["label"])
+  x, y = jnp.asarray(test["image"][:64]), jnp.asarray(test["label"][:64])
   r = restarts.cw_inf(logits_fn, x, y, eps=EPS, num_steps=5, key=jax.random.key(7))
   cw = losses.make_cw(50.0)
   np.testing.assert_allclose(r.loss, cw(logits_fn(r.x_adv), y), rtol=1e-5, atol=1e-5)

@@ -9,20 +9,21 @@ down as the criterion c_t decreases. This module produces the numbers and the fi
 Fixed bins: the bin edges are chosen once (:func:`fosc_bin_edges`) and never depend on the data, so
 per-step histograms add up to per-epoch histograms and epochs and runs are comparable. The default
 :data:`DEFAULT_EDGES` is scale-free: a first bin [0, 1e-4) for converged examples, then ten
-log-spaced bins per decade up to 1e2 (FOSC is ``eps * ||g||_1 - <x - x0, g>`` and its scale moves with
-eps, the input dimension and the loss' gradient, which a fixed linear range would not follow). Values
-below the first edge (negative FOSC of ``fosc_reference="start"``) are counted in the first bin and
-values above the last edge in the last bin, so the counts always sum to the number of examples.
+log-spaced bins per decade up to 1e2 (FOSC is ``eps * ||g||_1 - <x - x0, g>`` and its scale moves
+with eps, the input dimension and the loss' gradient, which a fixed linear range would not follow).
+Values below the first edge (negative FOSC of ``fosc_reference="start"``) are counted in the first
+bin and values above the last edge in the last bin, so the counts always sum to the number of
+examples.
 
 Two kinds of quantiles: :func:`fosc_quantiles` is exact on the values (``jnp.quantile``, linear
 interpolation, as numpy's default); :func:`quantiles_from_histogram` estimates them from summed
-counts (linear interpolation of the empirical CDF inside a bin, exact to one bin width), which is all
-a training loop keeps of an epoch.
+counts (linear interpolation of the empirical CDF inside a bin, exact to one bin width), which is
+all a training loop keeps of an epoch.
 
 This module imports matplotlib only when plotting, so the training step can use it cheaply.
 
-Training integration: the train step adds ``fosc_histogram(res.fosc)`` to its metrics (float32 counts
-on :data:`DEFAULT_EDGES`), the loop sums them over the epoch and writes
+Training integration: the train step adds ``fosc_histogram(res.fosc)`` to its metrics (float32
+counts on :data:`DEFAULT_EDGES`), the loop sums them over the epoch and writes
 :func:`epoch_summary` (``fosc_hist``, ``fosc_hist_edges``, ``fosc_q10`` ... ``fosc_q90``) into the
 ``"train"`` record of ``metrics.jsonl``; :func:`plot_fosc_over_epochs` reads those records.
 
@@ -53,8 +54,8 @@ def fosc_bin_edges(*, kind: str = "log", low: float = 1e-4, high: float = 1e2,
   """Fixed bin edges for FOSC histograms (chosen once, independent of the data).
 
   Args:
-    kind: ``"log"``: ``[0, low)`` then ``bins_per_decade`` log-spaced bins per decade from ``low`` to
-      ``high``; ``"linear"``: ``num_bins`` equal bins over ``[0, high]``.
+    kind: ``"log"``: ``[0, low)`` then ``bins_per_decade`` log-spaced bins per decade from ``low``
+      to ``high``; ``"linear"``: ``num_bins`` equal bins over ``[0, high]``.
     low: the first positive edge of ``"log"`` (> 0).
     high: the last edge (> low).
     bins_per_decade: resolution of ``"log"``.
@@ -91,8 +92,8 @@ def fosc_histogram(fosc: jax.Array, edges: Optional[np.ndarray] = None, *,
                    mask: Optional[jax.Array] = None) -> jax.Array:
   """Counts per fixed bin of per-example FOSC values (pure, jittable, shape-static).
 
-  Bin i holds ``edges[i] <= f < edges[i + 1]``; values below ``edges[1]`` (negative ones included) go
-  to bin 0 and values at or above ``edges[-2]`` to the last bin, so nothing is dropped.
+  Bin i holds ``edges[i] <= f < edges[i + 1]``; values below ``edges[1]`` (negative ones included)
+  go to bin 0 and values at or above ``edges[-2]`` to the last bin, so nothing is dropped.
 
   Args:
     fosc: float [B], e.g. ``AttackResult.fosc``.
@@ -218,8 +219,8 @@ def fosc_distribution(
 
   Args:
     logits_fn: ``x -> logits`` [B, C] (e.g. from :func:`robust_jax.training.loop.load_classifier`).
-    batches: dicts ``{"image": float32 [B, H, W, C] in [0, 1], "label": int [B]}``, optionally with a
-      bool ``"mask"`` of real examples (:func:`robust_jax.data.pipeline.eval_batches`).
+    batches: dicts ``{"image": float32 [B, H, W, C] in [0, 1], "label": int [B]}``, optionally with
+      a bool ``"mask"`` of real examples (:func:`robust_jax.data.pipeline.eval_batches`).
     eps, step_size, num_steps, norm, loss, start, stop, fosc_reference: as
       :func:`robust_jax.attacks.pgd` (``stop=attacks.fosc_stop(c)`` gives Dynamic AT's attack).
     key: PRNG key of the random starts; batch i uses ``fold_in(key, i)``. Default ``key(0)``.
@@ -290,7 +291,8 @@ def epoch_histograms(records_or_path) -> Dict[str, Any]:
 
 
 def plot_fosc_over_epochs(runs, out_png: str, *, max_violins: int = 12,
-                          title: str = "FOSC of the training adversarial examples") -> Dict[str, Any]:
+                          title: str = "FOSC of the training adversarial examples"
+                          ) -> Dict[str, Any]:
   """Draws FOSC distributions over the epochs, one panel of violins per run, as Wang et al. (2019).
 
   Each epoch (at most ``max_violins`` of them, evenly spaced, the last included) gets a violin whose
@@ -340,7 +342,8 @@ def _violins(ax, d, max_violins):
   edges = np.asarray(d["edges"], np.float64)
   counts = np.asarray(d["counts"], np.float64)
   epochs = np.asarray(d["epochs"])
-  pick = np.unique(np.linspace(0, len(epochs) - 1, min(max_violins, len(epochs))).round().astype(int))
+  pick = np.linspace(0, len(epochs) - 1, min(max_violins, len(epochs)))
+  pick = np.unique(pick.round().astype(int))
   spacing = max(1.0, (epochs[-1] - epochs[0] + 1) / max(len(pick), 1))
   for i in pick:
     c = counts[i]

@@ -13,10 +13,10 @@ Where the numbers come from (records of :mod:`robust_jax.training.loop`):
   - ``"co_guard"``: the ``"co_guard"`` records' ``train_pgd_acc``, PGD in eval mode on a fixed
     training batch after every epoch (written when ``config.co_guard`` is on): measured like the
     held-out number, so the gap is unbiased;
-  - ``"train"``: the ``"train"`` records' ``adv_acc``, the accuracy on the training attack's examples
-    averaged over the epoch while the weights moved, in train mode, at the weights the gradient was
-    taken at (``w + v`` under AWP/SAM, which lowers it) and against the method's own attack (weaker
-    for Dynamic AT, FAT, CAT): a running estimate, not a clean measurement;
+  - ``"train"``: the ``"train"`` records' ``adv_acc``, the accuracy on the training attack's
+    examples averaged over the epoch while the weights moved, in train mode, at the weights the
+    gradient was taken at (``w + v`` under AWP/SAM, which lowers it) and against the method's own
+    attack (weaker for Dynamic AT, FAT, CAT): a running estimate, not a clean measurement;
   - ``"auto"`` (default): ``"co_guard"`` when those records exist, else ``"train"``.
 """
 
@@ -46,10 +46,10 @@ def robust_generalization_gap(records_or_path: Records, *, split: str = "validat
     train_source: ``"auto"``, ``"co_guard"`` or ``"train"`` (see the module doc).
 
   Returns:
-    ``{"epochs", "train_robust_acc", "eval_robust_acc", "gap", "train_clean_acc", "eval_clean_acc"}``
-    (lists over the epochs present in both sources; 0-based epochs; gap = train - eval) plus
-    ``"split"``, ``"train_source"`` (the one used) and ``"best_epoch"`` (highest held-out robust
-    accuracy, None if no epoch).
+    ``{"epochs", "train_robust_acc", "eval_robust_acc", "gap", "train_clean_acc",
+    "eval_clean_acc"}`` (lists over the epochs present in both sources; 0-based epochs; gap is
+    train minus eval) plus ``"split"``, ``"train_source"`` (the one used) and ``"best_epoch"``
+    (highest held-out robust accuracy, None if no epoch).
 
   Raises:
     ValueError: for an unknown ``train_source``, or if ``"co_guard"`` is asked for but absent.

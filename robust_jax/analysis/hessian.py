@@ -1,7 +1,8 @@
 """Top Hessian eigenvalues of a loss with respect to the weights: power iteration with deflation.
 
-Liu et al. (2020) measure the sharpness of the adversarial loss by the top eigenvalues of its Hessian
-with respect to all parameters (their Figure 4: they grow with eps). Their ``util/hessian.py``:
+Liu et al. (2020) measure the sharpness of the adversarial loss by the top eigenvalues of its
+Hessian with respect to all parameters (their Figure 4: they grow with eps). Their
+``util/hessian.py``:
 
 * adversarial examples are generated **once** for the trained model (eval mode) and held fixed
   (:func:`robust_jax.analysis.adversarial.fixed_examples_loss_fn` builds that loss);
@@ -17,7 +18,8 @@ eigenpairs share one compilation.
 
 Power iteration converges to the eigenvalue of largest *magnitude* of the deflated operator, so
 "top-k" means the k largest in absolute value (at a trained model the large ones are positive).
-Convergence is geometric in |lambda_{i+1} / lambda_i|; the Rayleigh quotient converges twice as fast.
+Convergence is geometric in |lambda_{i+1} / lambda_i|; the Rayleigh quotient converges twice as
+fast.
 
 Reference:
   Liu et al., "On the Loss Landscape of Adversarial Training: Identifying Challenges and How to
@@ -82,7 +84,8 @@ def top_hessian_eigenpairs(
 
   Args:
     loss_fn: scalar, twice-differentiable function of a parameter pytree, e.g. the adversarial loss
-      on fixed adversarial examples (:func:`robust_jax.analysis.adversarial.fixed_examples_loss_fn`).
+      on fixed adversarial examples
+      (:func:`robust_jax.analysis.adversarial.fixed_examples_loss_fn`).
     params: the weights at which the Hessian is taken.
     k: number of eigenpairs, >= 1 (Liu et al.'s README uses 20).
     key: PRNG key of the random starting vectors (eigenpair i starts from ``fold_in(key, i)``).

@@ -1,21 +1,21 @@
-"""Weight loss landscapes along filter-normalised random directions (Li et al. 2018; Wu et al. 2020).
+"""Weight loss landscapes along filter-normalised random directions (Li et al. 2018; AWP 2020).
 
 A landscape is ``g(alpha) = L(w + alpha d)`` (1-D) or ``g(alpha, beta) = L(w + alpha d1 + beta d2)``
-(2-D) for random directions d that are *filter-normalised*: every filter of d is rescaled to the norm
-of the matching filter of w, which removes the scale invariance of ReLU networks and makes landscapes
-of different models comparable (Li et al. 2018, Section 4).
+(2-D) for random directions d that are *filter-normalised*: every filter of d is rescaled to the
+norm of the matching filter of w, which removes the scale invariance of ReLU networks and makes
+landscapes of different models comparable (Li et al. 2018, Section 4).
 
 For adversarial training, L must be the adversarial loss with adversarial examples regenerated at
 every ``w + alpha d`` (:func:`robust_jax.analysis.adversarial.adversarial_loss_fn`); examples
 pre-generated at w give the wrong picture (the seeds: AWP's talk, "Weight loss landscape").
 
 Filters in Flax: a kernel's output channel is its *last* axis (``Conv`` kernels are HWIO, ``Dense``
-kernels (in, out)), so filter j of a leaf with ``ndim >= 2`` is ``leaf[..., j]``. PyTorch's filter is
-the first axis, which is the same set of weights. Leaves with ``ndim <= 1`` (biases, BatchNorm scale
-and bias) are handled by ``one_dim``:
+kernels (in, out)), so filter j of a leaf with ``ndim >= 2`` is ``leaf[..., j]``. PyTorch's filter
+is the first axis, which is the same set of weights. Leaves with ``ndim <= 1`` (biases, BatchNorm
+scale and bias) are handled by ``one_dim``:
 
-* ``"zero"`` (default): d = 0 there, Li et al.'s ``--xignore biasbn``, used for their published plots
-  and by AWP's landscapes;
+* ``"zero"`` (default): d = 0 there, Li et al.'s ``--xignore biasbn``, used for their published
+  plots and by AWP's landscapes;
 * ``"elementwise"``: every scalar is its own filter, |d_i| = |w_i| (Liu et al.'s
   ``AdversaryLossLandscape`` ``generate_vec(mode='normalized')``, which perturbs every tensor).
 
@@ -56,7 +56,8 @@ def filter_normalize(direction: PyTree, params: PyTree, *, one_dim: str = "zero"
     eps: added to a filter's norm of d before dividing (Li et al.'s 1e-10).
 
   Returns:
-    d with ``||d[..., j]|| = ||w[..., j]||`` for every leaf with ``ndim >= 2`` and every j (up to eps).
+    d with ``||d[..., j]|| = ||w[..., j]||`` for every leaf with ``ndim >= 2`` and every j (up to
+    eps).
 
   Raises:
     ValueError: for an unknown ``one_dim`` or mismatched shapes.
@@ -100,6 +101,13 @@ def filter_normalized_direction(key: jax.Array, params: PyTree, *,
     >>> d["bias"].tolist()
     [0.0, 0.0]
   """
+  if one_dim not in ONE_DIM:
+    raise ValueError(f"one_dim must be one of {ONE_DIM}, got {one_dim!r}")
+  return _filter_normalized_direction(key, params, one_dim=one_dim)
+
+
+@functools.partial(jax.jit, static_argnames=("one_dim",))
+def _filter_normalized_direction(key, params, *, one_dim):
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, max(len(leaves), 1))
   noise = [jax.random.normal(k, jnp.shape(w), jnp.result_type(w)) for k, w in zip(keys, leaves)]
@@ -142,7 +150,7 @@ def loss_landscape_1d(loss_at_params: Callable[[PyTree], Any], params: PyTree, d
       None vmaps all of them at once, 1 evaluates them one after the other).
 
   Returns:
-    The outputs stacked over alphas: [A] for a scalar loss, a pytree of [A] arrays otherwise (numpy).
+    The outputs stacked over alphas (numpy): [A] for a scalar loss, else a pytree of [A] arrays.
   """
   out = _scan(loss_at_params, params, (direction,), _coeffs(alphas), batch_size)
   return jax.device_get(out)
@@ -163,7 +171,8 @@ def loss_landscape_2d(loss_at_params: Callable[[PyTree], Any], params: PyTree, d
     batch_size: grid points evaluated together (see :func:`loss_landscape_1d`).
 
   Returns:
-    The outputs on the grid: [A, B] (``[i, j]`` at ``alphas[i]``, ``betas[j]``), or a pytree of them.
+    The outputs on the grid: [A, B] (``[i, j]`` at ``alphas[i]``, ``betas[j]``), or a pytree of
+    them.
   """
   alphas, betas = np.asarray(alphas).reshape(-1), np.asarray(betas).reshape(-1)
   out = _scan(loss_at_params, params, (direction1, direction2), _coeffs(alphas, betas), batch_size)

@@ -215,7 +215,8 @@ def plot_robust_gap(gaps: Mapping[str, Mapping[str, Sequence[float]]], out_png: 
   ax, ax2 = fig.axes
   for name, g in gaps.items():
     ep = np.asarray(g["epochs"]) + 1
-    line, = ax.plot(ep, g["train_robust_acc"], label=f"{name} train")
+    source = g.get("train_source", "?")
+    line, = ax.plot(ep, g["train_robust_acc"], label=f"{name} train ({source})")
     ax.plot(ep, g["eval_robust_acc"], ls="--", color=line.get_color(), label=f"{name} {g['split']}")
     ax2.plot(ep, g["gap"], color=line.get_color(), label=name)
   ax.set_xlabel("epoch")

@@ -179,7 +179,7 @@ def hessian_report(models_or_one, batches, out_dir: str, *, topk: int = 5, seed:
                    attack: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
   """Top-k Hessian eigenvalues of the adversarial loss on examples generated once (Liu et al.).
 
-  Writes ``hessian_spectrum.png`` and ``.json`` (``{"eigenvalues": {name: [k]}, "num_iters": ...}``).
+  Writes ``hessian_spectrum.png`` and ``.json``: ``{"eigenvalues": {name: [k]}, "num_iters": ...}``.
   """
   models_ = _as_models(models_or_one)
   key = jax.random.key(seed)
@@ -259,7 +259,7 @@ def fosc_report(models_or_one, batches, out_dir: str, *, seed: int = 0,
 
 def gap_report(workdirs: Union[str, Mapping[str, str]], out_dir: str, *,
                split: str = "validation", train_source: str = "auto") -> Dict[str, Any]:
-  """The robust generalisation gap per epoch of one or several runs: ``robust_gap.png`` / ``.json``."""
+  """The robust generalisation gap per epoch of runs (``name -> workdir``): ``robust_gap.png``."""
   if isinstance(workdirs, (str, os.PathLike)):
     workdirs = {"run": workdirs}
   gaps = {name: gap.robust_generalization_gap(os.path.join(w, "metrics.jsonl"), split=split,

@@ -8,9 +8,9 @@ eigenvector the perturbations decorrelate quickly as a grows (0.976 at a = 0 to 
 ResNet-18 at eps = 2/255), along a random direction they hardly change (0.975): the adversarial
 examples, hence the loss being minimised, jump with the weights along sharp directions.
 
-Both directions are unit vectors over all parameters (``||v|| = 1``), so ``a`` is a Euclidean distance
-in weight space (the seed's MNIST table uses a in {0, 0.01, 0.03, 0.05, 0.1}, CIFAR-10 {0, 0.1, 0.3,
-0.5, 1}).
+Both directions are unit vectors over all parameters (``||v|| = 1``), so ``a`` is a Euclidean
+distance in weight space (the seed's MNIST table uses a in {0, 0.01, 0.03, 0.05, 0.1}, CIFAR-10 {0,
+0.1, 0.3, 0.5, 1}).
 
 Random starts: by default both models attack batch i from the same start (``fold_in(key, i)``:
 common random numbers), so a = 0 gives exactly 1 and every decrease is due to the weights. The
@@ -24,7 +24,7 @@ one zero and one non-zero as 0.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ from robust_jax.analysis.adversarial import (Batches, _attack, _attack_kwargs, m
 PyTree = Any
 
 
+@jax.jit
 def random_unit_direction(key: jax.Array, params: PyTree) -> PyTree:
   """A Gaussian direction shaped like ``params``, scaled to unit norm over all leaves together."""
   leaves, treedef = jax.tree.flatten(params)
@@ -71,7 +72,9 @@ def _similarity(apply_fn, params, batch_stats, direction, data, alphas, key, *, 
     def one(args):
       i, x, y, m = args
       k = jax.random.fold_in(key, i)
-      kp, km = (jax.random.fold_in(k, 1), jax.random.fold_in(k, 2)) if independent_starts else (k, k)
+      kp, km = (k, k)
+      if independent_starts:
+        kp, km = jax.random.fold_in(k, 1), jax.random.fold_in(k, 2)
       rp = _attack(fp, x, y, kp, kw)
       rm = _attack(fm, x, y, km, kw)
       m = m.astype(jnp.float32)
@@ -106,8 +109,8 @@ def perturbation_similarity(
   """Average cosine between PGD perturbations at ``params + a v`` and ``params - a v``, per a.
 
   Args:
-    apply_fn: ``apply_fn(variables, x, train=False) -> logits`` (a linen ``model.apply``; static, keep
-      one object).
+    apply_fn: ``apply_fn(variables, x, train=False) -> logits`` (a linen ``model.apply``; static,
+      keep one object).
     params: the weights theta.
     batch_stats: BatchNorm running statistics (held fixed; ``{}`` without BatchNorm).
     batches: equally sized batches (see :func:`robust_jax.analysis.adversarial.stack_batches`).

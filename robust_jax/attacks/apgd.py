@@ -6,14 +6,14 @@ parameter-free attacks", ICML 2020 (Algorithm 1, Section 3), as in ``fra31/auto-
 
 One run with budget N (``n_iter``), for every example independently:
 
-* Start: x^0 = clip(x + eps t / ||t||), t ~ U(-1, 1)^d for linf (t ~ N(0, I) for l2), clipped to [0, 1].
+* Start: x^0 = clip(x + eps t / ||t||, 0, 1), t ~ U(-1, 1)^d for linf (t ~ N(0, I) for l2).
 * Step: eta^0 = 2 eps. With a = 1 on the first iteration and ``momentum`` (0.75) after,
   z = P(x^k + eta sign(g^k)),  x^{k+1} = P(x^k + a (z - x^k) + (1 - a)(x^k - x^{k-1})),
   P the projection onto the eps-ball intersected with [0, 1] (l2: normalised gradient instead of the
   sign).
 * Checkpoints w_j = ceil(p_j N) with p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03,
-  0.06) (0, 22, 41, 57, 70, 80, 87, 93, 99 for N = 100; :func:`checkpoints`). At w_j an example halves
-  its step size if
+  0.06) (0, 22, 41, 57, 70, 80, 87, 93, 99 for N = 100; :func:`checkpoints`). At w_j an example
+  halves its step size if
   Condition 1: the loss increased in fewer than rho (w_j - w_{j-1}) of the steps since w_{j-1}, or
   Condition 2: its step was not halved at w_{j-1} and its best loss did not improve since w_{j-1};
   it then restarts from x_max, its highest-loss point, with the gradient cached there.
@@ -22,11 +22,13 @@ One run with budget N (``n_iter``), for every example independently:
 
 Everything per example (step size, counters, best points, momentum buffer) lives in the carry of one
 ``lax.while_loop``; the batch never shrinks. Restarts and (for APGD-T) target classes are an outer
-``lax.fori_loop`` over runs; each run attacks only the examples still unbroken. The loop exits as soon
-as no example is active (with ``early_stop=True`` an example stops at its first misclassified
+``lax.fori_loop`` over runs; each run attacks only the examples still unbroken. The loop exits as
+soon as no example is active (with ``early_stop=True`` an example stops at its first misclassified
 iterate, which changes ``x_adv`` but never which examples are broken: examples are independent).
-eps, ``n_iter`` (the checkpoints are computed in-graph from it), rho, momentum, the number of restarts
-and of target classes are traced: changing them does not recompile.
+eps, ``n_iter`` (the checkpoints are computed in-graph from it), rho, momentum, the number of
+restarts and of target classes are traced: changing them does not recompile. ``logits_fn`` is an
+ordinary argument of the compiled function (:func:`as_pytree_fn`): pass
+``jax.tree_util.Partial(apply_fn, params)`` and a new checkpoint reuses the compiled attack.
 
 Paper versus official code (``variant``):
 
@@ -122,6 +124,19 @@ def _next_checkpoint(current, interval, n_iter, variant):
   else:
     k = jnp.maximum(interval - jnp.maximum(3 * n_iter // 100, 1), jnp.maximum(6 * n_iter // 100, 1))
   return current + k, k
+
+
+def as_pytree_fn(logits_fn: Callable) -> jax.tree_util.Partial:
+  """Wraps ``logits_fn`` so that it can be an ordinary (non-static) argument of ``jax.jit``.
+
+  A ``jax.tree_util.Partial(apply_fn, params)`` is returned as is: its parameters are traced leaves,
+  so evaluating a new checkpoint with the same ``apply_fn`` reuses the compiled attack. Any other
+  callable becomes a leafless ``Partial``, which ``jit`` caches on the function's identity, exactly
+  like a static argument.
+  """
+  if isinstance(logits_fn, jax.tree_util.Partial):
+    return logits_fn
+  return jax.tree_util.Partial(logits_fn)
 
 
 def _bcast(v, like):
@@ -258,14 +273,17 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
 
 
 @functools.partial(
-    jax.jit, static_argnames=("logits_fn", "norm", "loss", "variant", "early_stop", "targeted"))
+    jax.jit, static_argnames=("norm", "loss", "variant", "early_stop", "targeted"))
 def _apgd(logits_fn, x, y, key, active, target, eps, n_iter, rho, momentum, n_restarts,
           n_target_classes, *, norm, loss, variant, early_stop, targeted) -> AttackResult:
   batch = x.shape[0]
   loss_fn = losses.get_loss(loss)
+  clean_logits = jax.lax.stop_gradient(logits_fn(x))
+  # As the official ``perturb``: points misclassified without attack are returned as they are.
+  active = active & (jnp.argmax(clean_logits, axis=-1) == y)
   if targeted:
-    # The k-th target (k = 2 .. n_target_classes + 1) is the class with the k-th largest clean logit.
-    order = jnp.argsort(-jax.lax.stop_gradient(logits_fn(x)), axis=-1)
+    # The k-th target (k = 2 .. n_target_classes + 1): the class with the k-th largest clean logit.
+    order = jnp.argsort(-clean_logits, axis=-1)
     n_runs = n_target_classes * n_restarts
   else:
     n_runs = n_restarts
@@ -374,6 +392,7 @@ def apgd(
     momentum: the momentum weight alpha in [0, 1] (0.75; the first iteration always uses 1).
     target: optional int32 [B] target classes: the loss becomes the targeted CE / DLR.
     active: optional bool [B]; examples with False are not attacked (returned as ``x``, 0 steps).
+      Examples misclassified at ``x`` are never attacked (as the official ``perturb``).
     variant: ``"paper"`` or ``"official"`` (see the module docstring).
     early_stop: stop an example at its first misclassified iterate (saves work; the set of broken
       examples is unchanged). False runs every example for the whole budget, as the official code,
@@ -411,7 +430,7 @@ def apgd(
     validation.check_labels("target", target, x.shape[0], num_classes)
     target = jnp.asarray(target, jnp.int32)
   active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
-  return _apgd(logits_fn, x, jnp.asarray(y, jnp.int32), key, active, target,
+  return _apgd(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, active, target,
                jnp.asarray(eps, jnp.float32), jnp.asarray(n_iter, jnp.int32),
                jnp.asarray(rho, jnp.float32), jnp.asarray(momentum, jnp.float32),
                jnp.asarray(n_restarts, jnp.int32), jnp.asarray(0, jnp.int32),
@@ -459,7 +478,7 @@ def apgd_targeted(
     validation.check_scalar("n_target_classes", n_target_classes, low=1, high=num_classes - 1,
                             integer=True)
   active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
-  return _apgd(logits_fn, x, jnp.asarray(y, jnp.int32), key, active, None,
+  return _apgd(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, active, None,
                jnp.asarray(eps, jnp.float32), jnp.asarray(n_iter, jnp.int32),
                jnp.asarray(rho, jnp.float32), jnp.asarray(momentum, jnp.float32),
                jnp.asarray(n_restarts, jnp.int32), jnp.asarray(n_target_classes, jnp.int32),

@@ -26,10 +26,10 @@ Why host-side gathering between attacks, not masks alone: every attack is one ji
 fixed batch of ``batch_size`` points with an ``active`` mask (the attacks' own per-example while
 loops). Between attacks the still-robust points are gathered on the host and packed into full
 batches of ``batch_size``, the last one padded with inactive points. So each attack compiles once
-per batch size, whatever number of points survive (no shape-dependent recompilation, unlike gathering
-to the exact survivor count), and no compute is spent on points already broken (unlike running every
-attack over the whole batch with a mask), except on the padding of the last batch. The per-attack
-while loops also exit as soon as all their active points are broken.
+per batch size, whatever number of points survive (no shape-dependent recompilation, unlike
+gathering to the exact survivor count), and no compute is spent on points already broken (unlike
+running every attack over the whole batch with a mask), except on the padding of the last batch. The
+per-attack while loops also exit as soon as all their active points are broken.
 
 Checks (warnings, as AutoAttack's ``checks.py``): logits that look like probabilities; Square
 breaking points that all gradient-based attacks missed (a sign of gradient masking); a final
@@ -71,8 +71,8 @@ class AutoAttackResult:
   """What :func:`autoattack` returns.
 
   Attributes:
-    x_adv: [B, ...] the adversarial point for broken points, ``x`` for robust and clean-misclassified
-      ones; always in the eps-ball and in [0, 1].
+    x_adv: [B, ...] the adversarial point for broken points, ``x`` for robust and
+      clean-misclassified ones; always in the eps-ball and in [0, 1].
     robust: bool [B], correctly classified at ``x`` and at every attack's point (the worst case).
     broken_by: int32 [B], ``attack_names[broken_by]`` broke the point: 0 (``"clean"``) for points
       misclassified without attack, s >= 1 for the s-th attack, -1 for robust points.
@@ -95,14 +95,14 @@ def _predict(logits_fn, x):
   return jnp.argmax(logits_fn(x), axis=-1)
 
 
-_predict_jit = jax.jit(_predict, static_argnames=("logits_fn",))
+_predict_jit = jax.jit(_predict)
 
 
 def _logits(logits_fn, x):
   return logits_fn(x)
 
 
-_logits_jit = jax.jit(_logits, static_argnames=("logits_fn",))
+_logits_jit = jax.jit(_logits)
 
 
 def _max_dist(a, b, norm):
@@ -223,6 +223,7 @@ def autoattack(
     raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
   x_np = np.asarray(x, np.float32)
   n = x_np.shape[0]
+  logits_fn = apgd_lib.as_pytree_fn(logits_fn)
   num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct((1,) + x_np.shape[1:],
                                                                 jnp.float32)).shape[-1]
   validation.check_labels("y", y, n, num_classes)
@@ -320,8 +321,8 @@ def autoattack(
   if "square" in names and n:
     by_square = int((broken_by == names.index("square") + 1).sum())
     if any(a in _GRADIENT_ATTACKS for a in names[:names.index("square")]) and by_square > 0.002 * n:
-      warnings.warn(f"autoattack: Square broke {by_square} point(s) that the gradient-based attacks "
-                    "did not; this suggests gradient masking (AutoAttack's checks.py)")
+      warnings.warn(f"autoattack: Square broke {by_square} point(s) that the gradient-based "
+                    "attacks did not; this suggests gradient masking (AutoAttack's checks.py)")
   return AutoAttackResult(
       x_adv=jnp.asarray(x_adv), robust=jnp.asarray(robust), broken_by=jnp.asarray(broken_by),
       clean_correct=jnp.asarray(clean_correct),

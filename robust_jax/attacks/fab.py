@@ -11,32 +11,34 @@ Each iteration, for every example independently (x_orig the clean point, x^k the
    of the label y, g = grad f(x^k) (one backward pass). Untargeted FAB: the closest of the C - 1
    hyperplanes of f_c = z_c - z_y in the dual norm, |f_c| / ||grad f_c||_* (C backward passes).
 2. Project x^k and x_orig onto that hyperplane intersected with the box [0, 1]^d, the minimal-norm
-   displacements d^k and d^orig (:func:`project_linf_hyperplane_box`, :func:`project_l2_hyperplane_box`).
+   displacements d^k and d^orig (:func:`project_linf_hyperplane_box`,
+   :func:`project_l2_hyperplane_box`).
 3. Biased step: alpha = clip(||d^k|| / (||d^k|| + ||d^orig||), 0, alpha_max),
    x^{k+1} = clip((1 - alpha)(x^k + eta d^k) + alpha (x_orig + eta d^orig), 0, 1), eta the
    extrapolation (overshoot) factor.
 4. If x^{k+1} is misclassified (any class but y), record it when it is the closest so far, then step
    back towards the clean point: x^{k+1} = x_orig + beta (x^{k+1} - x_orig).
 
-AutoAttack's FAB-T runs 9 targets (the classes with the 2nd to 10th largest clean logits), 1 restart,
-100 iterations, alpha_max = 0.1, eta = 1.05, beta = 0.9. A run with restart index r > 0 starts from
-x_orig + 0.5 min(d_best, eps) t / ||t|| (t ~ U(-1, 1)^d for linf, N(0, I) for l2), clipped, with
-d_best the closest adversarial distance found by earlier runs (the original FAB code; AutoAttack
-resets d_best per restart, which is the same thing for the still unbroken examples it re-attacks).
+AutoAttack's FAB-T runs 9 targets (the classes with the 2nd to 10th largest clean logits), 1
+restart, 100 iterations, alpha_max = 0.1, eta = 1.05, beta = 0.9. A run with restart index r > 0
+starts from x_orig + 0.5 min(d_best, eps) t / ||t|| (t ~ U(-1, 1)^d for linf, N(0, I) for l2),
+clipped, with d_best the closest adversarial distance found by earlier runs (the original FAB code;
+AutoAttack resets d_best per restart, which is the same thing for the still unbroken examples it
+re-attacks).
 
-Only an adversarial point within eps breaks an example (``distance <= eps``); FAB's iterates are kept
-in the box but not in the ball. With ``early_stop=True`` (AutoAttack's use) an example stops once
-broken; with False every run uses its whole budget and the result is the minimum-norm adversarial
-point found (``distance``), as the original attack.
+Only an adversarial point within eps breaks an example (``distance <= eps``); FAB's iterates are
+kept in the box but not in the ball. With ``early_stop=True`` (AutoAttack's use) an example stops
+once broken; with False every run uses its whole budget and the result is the minimum-norm
+adversarial point found (``distance``), as the original attack.
 
 Everything per example lives in the carry of a ``lax.while_loop`` (one per run; runs are an outer
 ``lax.fori_loop``); eps, alpha_max, eta, beta and the budgets are traced.
 
 Simplifications, stated plainly: the code projects by sorting the breakpoints of a piecewise-linear
 function and searching them; we bracket the same breakpoint by 32 bisection steps and solve exactly
-on its linear piece (a sort of [B, D] is about 10x slower than the bisection on CPU). The minimiser is
-the same up to floating-point rounding. The untargeted FAB's Jacobian is one ``vmap`` of the VJP over
-the C classes (the code loops over classes).
+on its linear piece (a sort of [B, D] is about 10x slower than the bisection on CPU). The minimiser
+is the same up to floating-point rounding. The untargeted FAB's Jacobian is one ``vmap`` of the VJP
+over the C classes (the code loops over classes).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax import validation
+from robust_jax.attacks.apgd import as_pytree_fn
 
 NORMS = ("linf", "l2")
 _BISECTION_STEPS = 32
@@ -60,8 +63,9 @@ class FabResult:
 
   Attributes:
     x_adv: the closest adversarial point found when it lies within eps, else ``x`` [B, ...].
-    distance: float32 [B], the norm of the closest adversarial perturbation found (``inf`` if none);
-      the example is broken iff ``distance <= eps``.
+    distance: float32 [B], the norm of the closest adversarial perturbation found (``inf`` if none,
+      0 for points misclassified at ``x``, which are not attacked); the example is broken iff
+      ``distance <= eps``.
     misclassified: bool [B], argmax f(x_adv) != y (so False for unbroken examples).
     num_steps: int32 [B], FAB iterations taken over all runs.
   """
@@ -89,10 +93,10 @@ def _hyperplane_box(t, w, b, norm):
   sign(w_i) by min(lam s_i, room_i), room_i the distance to the box face in that direction and
   s_i = 1 (linf: every free coordinate moves by the radius lam) or s_i = |w_i| (l2: d = -lam w,
   clipped to the box, by the KKT conditions). The decrease g(lam) = sum_i |w_i| min(lam s_i, room_i)
-  is continuous, piecewise linear and non-decreasing, so lam is bracketed by bisection and then solved
-  exactly on the linear piece of the final bracket. When no point of the box lies on the hyperplane,
-  every coordinate moves to its box face (the box point closest to the hyperplane in the direction
-  of w), as ``fab_projections.py``.
+  is continuous, piecewise linear and non-decreasing, so lam is bracketed by bisection and then
+  solved exactly on the linear piece of the final bracket. When no point of the box lies on the
+  hyperplane, every coordinate moves to its box face (the box point closest to the hyperplane in
+  the direction of w), as ``fab_projections.py``.
   """
   c = jnp.sum(w * t, axis=1) - b
   sign = jnp.where(c >= 0, 1.0, -1.0).astype(t.dtype)
@@ -143,8 +147,8 @@ def project_linf_hyperplane_box(t: jax.Array, w: jax.Array, b: jax.Array) -> jax
     >>> import jax.numpy as jnp
     >>> d = project_linf_hyperplane_box(jnp.array([[0.5, 0.5]]), jnp.array([[1., 1.]]),
     ...                                 jnp.array([0.8]))
-    >>> d.round(4).tolist()
-    [[-0.1, -0.1]]
+    >>> [round(float(v), 4) for v in d[0]]
+    [-0.1, -0.1]
   """
   return _hyperplane_box(t, w, b, "linf")
 
@@ -245,12 +249,16 @@ def _single_run(logits_fn, x, y, target, key, active, use_rand_start, best_dist,
   return adv, dist, steps
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "targeted", "early_stop"))
+@functools.partial(jax.jit, static_argnames=("norm", "targeted", "early_stop"))
 def _fab(logits_fn, x, y, key, active, eps, n_iter, n_restarts, n_target_classes, alpha_max, eta,
          beta, *, norm, targeted, early_stop) -> FabResult:
   batch = x.shape[0]
+  clean_logits = logits_fn(x)
+  # Points misclassified without attack are adversarial at distance 0 and are not attacked.
+  mis_clean = jnp.argmax(clean_logits, axis=-1) != y
+  active = active & ~mis_clean
   if targeted:
-    order = jnp.argsort(-logits_fn(x), axis=-1)
+    order = jnp.argsort(-clean_logits, axis=-1)
     n_runs = n_target_classes * n_restarts
   else:
     n_runs = n_restarts
@@ -270,7 +278,7 @@ def _fab(logits_fn, x, y, key, active, eps, n_iter, n_restarts, n_target_classes
     return (jnp.where(_bcast(better, x), adv_r, adv), jnp.where(better, dist_r, dist),
             steps + steps_r)
 
-  carry0 = (x, jnp.full((batch,), jnp.inf, x.dtype), jnp.zeros((batch,), jnp.int32))
+  carry0 = (x, jnp.where(mis_clean, 0.0, jnp.inf).astype(x.dtype), jnp.zeros((batch,), jnp.int32))
   adv, dist, steps = jax.lax.fori_loop(0, n_runs, one_run, carry0)
   broken = dist <= eps
   x_adv = jax.lax.stop_gradient(jnp.where(_bcast(broken, x), adv, x))
@@ -359,6 +367,7 @@ def fab(
   active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
   f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
   i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
-  return _fab(logits_fn, x, jnp.asarray(y, jnp.int32), key, active, f32(eps), i32(n_iter),
-              i32(n_restarts), i32(n_target_classes if targeted else 1), f32(alpha_max), f32(eta),
-              f32(beta), norm=norm, targeted=targeted, early_stop=early_stop)
+  return _fab(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, active, f32(eps),
+              i32(n_iter), i32(n_restarts), i32(n_target_classes if targeted else 1),
+              f32(alpha_max), f32(eta), f32(beta), norm=norm, targeted=targeted,
+              early_stop=early_stop)

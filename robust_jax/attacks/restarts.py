@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from robust_jax import validation
 from robust_jax.attacks import losses, projections
+from robust_jax.attacks.apgd import as_pytree_fn
 from robust_jax.attacks.loop import AttackResult, ascent
 
 NORMS = ("linf", "l2")
@@ -34,7 +35,7 @@ def _bcast(v, like):
   return v.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "loss", "start"))
+@functools.partial(jax.jit, static_argnames=("norm", "loss", "start"))
 def _pgd_restarts(logits_fn, x, y, key, eps, step_size, num_steps, num_restarts, kappa, target, *,
                   norm, loss, start) -> AttackResult:
   loss_fn = losses.get_loss(loss, kappa=kappa)
@@ -127,7 +128,7 @@ def pgd_restarts(
   if target is not None:
     validation.check_labels("target", target, x.shape[0], num_classes)
     target = jnp.asarray(target, jnp.int32)
-  return _pgd_restarts(logits_fn, x, jnp.asarray(y, jnp.int32), key,
+  return _pgd_restarts(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key,
                        jnp.asarray(eps, jnp.float32), jnp.asarray(step_size, jnp.float32),
                        jnp.asarray(num_steps, jnp.int32), jnp.asarray(num_restarts, jnp.int32),
                        jnp.asarray(kappa, jnp.float32), target, norm=norm, loss=loss, start=start)

@@ -32,6 +32,7 @@ from robust_jax import checkpoint as ckpt_lib
 from robust_jax import metrics as metrics_lib
 from robust_jax import models, parallel, regularizers
 from robust_jax import weight_perturbation as wp
+from robust_jax.analysis import fosc_tracking
 from robust_jax.data import pipeline
 from robust_jax.training import config as config_lib
 from robust_jax.training import state as state_lib
@@ -171,7 +172,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     if bar is not None:
       bar.close()
     epoch_time = time.time() - t0
-    train_record = {k: v / running["count"] for k, v in running.items() if k != "count"}
+    train_record = {k: v / running["count"] for k, v in running.items()
+                    if k not in ("count", fosc_tracking.HIST_KEY)}
+    if fosc_tracking.HIST_KEY in running:
+      train_record.update(fosc_tracking.epoch_summary(running[fosc_tracking.HIST_KEY]))
     train_record.update(epoch=epoch, epoch_time_s=epoch_time,
                         examples_per_s=(spe - start_in_epoch) * config.batch_size / epoch_time)
     writer.write("train", int(state.step), train_record)
@@ -255,7 +259,9 @@ def _accumulate(running, step_metrics):
   stacked = jax.device_get({k: jnp.stack([m[k] for m in step_metrics]) for k in step_metrics[0]})
   out = dict(running)
   for k, v in stacked.items():
-    out[k] = out.get(k, 0.0) + float(np.sum(v))
+    total = np.sum(np.asarray(v, np.float64), axis=0)  # scalars per step; histograms [bins] per step
+    prev = out.get(k, 0.0)
+    out[k] = (np.asarray(prev) + total).tolist() if total.ndim else prev + float(total)
   out["count"] = out.get("count", 0) + len(step_metrics)
   return out
 

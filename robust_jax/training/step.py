@@ -30,6 +30,7 @@ import optax
 
 from robust_jax import attacks, objectives, regularizers
 from robust_jax import weight_perturbation as wp
+from robust_jax.analysis import fosc_tracking
 from robust_jax.attacks import losses
 from robust_jax.attacks.beta import beta_attack
 from robust_jax.training import methods, schedules
@@ -233,6 +234,8 @@ def _input_adversary(method, config, logits_fn, x, y, key, *, eps, epoch, start)
       "fosc": jnp.mean(res.fosc),
       "kappa": jnp.mean(res.kappa),
       "stopped_early": jnp.mean(res.num_steps < K),
+      # Counts of the per-example FOSC on fixed bins (an array metric; the loop sums it per epoch).
+      fosc_tracking.HIST_KEY: fosc_tracking.fosc_histogram(res.fosc),
   }
   if method.stop == "fosc":
     metrics["fosc_c"] = c_t

@@ -1,0 +1,103 @@
+"""launch.benchmark: the JSON lines and the markdown tables it writes (no speed is asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from launch import benchmark
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """The tiniest real run: MLP, batch 8, one timed call, standard + pgd_at, one attack."""
+  md = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.benchmark", "--models=mlp", "--batch=8", "--repeats=1",
+       "--warmup=0", "--methods=standard,pgd_at", "--attacks=fwd_bwd,pgd10", "--json",
+       f"--write_markdown={md}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+  return lines, md.read_text()
+
+
+def test_json_lines_have_the_required_keys_and_positive_numbers(tiny_run):
+  lines, _ = tiny_run
+  measured = [l for l in lines if l["kind"] in ("train", "attack")]
+  assert {(l["kind"], l["method"]) for l in measured} == {
+      ("train", "standard"), ("train", "pgd_at"), ("attack", "fwd_bwd"), ("attack", "pgd10")}
+  for l in measured:
+    for key in benchmark.REQUIRED_KEYS:
+      assert key in l, (key, l)
+    assert l["model"] == "mlp" and l["batch"] == 8
+    for key in ("compile_s", "step_ms", "examples_per_s", "peak_mem_mb"):
+      assert isinstance(l[key], (int, float)) and l[key] > 0, (key, l)
+    assert l["device"]
+  at = next(l for l in measured if l["method"] == "pgd_at")
+  assert at["attack_steps"] == 10.0  # PGD-10 never stops early
+
+
+def test_ratios_are_derived_from_the_same_run(tiny_run):
+  lines, _ = tiny_run
+  ratios = {l["name"]: l for l in lines if l["kind"] == "ratio"}
+  assert "PGD-10 AT step / clean step" in ratios
+  assert "PGD-10 attack / one forward+backward (to the input)" in ratios
+  assert all(r["value"] > 0 for r in ratios.values())
+
+
+def test_markdown_has_the_machine_and_the_tables(tiny_run):
+  _, md = tiny_run
+  assert md.startswith("# Benchmarks")
+  for text in ("## Machine and command", "python -m launch.benchmark --models=mlp", "jaxlib",
+               "## How to read", "## Training steps", "| " + " | ".join(benchmark.TRAIN_HEADERS),
+               "## Attacks alone", "| " + " | ".join(benchmark.ATTACK_HEADERS),
+               "## Ratios (measured in the same run)", "| " + " | ".join(benchmark.RATIO_HEADERS)):
+    assert text in md, text
+
+
+def _rec(kind, model, method, step_ms, **kw):
+  return dict(name=f"{kind}/{model}/{method}", kind=kind, model=model, batch=8, method=method,
+              compile_s=1.0, step_ms=step_ms, examples_per_s=8e3 / step_ms, peak_mem_mb=1.0,
+              device="cpu", **kw)
+
+
+def test_markdown_writer_renders_every_table_from_records():
+  recs = [
+      _rec("train", "small_cnn", "standard", 10.0),
+      _rec("train", "small_cnn", "pgd_at", 75.0, attack_steps=10.0),
+      _rec("train", "small_cnn", "pgd_at+awp", 90.0, attack_steps=10.0),
+      _rec("train", "small_cnn", "dart", 20.0, attack_steps=1.0),
+      _rec("attack", "small_cnn", "fwd_bwd", 6.0),
+      _rec("attack", "small_cnn", "pgd10", 66.0, steps_mean=10.0, steps_max=10),
+      _rec("attack", "small_cnn", "pgd10_unrolled", 64.0),
+      _rec("attack", "small_cnn", "pgd10_default_vjp", 400.0, steps_mean=10.0, steps_max=10),
+      _rec("attack", "small_cnn", "pgd10_fat", 30.0, steps_mean=1.5, steps_max=4),
+  ]
+  for label, ms in (("JAX, library step (make_train_step)", 300.0),
+                    ("JAX, minimal step (same work as PyTorch)", 250.0),
+                    ("PyTorch eager", 450.0), ("PyTorch eager, channels_last, malloc tuned", 240.0)):
+    recs.append(dict(_rec("framework", "small_cnn", label, ms), clean_step_ms=ms / 7, rounds=3,
+                     steps_per_round=3, lib_over_this=300.0 / ms, min_over_this=250.0 / ms))
+  recs += benchmark.compute_ratios(recs)
+  md = benchmark.render_markdown(recs, {"date": "today", "command": "python -m launch.benchmark"})
+  for headers in (benchmark.TRAIN_HEADERS, benchmark.ATTACK_HEADERS, benchmark.RATIO_HEADERS,
+                  benchmark.EARLY_HEADERS, benchmark.WHILE_HEADERS, benchmark.TORCH_HEADERS):
+    assert "| " + " | ".join(headers) + " |" in md
+  assert "## JAX against PyTorch" in md and "## Findings" in md
+  assert "slower than the best PyTorch configuration" in md
+  ratio = {r["name"]: r["value"] for r in recs if r["kind"] == "ratio"}
+  assert ratio["PGD-10 AT step / clean step"] == 7.5
+  assert ratio["AWP overhead: AT+AWP step / AT step"] == 1.2
+
+
+def test_method_variants_parse_into_configs():
+  c = benchmark.make_config("small_cnn", "trades+awp@beta=1.5@fosc_c_max=0", 16)
+  assert (c.method, c.weight_perturbation, c.beta, c.fosc_c_max, c.batch_size) == (
+      "trades", "awp", 1.5, 0.0, 16)
+  with pytest.raises(ValueError, match="method"):
+    benchmark.make_config("mlp", "not_a_method", 8)
