@@ -62,14 +62,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from absl import app, flags
 
 import launch  # noqa: F401  (XLA CPU flags, before JAX starts)
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from robust_jax import attacks, models
-from robust_jax.attacks import apgd as apgd_lib
-from robust_jax.attacks import autoattack as autoattack_lib
+apgd_lib = importlib.import_module("robust_jax.attacks.apgd")  # shadowed by a function
+autoattack_lib = importlib.import_module("robust_jax.attacks.autoattack")  # shadowed by a function
 from robust_jax.attacks import losses
 from robust_jax.models import layers
 from robust_jax.training import config as config_lib
@@ -124,6 +126,8 @@ MODEL_SPECS: Dict[str, ModelSpec] = {
 DEFAULT_MODELS = ("mlp", "small_cnn", "preact_resnet18", "wrn34_10")
 STEPS_PER_EPOCH = 100
 NUM_STEPS = 10
+LIB_LABEL = "JAX, library step (make_train_step)"
+MIN_LABEL = "JAX, minimal step (same work as PyTorch)"
 GLIBC_TUNABLES = ("glibc.malloc.mmap_threshold=33554432:"
                   "glibc.malloc.trim_threshold=68719476736")
 REQUIRED_KEYS = ("name", "kind", "model", "batch", "method", "compile_s", "step_ms",
@@ -246,7 +250,7 @@ def bench_train_step(model_name: str, variant: str, *, batch: int, repeats: int,
 
   _time_calls(call, 1 + warmup)
   times = _time_calls(call, repeats)
-  m = {k: float(v) for k, v in jax.device_get(holder["metrics"]).items()}
+  m = {k: float(v) for k, v in jax.device_get(holder["metrics"]).items() if np.ndim(v) == 0}
   if not all(np.isfinite(v) for v in m.values()):
     raise FloatingPointError(f"{variant} on {model_name}: non-finite metrics {m}")
   rec = _record(kind="train", model=model_name, batch=batch, method=variant, compile_s=compile_s,
@@ -471,7 +475,7 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
       return holder["s"], m
 
     _time_calls(call, 3)
-    impls.setdefault("JAX, library step (make_train_step)", {})[
+    impls.setdefault(LIB_LABEL, {})[
         "at" if variant == "pgd_at" else "clean"] = lambda n, call=call: _time_calls(call, n)
   # The minimal JAX step.
   config = make_config("small_cnn", "pgd_at", batch)
@@ -494,7 +498,7 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
     _time_calls(minimal(fn), 1)
     compile_s[f"min/{kind}"] = time.perf_counter() - t0
     _time_calls(minimal(fn), 2)
-    impls.setdefault("JAX, minimal step (same work as PyTorch)", {})[kind] = (
+    impls.setdefault(MIN_LABEL, {})[kind] = (
         lambda n, c=minimal(fn): _time_calls(c, n))
   # PyTorch workers.
   workers = []
@@ -515,8 +519,7 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
     for w in workers:
       w.close()
   records = []
-  lib_at = per_round["JAX, library step (make_train_step)"]["at"]
-  min_at = per_round["JAX, minimal step (same work as PyTorch)"]["at"]
+  lib_at, min_at = per_round[LIB_LABEL]["at"], per_round[MIN_LABEL]["at"]
   for label, rs in per_round.items():
     at, clean = statistics.median(rs["at"]), statistics.median(rs["clean"])
     records.append(dict(
@@ -564,8 +567,7 @@ def compute_ratios(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     add("TRADES step / AT step", m, _find(records, "train", m, "trades"), at,
         "~1.1 (clean + adversarial train passes)")
     for meth, ideal in (("fgsm_at", "~2-2.5"), ("gradalign", "~4-6 (double backprop)"),
-                        ("elle", "~3-4 (3 forward passes on a 3B batch)"),
-                        ("pgd_at", "~7-8")):
+                        ("elle", "~3-4 (3 forward passes on a 3B batch)")):
       add(f"{meth} step / standard step", m, _find(records, "train", m, meth), std, ideal)
     fwd = _find(records, "attack", m, "fwd_bwd")
     pgd = _find(records, "attack", m, "pgd10")
@@ -578,6 +580,18 @@ def compute_ratios(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                                                              "pgd10_unrolled"), "~1.0")
     add("while_loop PGD-10, JAX's conv VJP / with the custom VJP", m,
         _find(records, "attack", m, "pgd10_default_vjp"), pgd, "1.0 if XLA handled it")
+  lib = _find(records, "framework", "small_cnn", LIB_LABEL)
+  mini = _find(records, "framework", "small_cnn", MIN_LABEL)
+  if lib and mini:
+    out.append(dict(name="library AT step / minimal JAX AT step", kind="ratio", model="small_cnn",
+                    batch=lib["batch"], value=round(lib["step_ms"] / mini["step_ms"], 3),
+                    ideal="~1.1 (11 vs 10 gradient evaluations, a clean forward and metrics)",
+                    note="", of=f"{LIB_LABEL} / {MIN_LABEL}"))
+    out.append(dict(name="library clean step / minimal JAX clean step", kind="ratio",
+                    model="small_cnn", batch=lib["batch"],
+                    value=round(lib["clean_step_ms"] / mini["clean_step_ms"], 3),
+                    ideal="~1.3 (one more eval-mode forward for the metrics)", note="",
+                    of=f"{LIB_LABEL} / {MIN_LABEL}"))
   return out
 
 
@@ -798,7 +812,7 @@ def findings(recs) -> List[str]:
   notes = []
   fw = {r["method"]: r for r in recs if r["kind"] == "framework"}
   if fw:
-    lib = fw.get("JAX, library step (make_train_step)")
+    lib = fw.get(LIB_LABEL)
     best = min((r for k, r in fw.items() if k.startswith("PyTorch")), key=lambda r: r["step_ms"])
     default = fw.get("PyTorch eager")
     if lib and default:
@@ -877,12 +891,36 @@ _APGD_ITER = flags.DEFINE_integer("apgd_iter", 100, "APGD-CE iterations.")
 _AA_ITER = flags.DEFINE_integer("aa_n_iter", 10, "AutoAttack: APGD/FAB iterations.")
 _AA_QUERIES = flags.DEFINE_integer("aa_n_queries", 100, "AutoAttack: Square queries.")
 _FOSC_C = flags.DEFINE_float("fosc_c", 0.5, "FOSC threshold of the pgd10_fosc attack.")
+_FROM_JSONL = flags.DEFINE_string(
+    "from_jsonl", None, "Measure nothing: re-render --write_markdown from the JSON lines (with "
+    "their final 'meta' line) that an earlier --json run printed.")
+
+
+def read_jsonl(path: str):
+  """(records, meta) from the stdout of a ``--json`` run."""
+  records, meta = [], {}
+  with open(path) as f:
+    for line in f:
+      if line.startswith("{"):
+        rec = json.loads(line)
+        if rec.get("kind") == "meta":
+          meta = rec
+        else:
+          records.append(rec)
+  return records, meta
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   warnings.filterwarnings("ignore", message=".*donated buffers.*")
+  if _FROM_JSONL.value:
+    records, meta = read_jsonl(_FROM_JSONL.value)
+    if not _MARKDOWN.value:
+      raise app.UsageError("--from_jsonl needs --write_markdown")
+    with open(_MARKDOWN.value, "w") as f:
+      f.write(render_markdown(records, meta))
+    return
   t_start = time.perf_counter()
   meta = machine_info()
   meta["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -921,6 +959,8 @@ def main(argv):
       print(f"{rec['name']} [{rec['model']}]: {rec['value']} (expected {rec['ideal']})")
   meta["loadavg_end"] = _loadavg()
   meta["wall_s"] = round(time.perf_counter() - t_start, 1)
+  if _JSON.value:
+    print(json.dumps(dict(meta, kind="meta")), flush=True)
   if _MARKDOWN.value:
     with open(_MARKDOWN.value, "w") as f:
       f.write(render_markdown(records, meta))

@@ -34,14 +34,16 @@ import json
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from robust_jax import validation
-from robust_jax.attacks import apgd as apgd_lib
-from robust_jax.attacks import autoattack as autoattack_lib
+apgd_lib = importlib.import_module("robust_jax.attacks.apgd")  # shadowed by a function
+autoattack_lib = importlib.import_module("robust_jax.attacks.autoattack")  # shadowed by a function
 from robust_jax.attacks import fgsm_pgd, restarts
 
 AttackFn = Callable[[Callable, jax.Array, jax.Array, jax.Array], Any]

@@ -1,5 +1,6 @@
 """AutoAttack, FAB and Square: protocol, strength, gradient-free Square, FAB's projections."""
 
+import importlib
 import warnings
 
 import jax
@@ -10,8 +11,9 @@ import pytest
 from scipy import optimize
 
 from robust_jax import attacks
-from robust_jax.attacks import autoattack as aa
-from robust_jax.attacks import fab, square
+aa = importlib.import_module("robust_jax.attacks.autoattack")
+fab = importlib.import_module("robust_jax.attacks.fab")
+square = importlib.import_module("robust_jax.attacks.square")
 from robust_jax.data import digits
 
 N_TEST = 128

@@ -48,14 +48,16 @@ import warnings
 from typing import Callable, Optional, Sequence
 
 import flax.struct
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from robust_jax import validation
-from robust_jax.attacks import apgd as apgd_lib
-from robust_jax.attacks import fab as fab_lib
-from robust_jax.attacks import square as square_lib
+apgd_lib = importlib.import_module("robust_jax.attacks.apgd")  # shadowed by a function
+fab_lib = importlib.import_module("robust_jax.attacks.fab")  # shadowed by a function
+square_lib = importlib.import_module("robust_jax.attacks.square")  # shadowed by a function
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 VERSIONS = ("standard", "plus", "custom")
