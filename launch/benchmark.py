@@ -62,16 +62,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from absl import app, flags
 
 import launch  # noqa: F401  (XLA CPU flags, before JAX starts)
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from robust_jax import attacks, models
-apgd_lib = importlib.import_module("robust_jax.attacks.apgd")  # shadowed by a function
-autoattack_lib = importlib.import_module("robust_jax.attacks.autoattack")  # shadowed by a function
 from robust_jax.attacks import losses
 from robust_jax.models import layers
 from robust_jax.training import config as config_lib
@@ -125,6 +121,7 @@ MODEL_SPECS: Dict[str, ModelSpec] = {
 }
 DEFAULT_MODELS = ("mlp", "small_cnn", "preact_resnet18", "wrn34_10")
 STEPS_PER_EPOCH = 100
+MIN_TIME_S = 2.0  # fast measurements repeat until their timed calls add up to this
 NUM_STEPS = 10
 LIB_LABEL = "JAX, library step (make_train_step)"
 MIN_LABEL = "JAX, minimal step (same work as PyTorch)"
@@ -165,9 +162,12 @@ def _temp_mb(compiled) -> Optional[float]:
   return None
 
 
-def _time_calls(call: Callable[[], Any], repeats: int) -> List[float]:
+def _time_calls(call: Callable[[], Any], repeats: int, min_time_s: float = 0.0,
+                max_repeats: int = 1000) -> List[float]:
+  """Times ``repeats`` calls, and more while their total is under ``min_time_s`` (fast steps get
+  enough samples for a stable median on a noisy machine)."""
   times = []
-  for _ in range(repeats):
+  while len(times) < repeats or (sum(times) < min_time_s and len(times) < max_repeats):
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     times.append(time.perf_counter() - t0)
@@ -249,7 +249,7 @@ def bench_train_step(model_name: str, variant: str, *, batch: int, repeats: int,
     return holder["state"], holder["metrics"]
 
   _time_calls(call, 1 + warmup)
-  times = _time_calls(call, repeats)
+  times = _time_calls(call, repeats, MIN_TIME_S)
   m = {k: float(v) for k, v in jax.device_get(holder["metrics"]).items() if np.ndim(v) == 0}
   if not all(np.isfinite(v) for v in m.values()):
     raise FloatingPointError(f"{variant} on {model_name}: non-finite metrics {m}")
@@ -327,7 +327,7 @@ def _attack_fn(name: str, logits_fn, x, y, key, spec: ModelSpec, flags_: Dict[st
     return attacks.pgd(logits_fn, x, y, eps=eps, step_size=a, num_steps=10, start="uniform",
                        key=key, stop=attacks.fosc_stop(flags_["fosc_c"]))
   if name == "apgd_ce":
-    return apgd_lib.apgd(logits_fn, x, y, eps=eps, key=key, n_iter=flags_["apgd_iter"],
+    return attacks.apgd(logits_fn, x, y, eps=eps, key=key, n_iter=flags_["apgd_iter"],
                          early_stop=False)
   raise ValueError(f"unknown attack {name!r}; valid: {ATTACKS}")
 
@@ -349,7 +349,7 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
   _reset_peak_memory()
   if attack == "autoattack":
     logits_fn = jax.jit(lambda xx: model.apply(variables, xx))
-    run = lambda: autoattack_lib.autoattack(
+    run = lambda: attacks.autoattack(
         logits_fn, x, y, eps=spec.eps, key=key, version="standard", n_iter=options["aa_n_iter"],
         n_queries=options["aa_n_queries"]).x_adv
     t0 = time.perf_counter()
@@ -374,7 +374,7 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
       return out["r"]
 
     _time_calls(call, 1 + warmup)
-    times = _time_calls(call, repeats)
+    times = _time_calls(call, repeats, 0.0 if attack in EXPENSIVE_ATTACKS else MIN_TIME_S)
     extra["xla_temp_mb"] = _round(_temp_mb(compiled))
     r = out["r"]
     if isinstance(r, attacks.AttackResult):
@@ -845,8 +845,8 @@ def run_benchmarks(*, model_names: Sequence[str], methods: Optional[Sequence[str
                    attack_names: Optional[Sequence[str]], batch: int, repeats: int, warmup: int,
                    options: Dict[str, Any], emit: Callable[[Dict[str, Any]], None] = lambda r: None
                    ) -> List[Dict[str, Any]]:
-  """Runs the measurements; ``emit`` sees each record as soon as it exists. Returns all records
-  (training steps, attacks, then the ratios derived from them)."""
+  """Runs the measurements; ``emit`` sees each record as soon as it exists. Returns the records of
+  the training steps and attacks (:func:`compute_ratios` derives the ratios from them)."""
   records = []
   for m in model_names:
     if m not in models.MODELS:

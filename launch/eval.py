@@ -9,7 +9,7 @@ prefix of the test split, ``--n_iter`` / ``--n_queries`` the APGD/AutoAttack bud
 import json
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
 import launch  # noqa: F401  (XLA CPU flags)
 import jax
@@ -31,6 +31,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Attack randomness.")
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value or _CHECKPOINT.value
   if not workdir:
     raise app.UsageError("pass --workdir=DIR (or --checkpoint=DIR)")

@@ -18,7 +18,8 @@ from robust_jax.training import schedules
 from robust_jax.training.methods import METHODS
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "launch" / "configs"
-RECIPES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
+# common.py holds the bases the recipes start from (no get_config of its own).
+RECIPES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name not in ("__init__.py", "common.py"))
 
 _MODEL_NAMES = {"mlp", "cnn4", "cnn8", "small_cnn", "preact_resnet18", "resnet18", "wrn28_10",
                 "wrn32_10", "wrn34_10"}

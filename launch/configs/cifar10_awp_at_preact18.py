@@ -30,34 +30,14 @@ Deliberate differences from the official code:
   is chosen by test-set PGD accuracy.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import cifar10_pgd_at_preact18 as base
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "preact_resnet18"
-  c.augment = "crop_flip"
-  c.method = "pgd_at"
-  c.eps = 8 / 255
-  c.step_size = 2 / 255
-  c.num_steps = 10
-  c.attack_start = "default"    # uniform in the eps-ball, clipped to [0, 1]
-  # The official AT-AWP code attacks in train mode (robust_overfitting lineage); TRADES-AWP
-  # does not.
-  c.attack_bn_mode = "train"
+  # AT's attack and schedule. The official AT-AWP code attacks in train mode (robust_overfitting
+  # lineage), as cifar10_pgd_at_preact18.py; TRADES-AWP does not.
+  c = base.get_config()
   c.weight_perturbation = "awp"
   c.awp_gamma = 0.01            # relative size: ||v_l|| = gamma ||w_l|| per layer
   c.awp_warmup = 0
-  c.batch_size = 128
-  c.num_epochs = 200
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 5e-4
-  c.lr_schedule = "piecewise"
-  c.lr_decay_epochs = (100, 150)  # 50% and 75% of 200
-  c.lr_decay_factors = (0.1, 0.01)
-  c.select_attack_steps = 10    # PGD-10, step eps/4 = 2/255
-  c.test_attack_steps = 20
   return c

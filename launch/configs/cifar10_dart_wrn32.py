@@ -33,33 +33,18 @@ Deliberate differences from the official code:
   set every epoch.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "wrn32_10"
-  c.augment = "crop_flip"
-  c.method = "dart"
+  c = common.cifar10("wrn32_10", "dart")
   c.eps = 0.031
-  c.step_size = 0.031 / 4       # eps_iter = eps / 4
-  c.num_steps = 10
-  c.attack_start = "default"    # uniform in the eps-ball
-  c.attack_bn_mode = "eval"     # Keras learning phase not fed: inference-mode BatchNorm
-  c.fosc_c_max = 0.5
+  common.dynamic_at(c)          # PGD-10 of eps/4 from a uniform start, c_max = 0.5
   c.fosc_t_prime_fraction = 100 / 120  # dynamic_epoch = 100 of 120
-  c.fosc_reference = "natural"
-  c.dart_official_reweight = False
-  c.batch_size = 128
   c.num_epochs = 120
-  c.optimizer = "sgd"
   c.learning_rate = 0.01
-  c.momentum = 0.9
   c.weight_decay = 4e-3         # Keras l2(2e-3) on the kernels
   c.lr_schedule = "piecewise"
   c.lr_decay_epochs = (59, 99)  # (ep + 1) == 60, == 100
   c.lr_decay_factors = (0.1, 0.01)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20      # logger.py: PGD-20, step eps/4, random start
   return c

@@ -26,34 +26,14 @@ Deliberate differences from the official code:
   the official 10 restarts.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "preact_resnet18"
-  c.augment = "crop_flip"
-  c.method = "elle"
-  c.eps = 8 / 255
+  c = common.cifar10_preact18_fast_at("elle")
   c.fgsm_step_factor = 1.0      # --attack-step 8/255 = eps, from the clean x
-  c.num_steps = 1
-  c.step_size = 2 / 255         # not used by the one-step attack
-  c.attack_start = "default"    # none (from the clean x)
-  c.attack_bn_mode = "train"    # the official model is in train mode throughout training
   c.elle_lambda = 0.0           # published lambda(eps): 1000 at 8/255
-  c.batch_size = 128
   c.num_epochs = 30
-  c.optimizer = "sgd"
   c.learning_rate = 0.2         # the peak of the cyclic schedule
-  c.momentum = 0.9
-  c.nesterov = False
-  c.weight_decay = 5e-4
-  c.lr_schedule = "cyclic"
   c.lr_peak_fraction = 0.5
-  c.lr_decay_epochs = ()
-  c.lr_decay_factors = ()
-  c.co_guard = "off"
-  c.select_attack_steps = 10
-  c.test_attack_steps = 50
   return c

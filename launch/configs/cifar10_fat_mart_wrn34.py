@@ -22,32 +22,15 @@ Deliberate differences from the official code:
   set every epoch. The test attack's step is eps/4 (the official TRADES protocol uses 0.003).
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import cifar10_fat_trades_wrn34 as base
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "wrn34_10"
-  c.augment = "crop_flip"
+  c = base.get_config()         # FAT for TRADES' attack (on the CE loss here), beta and wd
   c.method = "fat_mart"
-  c.eps = 0.031
-  c.step_size = 0.007
-  c.num_steps = 10
-  c.attack_start = "default"    # x + 0.001 N(0, I)
-  c.attack_bn_mode = "eval"
-  c.beta = 6.0
   c.fat_tau_boundaries = (20, 40, 60, 80)  # 1-based: <= 20, <= 40, <= 60, <= 80, else
   c.fat_tau_values = (0, 1, 2, 3, 4)
-  c.batch_size = 128
   c.num_epochs = 90
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 2e-4
-  c.lr_schedule = "piecewise"
   c.lr_decay_epochs = (59, 89)  # 1-based >= 60, >= 90
   c.lr_decay_factors = (0.1, 0.01)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20
   return c

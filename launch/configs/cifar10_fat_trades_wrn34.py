@@ -21,32 +21,13 @@ Deliberate differences from the official code:
   set every epoch. The test attack's step is eps/4 (the official TRADES protocol uses 0.003).
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import cifar10_trades_wrn34 as base
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "wrn34_10"
-  c.augment = "crop_flip"
+  c = base.get_config()         # TRADES' attack, beta, optimiser and lr decay at 1-based 75
   c.method = "fat_trades"
-  c.eps = 0.031
-  c.step_size = 0.007
-  c.num_steps = 10
-  c.attack_start = "default"    # x + 0.001 N(0, I)
-  c.attack_bn_mode = "eval"
-  c.beta = 6.0
   c.fat_tau_boundaries = (30, 50, 70)  # 1-based: <= 30 -> 0, <= 50 -> 1, <= 70 -> 2, else 3
   c.fat_tau_values = (0, 1, 2, 3)
-  c.batch_size = 128
   c.num_epochs = 85
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 2e-4
-  c.lr_schedule = "piecewise"
-  c.lr_decay_epochs = (74,)     # 1-based >= 75
-  c.lr_decay_factors = (0.1,)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20
   return c

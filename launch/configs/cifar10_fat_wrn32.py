@@ -22,31 +22,11 @@ Deliberate differences from the official code:
   set every epoch.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "wrn32_10"
-  c.augment = "crop_flip"
-  c.method = "fat"
-  c.eps = 0.031
-  c.step_size = 0.007
-  c.num_steps = 10
-  c.attack_start = "default"    # uniform in the eps-ball, clipped to [0, 1]
-  c.attack_bn_mode = "eval"     # earlystop calls model.eval()
+  c = common.cifar10_wrn32_fat("fat")
   c.fat_tau_boundaries = (50, 90)  # 1-based: <= 50 -> 0, <= 90 -> 1, else 2
   c.fat_tau_values = (0, 1, 2)
-  c.batch_size = 128
-  c.num_epochs = 120
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 2e-4
-  c.lr_schedule = "piecewise"
-  c.lr_decay_epochs = (59, 89, 109)  # 1-based >= 60, >= 90, >= 110
-  c.lr_decay_factors = (0.1, 0.01, 0.005)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20      # PGD-20, step eps/4 (the DAT protocol of FAT.py)
   return c

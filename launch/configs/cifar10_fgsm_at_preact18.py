@@ -28,34 +28,16 @@ Deliberate differences from the official code:
   the official 10 restarts.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "preact_resnet18"
-  c.augment = "crop_flip"
-  c.method = "fgsm_at"
-  c.eps = 8 / 255
-  c.fgsm_step_factor = 1.25     # alpha = 10/255
-  c.num_steps = 1
-  c.step_size = 2 / 255         # not used by the one-step attack (step: fgsm_step_factor * eps)
-  c.attack_start = "default"    # uniform in the eps-ball, clipped to [0, 1]
-  c.attack_bn_mode = "train"    # the official model is in train mode throughout training
-  c.batch_size = 128
+  c = common.cifar10_preact18_fast_at("fgsm_at")
+  c.fgsm_step_factor = 1.25     # alpha = 10/255, from a uniform start clipped to [0, 1]
   c.num_epochs = 15
-  c.optimizer = "sgd"
   c.learning_rate = 0.2         # the peak of the cyclic schedule
-  c.momentum = 0.9
-  c.weight_decay = 5e-4
-  c.lr_schedule = "cyclic"
   c.lr_peak_fraction = 0.5
-  c.lr_decay_epochs = ()
-  c.lr_decay_factors = ()
-  c.co_guard = "rollback"
+  c.co_guard = "rollback"       # --early-stop
   c.co_guard_steps = 5
   c.co_guard_drop = 0.2
-  c.select_attack_steps = 10
-  c.test_attack_steps = 50
   return c

@@ -24,33 +24,13 @@ Deliberate differences from the official code (bugs in the released GAIR_FAT.py 
   ``bestpoint.pth.tar`` is chosen by test-set PGD-20 accuracy.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "wrn32_10"
-  c.augment = "crop_flip"
-  c.method = "gair_fat"
-  c.eps = 0.031
-  c.step_size = 0.007
-  c.num_steps = 10
-  c.attack_start = "default"    # uniform (GA_earlystop's "fat" init)
-  c.attack_bn_mode = "eval"
+  c = common.cifar10_wrn32_fat("gair_fat")
   c.fat_tau_boundaries = (40, 70)  # 1-based: <= 40 -> 0, <= 70 -> 3, else 6
   c.fat_tau_values = (0, 3, 6)
   c.gairat_lambda = 0.0
   c.gairat_begin_epoch = 59     # official (epoch + 1) >= 60
-  c.batch_size = 128
-  c.num_epochs = 120
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 2e-4
-  c.lr_schedule = "piecewise"
-  c.lr_decay_epochs = (59, 89, 109)
-  c.lr_decay_factors = (0.1, 0.01, 0.005)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20
   return c

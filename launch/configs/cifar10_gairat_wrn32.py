@@ -23,31 +23,11 @@ Deliberate differences from the official code:
   ``bestpoint.pth.tar`` is chosen by test-set PGD-20 accuracy.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "wrn32_10"
-  c.augment = "crop_flip"
-  c.method = "gairat"
-  c.eps = 0.031
-  c.step_size = 0.007
-  c.num_steps = 10
-  c.attack_start = "default"    # uniform in the eps-ball, clipped to [0, 1]
-  c.attack_bn_mode = "eval"     # GA_PGD calls model.eval()
+  c = common.cifar10_wrn32_fat("gairat")
   c.gairat_lambda = -1.0
   c.gairat_begin_epoch = 59     # official (epoch + 1) >= 60
-  c.batch_size = 128
-  c.num_epochs = 120
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 2e-4
-  c.lr_schedule = "piecewise"
-  c.lr_decay_epochs = (59, 89, 109)  # 50%, 75%, 11/12 of 120 on the 1-based epoch
-  c.lr_decay_factors = (0.1, 0.01, 0.005)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20      # PGD-20, step eps/4 (the official per-epoch evaluation)
   return c

@@ -29,34 +29,15 @@ Deliberate differences from the official code:
   the official 10 restarts, on the full test set.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "preact_resnet18"
-  c.augment = "crop_flip"
-  c.method = "gradalign"
-  c.eps = 8 / 255
+  c = common.cifar10_preact18_fast_at("gradalign")
   c.fgsm_step_factor = 1.0      # zero init: the clipped 1.25 eps step is exactly eps
-  c.num_steps = 1
-  c.step_size = 2 / 255         # not used by the one-step attack
-  c.attack_start = "default"    # none (zero init)
-  c.attack_bn_mode = "train"    # the official model is in train mode throughout training
   c.gradalign_lambda = 0.0      # published lambda(eps): 0.2 at 8/255
   c.gradalign_detach_first = True
-  c.batch_size = 128
   c.num_epochs = 30
-  c.optimizer = "sgd"
   c.learning_rate = 0.3         # the peak of the cyclic schedule
-  c.momentum = 0.9
-  c.weight_decay = 5e-4
-  c.lr_schedule = "cyclic"
   c.lr_peak_fraction = 0.4
-  c.lr_decay_epochs = ()
-  c.lr_decay_factors = ()
-  c.co_guard = "off"
-  c.select_attack_steps = 10
-  c.test_attack_steps = 50
   return c

@@ -30,32 +30,17 @@ Deliberate differences from the official code:
   of each period (and ensembles them in run/test_ensemble.py).
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import cifar10_pgd_at_preact18 as base
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "preact_resnet18"
-  c.augment = "crop_flip"
-  c.method = "pgd_at"
-  c.eps = 8 / 255               # the cap ("max=8") of the periodic schedule
-  c.step_size = 2 / 255
-  c.num_steps = 10
-  c.attack_start = "default"    # uniform in the eps-ball
+  c = base.get_config()         # PGD-AT; eps = 8/255 is the cap ("max=8") of the periodic schedule
   c.attack_bn_mode = "eval"     # vanilla_train calls model.eval() around the attack
   c.periodic_eps = "cycle_cos"
   c.periodic_eps_max = 16 / 255
   c.periodic_bounds = (0, 100, 150, 200)
-  c.batch_size = 128
-  c.num_epochs = 200
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
   c.weight_decay = 1e-4
   c.lr_schedule = "periodic_cosine"  # restarted at periodic_bounds[1:-1] = (100, 150)
   c.lr_decay_epochs = ()
   c.lr_decay_factors = ()
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20
   return c

@@ -25,30 +25,20 @@ Deliberate differences from the official code:
   is chosen by test-set PGD accuracy.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "preact_resnet18"
-  c.augment = "crop_flip"
-  c.method = "pgd_at"
+  c = common.cifar10("preact_resnet18", "pgd_at")
   c.eps = 8 / 255
   c.step_size = 2 / 255
   c.num_steps = 10
-  c.attack_start = "default"    # uniform in the eps-ball, clipped to [0, 1]
   c.attack_bn_mode = "train"    # official: the attack runs in train mode (see the docstring)
   c.weight_perturbation = "none"
-  c.batch_size = 128
   c.num_epochs = 200
-  c.optimizer = "sgd"
   c.learning_rate = 0.1
-  c.momentum = 0.9
   c.weight_decay = 5e-4
   c.lr_schedule = "piecewise"
   c.lr_decay_epochs = (100, 150)  # 50% and 75% of 200
   c.lr_decay_factors = (0.1, 0.01)
-  c.select_attack_steps = 10    # PGD-10, step eps/4 = 2/255 (the official per-epoch test attack)
-  c.test_attack_steps = 20
   return c

@@ -22,33 +22,18 @@ Deliberate differences from the official code:
   official script saves every epoch.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import cifar10_trades_wrn34 as base
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "wrn34_10"
-  c.augment = "crop_flip"
-  c.method = "trades"
+  c = base.get_config()         # TRADES: eval-mode attack (unlike AT-AWP) from x + 0.001 N(0, I)
   c.eps = 8 / 255
   c.step_size = 2 / 255
-  c.num_steps = 10
-  c.attack_start = "default"    # x + 0.001 N(0, I)
-  c.attack_bn_mode = "eval"     # perturb_input calls model.eval(), unlike AT-AWP
-  c.beta = 6.0
   c.weight_perturbation = "awp"
   c.awp_gamma = 0.005
   c.awp_warmup = 9              # official 1-based epoch >= 10
-  c.batch_size = 128
   c.num_epochs = 200
-  c.optimizer = "sgd"
-  c.learning_rate = 0.1
-  c.momentum = 0.9
   c.weight_decay = 5e-4
-  c.lr_schedule = "piecewise"
   c.lr_decay_epochs = (99, 149)  # 1-based >= 100, >= 150
   c.lr_decay_factors = (0.1, 0.01)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20
   return c

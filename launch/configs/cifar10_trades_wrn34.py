@@ -21,30 +21,20 @@ Deliberate differences from the official code:
 * The test attack's step is eps/4 (our evaluation), not 0.003.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "cifar10"
-  c.model = "wrn34_10"
-  c.augment = "crop_flip"
-  c.method = "trades"
+  c = common.cifar10("wrn34_10", "trades")  # start x + 0.001 N(0, I), not clipped
   c.eps = 0.031
   c.step_size = 0.007
   c.num_steps = 10
-  c.attack_start = "default"    # x + 0.001 N(0, I), not clipped before the first step
   c.attack_bn_mode = "eval"     # trades_loss calls model.eval() before generation
   c.beta = 6.0
-  c.batch_size = 128
   c.num_epochs = 76
-  c.optimizer = "sgd"
   c.learning_rate = 0.1
-  c.momentum = 0.9
   c.weight_decay = 2e-4
   c.lr_schedule = "piecewise"
   c.lr_decay_epochs = (74,)     # 1-based >= 75
   c.lr_decay_factors = (0.1,)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20
   return c

@@ -53,7 +53,6 @@ def dynamic_at(c):
   uniform start; Keras learning phase not fed: inference-mode BatchNorm), with the paper's FOSC
   (c_max = 0.5 from the natural image) and the official reweighting off; logger.py's PGD-20 test
   attack. ``c.eps`` must be set; the recipe sets ``fosc_t_prime_fraction``."""
-  c.method = "dart"
   c.step_size = c.eps / 4       # eps_iter = eps / 4
   c.num_steps = 10
   c.attack_bn_mode = "eval"

@@ -27,33 +27,13 @@ Deliberate differences from the official code:
   official code trains on all 60k images and logs test accuracy every epoch.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "mnist"
-  c.model = "cnn4"
-  c.augment = "none"
-  c.method = "dart"
-  c.eps = 0.3
-  c.step_size = 0.075           # eps / 4 (LinfPGDAttack eps_iter)
-  c.num_steps = 10
-  c.attack_start = "default"    # uniform in the eps-ball
-  c.attack_bn_mode = "eval"     # Keras learning phase not fed: inference-mode BatchNorm
-  c.fosc_c_max = 0.5
+  c = common.dynamic_at(common.mnist("cnn4", "dart"))  # step eps/4 = 0.075, c_max = 0.5
   c.fosc_t_prime_fraction = 0.8  # T' = 0.8 T = 40 epochs
-  c.fosc_reference = "natural"
-  c.dart_official_reweight = False
-  c.batch_size = 128
   c.num_epochs = 50
-  c.optimizer = "sgd"
-  c.learning_rate = 0.01
-  c.momentum = 0.9
-  c.weight_decay = 0.0
-  c.lr_schedule = "piecewise"
   c.lr_decay_epochs = (19, 39)  # 1-based 20th and 40th
   c.lr_decay_factors = (0.1, 0.01)
-  c.select_attack_steps = 10
-  c.test_attack_steps = 20      # logger.py: PGD-20, step eps/4, random start
   return c

@@ -21,30 +21,16 @@ Deliberate differences from the official code:
 * The test attack is PGD-40 with step eps/4 (our evaluation), not 0.01.
 """
 
-from robust_jax.training.config import base_config
+from launch.configs import common
 
 
 def get_config():
-  c = base_config()
-  c.dataset = "mnist"
-  c.model = "small_cnn"
-  c.augment = "none"
-  c.method = "trades"
-  c.eps = 0.3
+  c = common.mnist("small_cnn", "trades")  # eval-mode attack from x + 0.001 N(0, I)
   c.step_size = 0.01
   c.num_steps = 40
-  c.attack_start = "default"    # x + 0.001 N(0, I), as trades_loss
-  c.attack_bn_mode = "eval"     # trades_loss calls model.eval() before generation
   c.beta = 1.0                  # script default; the paper's MNIST Table 5 uses 6 (see above)
-  c.batch_size = 128
   c.num_epochs = 100
-  c.optimizer = "sgd"
-  c.learning_rate = 0.01
-  c.momentum = 0.9
-  c.weight_decay = 0.0
-  c.lr_schedule = "piecewise"
   c.lr_decay_epochs = (54, 74, 89)  # 1-based >= 55, >= 75, >= 90
   c.lr_decay_factors = (0.1, 0.01, 0.001)
-  c.select_attack_steps = 10
   c.test_attack_steps = 40      # README: FGSM-40
   return c

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 from robust_jax import fosc as fosc_lib
 from robust_jax import validation
 from robust_jax.attacks import losses, projections
-from robust_jax.attacks.loop import AttackResult
+from robust_jax.attacks.loop import AttackResult, as_pytree_fn  # noqa: F401 (re-exported)
 
 NORMS = ("linf", "l2")
 APGD_LOSSES = ("ce", "dlr")
@@ -124,19 +124,6 @@ def _next_checkpoint(current, interval, n_iter, variant):
   else:
     k = jnp.maximum(interval - jnp.maximum(3 * n_iter // 100, 1), jnp.maximum(6 * n_iter // 100, 1))
   return current + k, k
-
-
-def as_pytree_fn(logits_fn: Callable) -> jax.tree_util.Partial:
-  """Wraps ``logits_fn`` so that it can be an ordinary (non-static) argument of ``jax.jit``.
-
-  A ``jax.tree_util.Partial(apply_fn, params)`` is returned as is: its parameters are traced leaves,
-  so evaluating a new checkpoint with the same ``apply_fn`` reuses the compiled attack. Any other
-  callable becomes a leafless ``Partial``, which ``jit`` caches on the function's identity, exactly
-  like a static argument.
-  """
-  if isinstance(logits_fn, jax.tree_util.Partial):
-    return logits_fn
-  return jax.tree_util.Partial(logits_fn)
 
 
 def _bcast(v, like):

@@ -1,9 +1,12 @@
 """FGSM and PGD: thin configurations of the ascent loop (:mod:`robust_jax.attacks.loop`).
 
-Both are pure functions, compiled with ``jax.jit`` on first use. ``logits_fn`` and the string options
-are static (a new ``logits_fn`` object compiles once; keep one per model in a notebook); eps, step
-size, the number of steps, the stop rule's thresholds, kappa and the key are traced, so sweeping them
-never recompiles. Inside another ``jax.jit`` (a training step) they are inlined.
+Both are pure functions, compiled with ``jax.jit`` on first use. The string options are static;
+eps, step size, the number of steps, the stop rule's thresholds, kappa and the key are traced, so
+sweeping them never recompiles. ``logits_fn`` is passed through :func:`as_pytree_fn`: a
+``jax.tree_util.Partial(apply_fn, variables)`` (what :func:`robust_jax.load_classifier` returns) has
+its variables traced, so a new checkpoint of the same model reuses the compiled attack; any other
+callable is cached on its identity (keep one per model in a notebook). Inside another ``jax.jit`` (a
+training step) they are inlined.
 
 References:
   Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015 (FGSM).
@@ -21,7 +24,7 @@ import jax.numpy as jnp
 
 from robust_jax import validation
 from robust_jax.attacks import losses, projections
-from robust_jax.attacks.loop import AttackResult, ascent
+from robust_jax.attacks.loop import AttackResult, as_pytree_fn, ascent
 
 NORMS = ("linf", "l2")
 STARTS = ("none", "uniform", "normal")
@@ -29,7 +32,7 @@ STARTS = ("none", "uniform", "normal")
 
 @functools.partial(
     jax.jit,
-    static_argnames=("logits_fn", "norm", "loss", "start", "fosc_reference"))
+    static_argnames=("norm", "loss", "start", "fosc_reference"))
 def _pgd(logits_fn, x, y, key, eps, step_size, num_steps, stop, target, kappa, start_std, *,
          norm, loss, start, fosc_reference) -> AttackResult:
   loss_fn = losses.get_loss(loss, kappa=kappa)
@@ -121,7 +124,7 @@ def pgd(
             loss=loss, start=start, key=key, target=target, fosc_reference=fosc_reference)
   if key is None:
     key = jax.random.key(0)  # unused: start == "none"
-  return _pgd(logits_fn, x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, jnp.float32),
+  return _pgd(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, jnp.float32),
               jnp.asarray(step_size, jnp.float32), jnp.asarray(num_steps, jnp.int32), stop,
               None if target is None else jnp.asarray(target, jnp.int32),
               jnp.asarray(kappa, jnp.float32), jnp.asarray(start_std, jnp.float32),

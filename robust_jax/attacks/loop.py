@@ -57,6 +57,19 @@ class AttackResult:
   kappa: jax.Array
 
 
+def as_pytree_fn(logits_fn: Callable) -> jax.tree_util.Partial:
+  """Wraps ``logits_fn`` so that it can be an ordinary (non-static) argument of ``jax.jit``.
+
+  A ``jax.tree_util.Partial(apply_fn, params)`` is returned as is: its parameters are traced leaves,
+  so evaluating a new checkpoint with the same ``apply_fn`` reuses the compiled attack. Any other
+  callable becomes a leafless ``Partial``, which ``jit`` caches on the function's identity, exactly
+  like a static argument.
+  """
+  if isinstance(logits_fn, jax.tree_util.Partial):
+    return logits_fn
+  return jax.tree_util.Partial(logits_fn)
+
+
 def _bcast(v, like):
   return v.reshape((-1,) + (1,) * (like.ndim - 1))
 

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -284,6 +285,12 @@ def _jsonable(obj):
   return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
+@functools.lru_cache(maxsize=None)
+def _eval_apply(model):
+  """One jitted eval-mode apply per (hashable) model definition."""
+  return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+
+
 def load_classifier(checkpoint_dir: str, *, which: str = "best") -> Tuple[Any, Dict[str, Any]]:
   """Loads a trained classifier for attacking it in a notebook.
 
@@ -293,7 +300,7 @@ def load_classifier(checkpoint_dir: str, *, which: str = "best") -> Tuple[Any, D
 
   Returns:
     ``(logits_fn, info)``: ``logits_fn(x)`` is a pure, jitted function of float32 NHWC images in
-    [0, 1] returning logits in eval mode; ``info`` holds the dataset, model, method, eps, the epoch
+    [0, 1] returning logits in eval mode (a ``jax.tree_util.Partial`` holding the variables); ``info`` holds the dataset, model, method, eps, the epoch
     and the config.
 
   Raises:
@@ -318,7 +325,9 @@ def load_classifier(checkpoint_dir: str, *, which: str = "best") -> Tuple[Any, D
     raise FileNotFoundError(f"no restorable {which} checkpoint in {checkpoint_dir}")
   state, meta = restored
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  logits_fn = jax.jit(lambda x: model.apply(variables, x, train=False))
+  # A Partial whose leaves are the variables: attacks that take logits_fn as a traced argument
+  # (APGD, FAB, Square, AutoAttack, evaluate) reuse their compilation for every checkpoint of a model.
+  logits_fn = jax.tree_util.Partial(_eval_apply(model), variables)
   info = {"dataset": config.dataset, "model": config.model, "method": config.method,
           "eps": config.eps, "norm": config.norm, "epoch": meta.get("epoch"),
           "step": int(state.step), "num_classes": meta["num_classes"], "config": config}
