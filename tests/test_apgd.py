@@ -4,7 +4,6 @@ import importlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from robust_jax import attacks
@@ -12,39 +11,15 @@ from robust_jax import fosc as fosc_lib
 from robust_jax.attacks import losses
 
 apgd = importlib.import_module("robust_jax.attacks.apgd")
-from robust_jax.data import digits
 
 N_TEST = 128
 
 
 @pytest.fixture(scope="module")
-def model():
-  """An MLP trained without attacks on scikit-learn's digits (about 98% clean test accuracy)."""
-  d = digits.load_digits_splits()
-  x_tr, y_tr = jnp.asarray(d["train"]["image"]), jnp.asarray(d["train"]["label"])
-  k1, k2 = jax.random.split(jax.random.key(0))
-  params = {"w1": jax.random.normal(k1, (64, 64)) / 8.0, "b1": jnp.zeros(64),
-            "w2": jax.random.normal(k2, (64, 10)) / 8.0, "b2": jnp.zeros(10)}
-
-  def apply(p, x):
-    h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
-    return h @ p["w2"] + p["b2"]
-
-  opt = optax.adam(1e-2)
-
-  @jax.jit
-  def step(p, s):
-    g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-        apply(p, x_tr), y_tr).mean())(p)
-    u, s = opt.update(g, s)
-    return optax.apply_updates(p, u), s
-
-  state = opt.init(params)
-  for _ in range(300):
-    params, state = step(params, state)
-  logits_fn = jax.tree_util.Partial(apply, params)
-  x = jnp.asarray(d["test"]["image"][:N_TEST])
-  y = jnp.asarray(d["test"]["label"][:N_TEST])
+def model(digits_mlp):
+  """conftest's digits MLP (about 98% clean test accuracy) on the first N_TEST test images."""
+  _, logits_fn, x, y = digits_mlp
+  x, y = x[:N_TEST], y[:N_TEST]
   assert float(jnp.mean(jnp.argmax(logits_fn(x), -1) == y)) > 0.9
   return logits_fn, x, y
 

@@ -6,7 +6,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from scipy import optimize
 
@@ -14,40 +13,16 @@ from robust_jax import attacks
 aa = importlib.import_module("robust_jax.attacks.autoattack")
 fab = importlib.import_module("robust_jax.attacks.fab")
 square = importlib.import_module("robust_jax.attacks.square")
-from robust_jax.data import digits
 
 N_TEST = 128
 BUDGET = dict(n_iter=20, n_queries=300)  # small budgets; every attack compiles once per shape
 
 
-def _apply(p, x):
-  h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
-  return h @ p["w2"] + p["b2"]
-
-
 @pytest.fixture(scope="module")
-def model():
-  """An MLP trained without attacks on scikit-learn's digits (about 98% clean test accuracy)."""
-  d = digits.load_digits_splits()
-  x_tr, y_tr = jnp.asarray(d["train"]["image"]), jnp.asarray(d["train"]["label"])
-  k1, k2 = jax.random.split(jax.random.key(0))
-  params = {"w1": jax.random.normal(k1, (64, 64)) / 8.0, "b1": jnp.zeros(64),
-            "w2": jax.random.normal(k2, (64, 10)) / 8.0, "b2": jnp.zeros(10)}
-  opt = optax.adam(1e-2)
-
-  @jax.jit
-  def step(p, s):
-    g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-        _apply(p, x_tr), y_tr).mean())(p)
-    u, s = opt.update(g, s)
-    return optax.apply_updates(p, u), s
-
-  state = opt.init(params)
-  for _ in range(300):
-    params, state = step(params, state)
-  x = jnp.asarray(d["test"]["image"][:N_TEST])
-  y = jnp.asarray(d["test"]["label"][:N_TEST])
-  return params, jax.tree_util.Partial(_apply, params), x, y
+def model(digits_mlp):
+  """conftest's digits MLP (about 98% clean test accuracy) on the first N_TEST test images."""
+  params, logits_fn, x, y = digits_mlp
+  return params, logits_fn, x[:N_TEST], y[:N_TEST]
 
 
 def _dist(a, b, norm="linf"):
@@ -150,20 +125,20 @@ def _undifferentiable_jvp(primals, tangents):
   raise AssertionError("the model was differentiated")
 
 
-def test_square_never_uses_gradients(model):
+def test_square_never_uses_gradients(model, mlp_apply):
   params, _, x, y = model
   # Any derivative of this model raises at trace time: Square must still run, and break it.
-  no_grad_fn = jax.tree_util.Partial(lambda p, v: _apply(p, _undifferentiable(v)), params)
+  no_grad_fn = jax.tree_util.Partial(lambda p, v: mlp_apply(p, _undifferentiable(v)), params)
   r = square.square(no_grad_fn, x, y, eps=0.2, key=jax.random.key(2), n_queries=300)
   assert float(jnp.mean(r.misclassified)) > 0.9
   with pytest.raises(AssertionError, match="differentiated"):
     attacks.pgd(no_grad_fn, x, y, eps=0.2, step_size=0.05, num_steps=1)
 
 
-def test_gradient_masking_is_flagged(model):
+def test_gradient_masking_is_flagged(model, mlp_apply):
   params, _, x, y = model
   # Zero gradients: APGD cannot move, Square (gradient-free) breaks the model, AutoAttack warns.
-  masked = jax.tree_util.Partial(lambda p, v: _apply(p, jax.lax.stop_gradient(v)), params)
+  masked = jax.tree_util.Partial(lambda p, v: mlp_apply(p, jax.lax.stop_gradient(v)), params)
   with pytest.warns(UserWarning, match="gradient masking"):
     r = aa.autoattack(masked, x, y, eps=0.2, key=jax.random.key(3), version="custom",
                       attacks=("apgd-ce", "square"), **BUDGET)

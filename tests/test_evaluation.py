@@ -5,48 +5,22 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from robust_jax import evaluation
 from robust_jax.attacks import losses, restarts
-from robust_jax.data import digits
 
 N_TEST = 128
 EPS = 0.1
 
 
-def _apply(p, x):
-  h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])
-  return h @ p["w2"] + p["b2"]
-
-
-def _train(seed, x_tr, y_tr, steps=300):
-  k1, k2 = jax.random.split(jax.random.key(seed))
-  params = {"w1": jax.random.normal(k1, (64, 64)) / 8.0, "b1": jnp.zeros(64),
-            "w2": jax.random.normal(k2, (64, 10)) / 8.0, "b2": jnp.zeros(10)}
-  opt = optax.adam(1e-2)
-
-  @jax.jit
-  def step(p, s):
-    g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
-        _apply(p, x_tr), y_tr).mean())(p)
-    u, s = opt.update(g, s)
-    return optax.apply_updates(p, u), s
-
-  state = opt.init(params)
-  for _ in range(steps):
-    params, state = step(params, state)
-  return jax.tree_util.Partial(_apply, params)
-
-
 @pytest.fixture(scope="module")
-def data():
+def data(train_digits_mlp, mlp_apply, digits_splits):
   """Two MLPs trained without attacks on scikit-learn's digits (different seeds), test data."""
-  d = digits.load_digits_splits()
-  x_tr, y_tr = jnp.asarray(d["train"]["image"]), jnp.asarray(d["train"]["label"])
-  test = {"image": d["test"]["image"][:N_TEST], "label": d["test"]["label"][:N_TEST]}
-  return _train(0, x_tr, y_tr), _train(1, x_tr, y_tr), test
+  test = {"image": digits_splits["test"]["image"][:N_TEST],
+          "label": digits_splits["test"]["label"][:N_TEST]}
+  return (jax.tree_util.Partial(mlp_apply, train_digits_mlp(0)),
+          jax.tree_util.Partial(mlp_apply, train_digits_mlp(1)), test)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from tests.notebook_runner import assert_committed_without_outputs, run_notebook
 def test_attacks_first_hour(tmp_path):
   assert_committed_without_outputs("attacks_first_hour.ipynb")
   run_notebook("attacks_first_hour.ipynb",
-               f"NUM_EPOCHS = 6\nEPS = 0.2\nOUT_DIR = {str(tmp_path)!r}")
+               f"NUM_EPOCHS = 3\nEPS = 0.2\nOUT_DIR = {str(tmp_path)!r}")
   for png in ("fosc_over_steps.png", "clean_vs_adversarial.png"):
     path = tmp_path / png
     assert path.exists() and os.path.getsize(path) > 1000
@@ -17,6 +17,7 @@ def test_attacks_first_hour(tmp_path):
 def test_evaluation_report(tmp_path):
   assert_committed_without_outputs("evaluation_report.ipynb")
   run_notebook("evaluation_report.ipynb",
-               f"NUM_EPOCHS = 4\nEPS = 0.2\nNUM_EXAMPLES = 40\nN_ITER = 10\nN_QUERIES = 50\n"
+               f"NUM_EPOCHS = 3\nMETHODS = ('trades',)\nEPS = 0.2\nNUM_EXAMPLES = 40\nN_ITER = 10\n"
+               f"N_QUERIES = 50\n"
                f"OUT_DIR = {str(tmp_path)!r}")
   assert (tmp_path / "report.json").stat().st_size > 100
