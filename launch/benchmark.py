@@ -212,7 +212,9 @@ def make_config(model_name: str, variant: str, batch: int):
   method, *wps = head.split("+")
   c.model, c.method, c.batch_size = model_name, method, batch
   c.eps, c.step_size, c.num_steps = spec.eps, spec.step_size, NUM_STEPS
+  # Many steps on one fixed batch: a small constant learning rate keeps every method finite.
   c.num_epochs, c.progress = 10, False
+  c.learning_rate, c.lr_schedule = 0.01, "constant"
   if wps:
     c.weight_perturbation = wps[0]
   for a in assigns:
@@ -251,12 +253,11 @@ def bench_train_step(model_name: str, variant: str, *, batch: int, repeats: int,
   _time_calls(call, 1 + warmup)
   times = _time_calls(call, repeats, MIN_TIME_S)
   m = {k: float(v) for k, v in jax.device_get(holder["metrics"]).items() if np.ndim(v) == 0}
-  if not all(np.isfinite(v) for v in m.values()):
-    raise FloatingPointError(f"{variant} on {model_name}: non-finite metrics {m}")
   rec = _record(kind="train", model=model_name, batch=batch, method=variant, compile_s=compile_s,
                 times=times, xla_temp_mb=_round(_temp_mb(compiled)),
                 attack_steps=_round(m.get("attack_steps")),
-                stopped_early=_round(m.get("stopped_early")))
+                stopped_early=_round(m.get("stopped_early")),
+                finite_metrics=all(np.isfinite(v) for v in m.values()))
   return rec, holder["state"]
 
 
@@ -716,8 +717,9 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
          "removed. The attack-only rows show mean and max steps.", ""]
   if train:
     out += ["## Training steps", "", _table(TRAIN_HEADERS, [
-        (r["model"], r["batch"], r["method"], r["compile_s"], r["step_ms"], _spread(r),
-         r["examples_per_s"], r.get("attack_steps"), r["peak_mem_mb"], r.get("xla_temp_mb"))
+        (r["model"], r["batch"], r["method"] + ("" if r.get("finite_metrics", True) else
+                                                " (metrics non-finite)"),
+         r["compile_s"], r["step_ms"], _spread(r), r["examples_per_s"], r.get("attack_steps"), r["peak_mem_mb"], r.get("xla_temp_mb"))
         for r in train]), ""]
   if atk:
     out += ["## Attacks alone", "",

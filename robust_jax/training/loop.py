@@ -139,6 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     manager.save(int(state.step), jax.device_get(state), metadata=_jsonable(meta), metric=metric)
 
   stopped = os.path.exists(os.path.join(workdir, STOPPED_FILE))
+  prev_epoch_state = jax.device_get(state) if config.co_guard == "rollback" else None
   total_steps = config.num_epochs * spe
   t_start = time.time()
   while int(state.step) < total_steps and not stopped:
@@ -204,10 +205,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
           print(msg, flush=True)
           with open(os.path.join(workdir, STOPPED_FILE), "w") as f:
             f.write(msg + "\n")
-        if config.co_guard == "rollback":
-          prev = manager.restore_latest(jax.device_get(state))
-          if prev is not None:
-            state = parallel.replicate(prev[0], mesh)
+        if config.co_guard == "rollback" and prev_epoch_state is not None:
+          # The weights of the end of the previous epoch (kept in memory: with mid-epoch
+          # checkpoints, the latest one on disk may already belong to the collapsing epoch).
+          state = parallel.replicate(prev_epoch_state, mesh)
         stopped = True
         break
       co_prev = co_acc
@@ -215,6 +216,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     if is_best:
       best = {"robust_acc": val["robust_acc"], "clean_acc": val["clean_acc"], "epoch": epoch}
     save(state, epoch + 1, {}, metric=val["robust_acc"])
+    if config.co_guard == "rollback":
+      prev_epoch_state = jax.device_get(state)
   manager.wait_until_finished()
 
   summary = {"train_time_s": time.time() - t_start, "best": best}
