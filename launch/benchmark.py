@@ -570,6 +570,8 @@ def compute_ratios(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     for meth, ideal in (("fgsm_at", "~2-2.5"), ("gradalign", "~4-6 (double backprop)"),
                         ("elle", "~3-4 (3 forward passes on a 3B batch)")):
       add(f"{meth} step / standard step", m, _find(records, "train", m, meth), std, ideal)
+    add("GradAlign step / FGSM-AT step", m, _find(records, "train", m, "gradalign"),
+        _find(records, "train", m, "fgsm_at"), "~2-3 (two input gradients, differentiated)")
     fwd = _find(records, "attack", m, "fwd_bwd")
     pgd = _find(records, "attack", m, "pgd10")
     add("PGD-10 attack / one forward+backward (to the input)", m, pgd, fwd,
@@ -832,6 +834,13 @@ def findings(recs) -> List[str]:
     if r["name"].startswith("while_loop PGD-10 / unrolled") and r["value"] > 1.3:
       notes.append(f"{r['model']}: the while-loop PGD-10 is {r['value']:.2f}x the unrolled loop "
                    "(expected ~1.0 with the custom-VJP convolution): a while-loop slowdown remains.")
+    if r["name"].startswith("AWP overhead") and r["value"] > 2:
+      notes.append(f"{r['model']}: AT+AWP costs {r['value']:.1f}x AT (expected ~1.1-1.3): the "
+                   "weight adversary's gradient runs inside a lax.cond (AWP's warm-up switch).")
+    if r["name"].startswith("GradAlign step") and r["value"] > 5:
+      notes.append(f"{r['model']}: GradAlign costs {r['value']:.1f}x FGSM-AT (expected ~2-3): "
+                   "its double backprop differentiates the convolution's backward pass with JAX's "
+                   "default rules, which XLA's CPU backend compiles slowly.")
     if r["name"].startswith("while_loop PGD-10, JAX's conv VJP"):
       notes.append(f"{r['model']}: with JAX's default convolution gradient the while-loop PGD-10 is "
                    f"{r['value']:.1f}x slower than with the custom VJP (the CPU trap the custom VJP "

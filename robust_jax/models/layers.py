@@ -19,8 +19,9 @@ forward convolution, the identity behind every transposed convolution::
 with ``flip_hw(w)`` = ``jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))`` in HWIO and the dilation
 expressed as ``lhs_dilation = stride`` (a no-op for stride 1). The high-side padding absorbs the
 leftover rows and columns that a strided window never reaches (SAME padding with stride 2 on an even
-size, PyTorch's ``padding=1`` with stride 2). The weight gradient is the standard one (``jax.vjp`` of
-the forward convolution with respect to the kernel). Both gradients equal JAX's default ones (the
+size, PyTorch's ``padding=1`` with stride 2). The weight gradient, the standard one, is also written as a plain forward
+convolution (:func:`weight_grad`): JAX's own form is compiled as a naive loop nest under ``lax.cond``
+(AWP's warm-up switch), about 60x slower. Both gradients equal JAX's default ones (the
 tests check 1e-5; on CPU they are usually bitwise equal); only the way XLA is asked to compute the
 input gradient changes.
 
@@ -180,15 +181,36 @@ def _conv2d_fwd(x, w, strides, pads):
   return _forward(x, w, strides, pads), (x, w)
 
 
+def weight_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int], strides: Tuple[int, int],
+                pads: Pads) -> jax.Array:
+  """The kernel gradient of :func:`conv2d` as a plain NHWC/HWIO forward convolution.
+
+  ``dw[i, j, c, o] = sum_{b, h, w} x_pad[b, h s + i, w s + j, c] g[b, h, w, o]``: a convolution of
+  ``x`` read as [C_in, H, W, B] (NHWC with the batch as features) with ``g`` read as
+  [H_out, W_out, B, C_out] (HWIO, dilated by the stride), whose [C_in, kh, kw, C_out] output is
+  transposed back to HWIO. Equal to ``jax.vjp`` of the forward convolution with respect to the
+  kernel (bitwise on CPU); written this way because XLA's CPU backend compiles JAX's own form
+  (batch-contracting dimension numbers) as a naive loop nest inside ``lax.cond`` and
+  ``lax.while_loop`` bodies: a weight gradient under a ``lax.cond`` (AWP's warm-up switch) was
+  about 60x slower than outside it.
+  """
+  tpads = []
+  for n, k, s, (lo, _), m in zip(x.shape[1:3], kernel_hw, strides, pads, g.shape[1:3]):
+    tpads.append((lo, k + (m - 1) * s - n - lo))  # output size k; the high pad may be negative
+  dw = lax.conv_general_dilated(
+      jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)), window_strides=(1, 1),
+      padding=tuple(tpads), rhs_dilation=strides, dimension_numbers=_DIMENSION_NUMBERS)
+  return jnp.transpose(dw, (1, 2, 0, 3))
+
+
 def _conv2d_bwd(strides, pads, residuals, g):
   x, w = residuals
   g_pads = input_grad_pads(x.shape[1:3], w.shape[:2], strides, pads)
   dx = lax.conv_general_dilated(
       g, flip_kernel(w), window_strides=(1, 1), padding=g_pads, lhs_dilation=strides,
       dimension_numbers=_DIMENSION_NUMBERS)
-  _, w_vjp = jax.vjp(lambda ww: _forward(x, ww, strides, pads), w)
-  (dw,) = w_vjp(g)
-  return dx.astype(x.dtype), dw
+  dw = weight_grad(x, g, w.shape[:2], strides, pads)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
