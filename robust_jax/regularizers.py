@@ -62,9 +62,12 @@ def gradalign(logits_fn, x, y, key, *, eps, detach_first: bool = False) -> jax.A
     g1 = jax.lax.stop_gradient(g1)
   g2 = _input_grad(logits_fn, x + eta, y)
   g1, g2 = g1.reshape(g1.shape[0], -1), g2.reshape(g2.shape[0], -1)
-  n1, n2 = jnp.linalg.norm(g1, axis=1), jnp.linalg.norm(g2, axis=1)
-  valid = (n1 > 0) & (n2 > 0)
-  cos = jnp.sum(g1 * g2, axis=1) / jnp.where(valid, n1 * n2, 1.0)
+  sq1, sq2 = jnp.sum(g1 * g1, axis=1), jnp.sum(g2 * g2, axis=1)
+  valid = (sq1 > 0) & (sq2 > 0)
+  # The square roots see 1 for dropped examples: the gradient of a norm at 0 is NaN, and a NaN in
+  # the unused branch of a where still poisons the backward pass.
+  n1, n2 = jnp.sqrt(jnp.where(valid, sq1, 1.0)), jnp.sqrt(jnp.where(valid, sq2, 1.0))
+  cos = jnp.sum(g1 * g2, axis=1) / (n1 * n2)
   count = jnp.maximum(jnp.sum(valid), 1)
   return 1.0 - jnp.sum(jnp.where(valid, cos, 0.0)) / count
 

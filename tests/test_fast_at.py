@@ -145,3 +145,16 @@ def test_fgsm_rs_is_a_step_of_1_25_eps_from_a_uniform_start():
   g = jax.grad(lambda xx: jnp.sum(losses.cross_entropy(f(xx), Y)))(start)
   want = jnp.clip(jnp.clip(start + 1.25 * eps * jnp.sign(g), X - eps, X + eps), 0, 1)
   np.testing.assert_allclose(r.x_adv, want, atol=1e-7)
+
+
+def test_gradalign_gradient_is_finite_when_an_input_gradient_vanishes():
+  # Example 0 has an all-zero input (ReLU dead): its gradients are 0 and it is dropped; the
+  # regulariser's gradient must stay finite (the gradient of a norm at 0 is NaN).
+  w1 = jax.random.normal(jax.random.key(2), (16, 32))
+  w2 = jax.random.normal(jax.random.key(3), (32, 3))
+  f = lambda w: (lambda x: jax.nn.relu(x.reshape(x.shape[0], -1) @ w) @ w2)
+  x = X.at[0].set(0.0)
+  w1 = w1.at[:, :].set(jnp.abs(w1))  # positive weights: a zero input gives zero pre-activations...
+  omega = lambda w: regularizers.gradalign(f(w), x, Y, KEY, eps=0.0)  # ...and eps 0 keeps it there
+  g = jax.grad(omega)(w1)
+  assert bool(jnp.all(jnp.isfinite(g)))
