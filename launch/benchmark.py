@@ -123,6 +123,7 @@ DEFAULT_MODELS = ("mlp", "small_cnn", "preact_resnet18", "wrn34_10")
 STEPS_PER_EPOCH = 100
 MIN_TIME_S = 2.0  # fast measurements repeat until their timed calls add up to this
 NUM_STEPS = 10
+ALTERNATED_WHILE = "while_loop PGD-10 / unrolled PGD-10, alternated in 5 rounds"
 LIB_LABEL = "JAX, library step (make_train_step)"
 MIN_LABEL = "JAX, minimal step (same work as PyTorch)"
 GLIBC_TUNABLES = ("glibc.malloc.mmap_threshold=33554432:"
@@ -334,7 +335,7 @@ def _attack_fn(name: str, logits_fn, x, y, key, spec: ModelSpec, flags_: Dict[st
 
 
 def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: int, warmup: int,
-                 options: Dict[str, Any]):
+                 options: Dict[str, Any], calls: Optional[Dict[str, Callable]] = None):
   """Times one attack against the model in ``state`` (eval mode); None if it does not apply."""
   spec = MODEL_SPECS.get(model_name, ModelSpec(**_CIFAR, batch=32))
   model = models.get_model(model_name, num_classes=10)
@@ -376,6 +377,8 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
 
     _time_calls(call, 1 + warmup)
     times = _time_calls(call, repeats, 0.0 if attack in EXPENSIVE_ATTACKS else MIN_TIME_S)
+    if calls is not None:
+      calls[attack] = call
     extra["xla_temp_mb"] = _round(_temp_mb(compiled))
     r = out["r"]
     if isinstance(r, attacks.AttackResult):
@@ -510,11 +513,14 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
         workers.append(w)
         impls[w.label] = {k: (lambda n, w=w, k=k: w.time(k, n)) for k in ("at", "clean")}
     per_round: Dict[str, Dict[str, List[float]]] = {k: {"at": [], "clean": []} for k in impls}
+    fastest = {k: {"at": float("inf"), "clean": float("inf")} for k in impls}
     for _ in range(rounds):
       for label, fns in impls.items():
         for kind in ("at", "clean"):
           time.sleep(0.2)  # let the other framework's spinning threads go idle
-          per_round[label][kind].append(statistics.median(fns[kind](steps)))
+          ts = fns[kind](steps)
+          per_round[label][kind].append(statistics.median(ts))
+          fastest[label][kind] = min(fastest[label][kind], min(ts))
     torch_version = workers[0].info.get("torch", "?")
   finally:
     for w in workers:
@@ -530,6 +536,8 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
         peak_mem_mb=None, device=_device(), rounds=rounds, steps_per_round=steps,
         torch=torch_version if label.startswith("PyTorch") else None,
         lib_over_this=round(statistics.median(a / b for a, b in zip(lib_at, rs["at"])), 3),
+        fastest_step_ms=round(1e3 * fastest[label]["at"], 2),
+        lib_over_this_fastest=round(fastest[LIB_LABEL]["at"] / fastest[label]["at"], 3),
         min_over_this=round(statistics.median(a / b for a, b in zip(min_at, rs["at"])), 3)))
   records[0]["compile_s"] = round(compile_s["lib/pgd_at"], 3)
   records[1]["compile_s"] = round(compile_s["min/at"], 3)
@@ -669,15 +677,18 @@ RATIO_HEADERS = ("ratio", "model", "batch", "measured", "expected (ideal)")
 EARLY_HEADERS = ("model", "batch", "what", "gradient steps (mean / max)", "ms", "time saved vs "
                  "PGD-10", "steps saved vs PGD-10")
 WHILE_HEADERS = ("model", "batch", "PGD-10 while_loop (custom VJP) ms", "Python-unrolled ms",
-                 "while / unrolled", "while_loop, JAX's conv VJP ms", "default VJP / custom VJP")
-TORCH_HEADERS = ("implementation", "PGD-10 AT step ms", "clean step ms", "examples/s (AT)",
-                 "JAX library step / this", "JAX minimal step / this")
+                 "while / unrolled", "while / unrolled, alternated", "while_loop, JAX's conv VJP ms", "default VJP / custom VJP")
+TORCH_HEADERS = ("implementation", "PGD-10 AT step ms", "fastest AT step ms", "clean step ms",
+                 "examples/s (AT)", "JAX library step / this", "JAX minimal step / this",
+                 "JAX library / this, fastest steps")
 
 
 def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> str:
   """BENCHMARKS.md from one run's records and its machine description."""
   recs = list(records)
-  ratios = [r for r in recs if r["kind"] == "ratio"] or compute_ratios(recs)
+  ratios = [r for r in recs if r["kind"] == "ratio"]
+  if all(r["name"] == ALTERNATED_WHILE for r in ratios):
+    ratios += compute_ratios(recs)
   train = [r for r in recs if r["kind"] == "train"]
   atk = [r for r in recs if r["kind"] == "attack"]
   fw = [r for r in recs if r["kind"] == "framework"]
@@ -760,8 +771,9 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
             "evaluations + metrics); the minimal JAX step does PyTorch's exact work (10 gradient "
             "evaluations in a `fori_loop`, no metrics). malloc tuned = `GLIBC_TUNABLES="
             f"{GLIBC_TUNABLES}`.", "", _table(TORCH_HEADERS, [
-                (r["method"], r["step_ms"], r["clean_step_ms"], r["examples_per_s"],
-                 r["lib_over_this"], r["min_over_this"]) for r in fw]), ""]
+                (r["method"], r["step_ms"], r.get("fastest_step_ms"), r["clean_step_ms"],
+                 r["examples_per_s"], r["lib_over_this"], r["min_over_this"],
+                 r.get("lib_over_this_fastest")) for r in fw]), ""]
   notes = findings(recs)
   if notes:
     out += ["## Findings", ""] + [f"* {n}" for n in notes] + [""]
@@ -796,8 +808,10 @@ def _while_rows(recs):
     w, u = _find(recs, "attack", m, "pgd10"), _find(recs, "attack", m, "pgd10_unrolled")
     d = _find(recs, "attack", m, "pgd10_default_vjp")
     if w and u:
+      alt = next((r for r in recs if r["kind"] == "ratio" and r["model"] == m
+                  and r["name"] == ALTERNATED_WHILE), None)
       rows.append((m, w["batch"], w["step_ms"], u["step_ms"], round(w["step_ms"] / u["step_ms"], 2),
-                   d["step_ms"] if d else "", round(d["step_ms"] / w["step_ms"], 2) if d else ""))
+                   alt["value"] if alt else "", d["step_ms"] if d else "", round(d["step_ms"] / w["step_ms"], 2) if d else ""))
   return rows
 
 
@@ -820,18 +834,29 @@ def findings(recs) -> List[str]:
     best = min((r for k, r in fw.items() if k.startswith("PyTorch")), key=lambda r: r["step_ms"])
     default = fw.get("PyTorch eager")
     if lib and default:
-      word = "slower" if default["lib_over_this"] > 1 else "faster"
+      word = ("on par with" if abs(default["lib_over_this"] - 1) < 0.05 else
+              "slower than" if default["lib_over_this"] > 1 else "faster than")
       notes.append(
-          f"SmallCNN PGD-10 AT step, batch 128: the JAX library step is {word} than PyTorch eager "
+          f"SmallCNN PGD-10 AT step, batch 128: the JAX library step is {word} PyTorch eager "
           f"with its defaults (JAX / PyTorch = {default['lib_over_this']:.2f})"
           f" and {'slower' if best['lib_over_this'] > 1 else 'faster'} than the best PyTorch "
           f"configuration measured ({best['method']}: JAX / PyTorch = "
           f"{best['lib_over_this']:.2f}). The minimal JAX step (PyTorch's exact work) gives "
           f"{best['min_over_this']:.2f} against that best PyTorch configuration.")
+  for m in sorted({r["model"] for r in recs if r["kind"] == "train"}, key=_model_order):
+    at, fat = _find(recs, "train", m, "pgd_at"), _find(recs, "train", m, "fat")
+    if (at and fat and fat.get("attack_steps") is not None and fat["attack_steps"] < 5
+        and fat["step_ms"] > 0.9 * at["step_ms"]):
+      notes.append(
+          f"{m}: FAT took {fat['attack_steps']:.2f} gradient steps per example on average against "
+          f"PGD-10's 10, yet its step took {fat['step_ms'] / at['step_ms']:.2f}x the PGD-10 AT "
+          "step: the masked while loop runs until the last example of the batch stops, so early "
+          "stopping saves wall-clock only when all of them stop early (Dynamic AT's rows, where "
+          "every example stops after one step, do save it).")
   for r in recs:
     if r["kind"] != "ratio":
       continue
-    if r["name"].startswith("while_loop PGD-10 / unrolled") and r["value"] > 1.3:
+    if r["name"] == ALTERNATED_WHILE and r["value"] > 1.3:
       notes.append(f"{r['model']}: the while-loop PGD-10 is {r['value']:.2f}x the unrolled loop "
                    "(expected ~1.0 with the custom-VJP convolution): a while-loop slowdown remains.")
     if r["name"].startswith("AWP overhead") and r["value"] > 2:
@@ -874,12 +899,33 @@ def run_benchmarks(*, model_names: Sequence[str], methods: Optional[Sequence[str
     todo = spec.attacks if attack_names is None else attack_names
     if todo and state is None:
       _, state = bench_train_step(m, "standard", batch=b, repeats=1, warmup=1)
+    calls: Dict[str, Callable] = {}
     for a in todo:
-      rec = bench_attack(m, a, state, batch=b, repeats=repeats, warmup=warmup, options=options)
+      rec = bench_attack(m, a, state, batch=b, repeats=repeats, warmup=warmup, options=options,
+                         calls=calls)
       if rec is not None:
         records.append(rec)
         emit(rec)
+    if "pgd10" in calls and "pgd10_unrolled" in calls:
+      rec = alternate_while_unrolled(calls["pgd10"], calls["pgd10_unrolled"], model=m, batch=b)
+      records.append(rec)
+      emit(rec)
   return records
+
+
+def alternate_while_unrolled(while_call, unrolled_call, *, model: str, batch: int,
+                             rounds: int = 5) -> Dict[str, Any]:
+  """while_loop / unrolled PGD-10 timed back to back in ``rounds`` rounds (median of the per-round
+  ratios), so that a load change on a shared machine hits both sides alike."""
+  ratios = []
+  for _ in range(rounds):
+    w = statistics.median(_time_calls(while_call, 1, 0.5))
+    u = statistics.median(_time_calls(unrolled_call, 1, 0.5))
+    ratios.append(w / u)
+  return dict(name=ALTERNATED_WHILE, kind="ratio", model=model, batch=batch,
+              value=round(statistics.median(ratios), 3), ideal="~1.0", note="",
+              of="pgd10 / pgd10_unrolled", rounds=rounds,
+              per_round=[round(r, 3) for r in ratios])
 
 
 FLAGS = flags.FLAGS
@@ -941,6 +987,8 @@ def main(argv):
   def emit(rec):
     if _JSON.value:
       print(json.dumps(rec), flush=True)
+    elif rec["kind"] == "ratio":
+      print(f"{rec['name']} [{rec['model']}]: {rec['value']} (expected {rec['ideal']})")
     else:
       print(f"{rec['name']:<48} compile {_fmt(rec.get('compile_s'))} s  step "
             f"{_fmt(rec['step_ms'])} ms  {_fmt(rec['examples_per_s'])} ex/s  "
