@@ -222,6 +222,38 @@ def test_while_loop_exits_early():
   assert len(calls) == 1 + 2
 
 
+@pytest.mark.parametrize("rule", ["none", "fosc", "fat"])
+@pytest.mark.parametrize("K", [0, 1, 5])
+def test_final_eval_off_gives_the_same_iterates_with_one_evaluation_less(data, rule, K):
+  calls = []
+
+  def logits_fn(x):
+    jax.debug.callback(lambda: calls.append(1))
+    return LOGITS_FN(x)
+
+  x, y = data
+  stop = {"none": None, "fosc": attacks.fosc_stop(0.3), "fat": attacks.misclassified_stop(1)}[rule]
+  kw = dict(eps=0.1, step_size=0.02, num_steps=K, stop=stop, start="uniform", key=jax.random.key(3))
+  counts = []
+  results = []
+  for final_eval in (True, False):
+    calls.clear()
+    results.append(attacks.pgd(logits_fn, x, y, final_eval=final_eval, **kw))
+    jax.effects_barrier()
+    counts.append(len(calls))
+  full, fast = results
+  np.testing.assert_array_equal(fast.x_adv, full.x_adv)
+  np.testing.assert_array_equal(fast.num_steps, full.num_steps)
+  np.testing.assert_array_equal(fast.kappa, full.kappa)
+  if rule == "none":
+    assert counts == [K + 1, max(K, 1)]  # the start is always evaluated
+    if K == 5:  # the diagnostics describe the iterate before the last step
+      before = attacks.pgd(logits_fn, x, y, **dict(kw, num_steps=4))
+      np.testing.assert_array_equal(fast.loss, before.loss)
+  else:
+    assert counts[1] in (counts[0], counts[0] - 1)  # early exit: the loop may end before K
+
+
 def test_traced_hyperparameters_do_not_recompile(data):
   x, y = data
   fn = fgsm_pgd._pgd

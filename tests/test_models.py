@@ -292,9 +292,11 @@ def test_conv_gradient_inside_while_loop_and_jit_matches_default():
 
 
 def test_conv_supports_hessian_vector_products_but_not_forward_mode():
-  x = jax.random.normal(jax.random.key(0), (1, 6, 6, 2))
-  w = jax.random.normal(jax.random.key(1), (3, 3, 2, 3))
+  # 4 input channels: deeper than PATCHES_MAX_DEPTH, so the custom-VJP convolution is used.
+  x = jax.random.normal(jax.random.key(0), (1, 6, 6, 4))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 4, 3))
   v = jax.random.normal(jax.random.key(2), w.shape)
+  assert 3 * 3 * 4 > layers.PATCHES_MAX_DEPTH
 
   def hvp(custom):
     loss = lambda ww: jnp.sum(jnp.tanh(layers.conv2d(x, ww, 1, "SAME", custom_vjp=custom)))
@@ -303,6 +305,30 @@ def test_conv_supports_hessian_vector_products_but_not_forward_mode():
   np.testing.assert_allclose(hvp(True), hvp(False), rtol=1e-4, atol=1e-5)
   with pytest.raises(TypeError):
     jax.jvp(lambda ww: layers.conv2d(x, ww), (w,), (v,))
+
+
+@pytest.mark.parametrize("c_in,stride,padding", [
+    (1, 1, "VALID"), (3, 1, 1), (3, 2, "SAME"), (2, 2, ((2, -1), (0, 1))), (4, 1, 1)])
+def test_patches_convolution_equals_lax_conv_in_value_and_both_gradients(c_in, stride, padding):
+  """The shallow-layer path (patches @ kernel) against XLA's convolution and its autodiff."""
+  x = jax.random.normal(jax.random.key(0), (2, 9, 8, c_in))
+  w = jax.random.normal(jax.random.key(1), (3, 3, c_in, 5))
+  pads = layers.resolve_padding(padding, x.shape[1:3], (3, 3), (stride, stride))
+  ref = lambda xx, ww: jax.lax.conv_general_dilated(
+      xx, ww, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ours = lambda xx, ww: layers.patches_conv2d(xx, ww, (stride, stride), pads)
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  y, vjp = jax.vjp(ours, x, w)
+  cot = jax.random.normal(jax.random.key(2), y_ref.shape)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for g, g_ref in zip(vjp(cot), vjp_ref(cot)):
+    np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-5)
+  # conv2d takes this path for shallow kernels only, and then forward mode works as well.
+  assert (3 * 3 * c_in <= layers.PATCHES_MAX_DEPTH) == (c_in < 4)
+  if c_in < 4:
+    v = jax.random.normal(jax.random.key(3), w.shape)
+    tangent = jax.jvp(lambda ww: layers.conv2d(x, ww, stride, padding), (w,), (v,))[1]
+    np.testing.assert_allclose(tangent, ref(x, v), rtol=1e-5, atol=1e-5)
 
 
 def test_conv_rejects_bad_inputs():
@@ -321,8 +347,11 @@ def test_input_grad_pads_keep_the_input_size():
     assert (m - 1) * s + 1 + lo + hi - k + 1 == n
 
 
-def test_max_pool_2x2_matches_nn_max_pool():
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool_2x2_matches_nn_max_pool_ties_included(ties):
   x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+  if ties:  # few distinct values: most windows hold tied maxima, in every position
+    x = jnp.round(x)
   cot = jax.random.normal(jax.random.key(1), (2, 4, 3, 3))
   ref = lambda xx: nn.max_pool(xx, (2, 2), strides=(2, 2))
 
@@ -335,6 +364,25 @@ def test_max_pool_2x2_matches_nn_max_pool():
   got, want = value_and_grad(x)
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(g, w)
+  # The gradient of each window sums to its cotangent (no splitting, no duplication on ties).
+  grad = np.asarray(got[1][0]).reshape(2, 4, 2, 3, 2, 3).sum(axis=(2, 4))
+  np.testing.assert_allclose(grad, cot, rtol=1e-6)
+  if ties:
+    windows = np.asarray(x).reshape(2, 4, 2, 3, 2, 3)
+    assert ((windows == windows.max(axis=(2, 4), keepdims=True)).sum(axis=(2, 4)) > 1).mean() > 0.3
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_relu_max_pool_equals_pooling_after_relu_in_value_and_gradient(ties):
+  x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+  if ties:
+    x = jnp.round(x)
+  cot = jax.random.normal(jax.random.key(1), (2, 4, 3, 3))
+  ref = lambda xx: nn.max_pool(nn.relu(xx), (2, 2), strides=(2, 2))
+  y, vjp = jax.vjp(layers.relu_max_pool_2x2, x)
+  y_ref, vjp_ref = jax.vjp(ref, x)
+  np.testing.assert_array_equal(y, y_ref)
+  np.testing.assert_array_equal(vjp(cot)[0], vjp_ref(cot)[0])
 
 
 def test_max_pool_2x2_rejects_odd_maps():

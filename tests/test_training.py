@@ -179,6 +179,26 @@ def test_every_method_steps_and_is_deterministic(method):
                                        state.params))
 
 
+@pytest.mark.parametrize("method", ["pgd_at", "dart", "gairat", "trades"])
+def test_train_diagnostics_off_trains_identically(method):
+  """Without diagnostics the attack skips evaluating x_adv: the same updates, fewer metrics."""
+  batches = _batches(3)
+  runs = {}
+  for diagnostics in (True, False):
+    c = _config(method=method, train_diagnostics=diagnostics, gairat_begin_epoch=0)
+    _, _, _, state, step = _setup(c)
+    jitted = jax.jit(step)
+    for batch in batches:
+      state, m = jitted(state, batch)
+    runs[diagnostics] = (state, m)
+  (s_on, m_on), (s_off, m_off) = runs[True], runs[False]
+  jax.tree.map(np.testing.assert_array_equal, s_on.params, s_off.params)  # bitwise
+  jax.tree.map(np.testing.assert_array_equal, s_on.batch_stats, s_off.batch_stats)
+  for k in ("loss", "adv_acc", "attack_steps", "kappa"):
+    np.testing.assert_array_equal(m_on[k], m_off[k])
+  assert {"fosc", "clean_acc"} <= set(m_on) and not {"fosc", "clean_acc"} & set(m_off)
+
+
 def test_attack_bn_train_mode_differs_from_eval_mode():
   batch = _batches(1)[0]
   res = {}

@@ -32,16 +32,16 @@ STARTS = ("none", "uniform", "normal")
 
 @functools.partial(
     jax.jit,
-    static_argnames=("norm", "loss", "start", "fosc_reference"))
+    static_argnames=("norm", "loss", "start", "fosc_reference", "final_eval"))
 def _pgd(logits_fn, x, y, key, eps, step_size, num_steps, stop, target, kappa, start_std, *,
-         norm, loss, start, fosc_reference) -> AttackResult:
+         norm, loss, start, fosc_reference, final_eval=True) -> AttackResult:
   loss_fn = losses.get_loss(loss, kappa=kappa)
   x_start = x if start == "none" else projections.random_start(
       key, x, eps, norm, start, std=start_std)
   clean_logits = logits_fn(x) if losses.needs_clean_logits(loss) else None
   return ascent(logits_fn, loss_fn, x, y, x_start, eps=eps, step_size=step_size,
                 num_steps=num_steps, norm=norm, stop=stop, target=target,
-                fosc_reference=fosc_reference, clean_logits=clean_logits)
+                fosc_reference=fosc_reference, clean_logits=clean_logits, final_eval=final_eval)
 
 
 def _validate(logits_fn, x, y, *, eps, step_size, num_steps, norm, loss, start, key, target,
@@ -83,6 +83,7 @@ def pgd(
     kappa=50.0,
     start_std=1e-3,
     fosc_reference: str = "natural",
+    final_eval: bool = True,
 ) -> AttackResult:
   """Projected gradient ascent (Madry et al. 2018) with an optional per-example stop rule.
 
@@ -103,6 +104,9 @@ def pgd(
     kappa: confidence of the ``cw`` loss (50, as the seeds' CW-inf evaluation).
     start_std: std of the ``"normal"`` start (0.001 in TRADES and MART).
     fosc_reference: ``"natural"`` (paper) or ``"start"`` (official Dynamic AT code).
+    final_eval: True (default) evaluates ``x_adv`` itself: K + 1 gradient evaluations for K steps.
+      False takes the last step without evaluating it (K evaluations, the reference loops' work);
+      ``fosc``, ``loss`` and ``misclassified`` then describe the iterate before the last step.
 
   Returns:
     An :class:`~robust_jax.attacks.loop.AttackResult`: ``x_adv`` in the ball and in [0, 1], and per
@@ -128,7 +132,8 @@ def pgd(
               jnp.asarray(step_size, jnp.float32), jnp.asarray(num_steps, jnp.int32), stop,
               None if target is None else jnp.asarray(target, jnp.int32),
               jnp.asarray(kappa, jnp.float32), jnp.asarray(start_std, jnp.float32),
-              norm=norm, loss=loss, start=start, fosc_reference=fosc_reference)
+              norm=norm, loss=loss, start=start, fosc_reference=fosc_reference,
+              final_eval=bool(final_eval))
 
 
 def fgsm(

@@ -90,8 +90,7 @@ class CNN4(nn.Module):
     glorot = nn.initializers.glorot_uniform()
     for i, width in enumerate((32, 64)):
       x = Conv(width, 3, padding="SAME", kernel_init=glorot, dtype=self.dtype, name=f"conv{i + 1}")(x)
-      x = nn.relu(layers.batch_norm(train, self.dtype, name=f"bn{i + 1}")(x))
-      x = layers.max_pool_2x2(x)
+      x = layers.relu_max_pool_2x2(layers.batch_norm(train, self.dtype, name=f"bn{i + 1}")(x))
     x = Dense(128, kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
               name="features")(_flatten(x))
     x = Dense(self.num_classes, kernel_init=glorot, dtype=self.dtype, name="logits")(nn.relu(x))
@@ -130,9 +129,8 @@ class CNN8(nn.Module):
       x = Conv(width, 3, padding=1, kernel_init=layers.torch_default_kernel_init(),
                bias_init=layers.torch_default_bias_init(fan_in), dtype=self.dtype,
                name=f"conv{i + 1}")(x)
-      x = nn.relu(layers.batch_norm(train, self.dtype, name=f"bn{i + 1}")(x))
-      if i % 2:
-        x = layers.max_pool_2x2(x)
+      x = layers.batch_norm(train, self.dtype, name=f"bn{i + 1}")(x)
+      x = layers.relu_max_pool_2x2(x) if i % 2 else nn.relu(x)
     x = _flatten(x)
     x = _torch_dense(256, x, self.dtype, "fc1")(x)
     if self.dense_batch_norm:
@@ -187,9 +185,8 @@ class SmallCNN(nn.Module):
             "the input needs at least 16x16 pixels")
       x = Conv(width, 3, padding="VALID", kernel_init=layers.kaiming_normal_fan_in(),
                dtype=self.dtype, name=f"conv{i + 1}")(x)
-      x = nn.relu(x)
-      if i % 2:
-        x = layers.max_pool_2x2(x)
+      # ReLU then pooling, computed as pooling then ReLU (same value and gradient, less work).
+      x = layers.relu_max_pool_2x2(x) if i % 2 else nn.relu(x)
     x = _flatten(x)
     x = nn.relu(_torch_dense(200, x, self.dtype, "fc1")(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -185,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     writer.write("eval", int(state.step), {"split": "validation", "epoch": epoch, **val})
     if is_main:
       logging.info("epoch %d: loss %.4f clean %.3f adv %.3f | val clean %.3f robust %.3f (%.1fs)",
-                   epoch, train_record.get("loss", math.nan), train_record.get("clean_acc", 0),
+                   epoch, train_record.get("loss", math.nan), train_record.get("clean_acc", math.nan),
                    train_record.get("adv_acc", math.nan), val["clean_acc"], val["robust_acc"],
                    epoch_time)
       print(f"epoch {epoch + 1}/{config.num_epochs}: train loss {train_record['loss']:.4f}, "
