@@ -29,6 +29,8 @@ that every example starts correctly classified):
                           ``robust_jax.models.layers`` (conv models only; slow on CPU)
 ``pgd10_fat``             PGD-10 with FAT's early stop, tau = 0 (stops at the first misclassified
                           iterate); ``steps_mean`` / ``steps_max`` show the work saved
+``pgd10_fat_compact``     the same with ``compaction=3`` (the batch halves as examples stop): the
+                          saved steps become saved time
 ``pgd10_fosc``            PGD-10 with Dynamic AT's FOSC stop, c = ``--fosc_c``
 ``apgd_ce``               APGD-CE, ``--apgd_iter`` iterations, full budget (``early_stop=False``)
 ``autoattack``            AutoAttack ``standard`` with ``--aa_n_iter`` iterations and
@@ -81,16 +83,21 @@ from robust_jax.training import step as step_lib
 _CIFAR = dict(image_shape=(32, 32, 3), eps=8 / 255, step_size=2 / 255)
 _MNIST = dict(image_shape=(28, 28, 1), eps=0.3, step_size=0.075)
 
-LIGHT_METHODS = ("standard", "pgd_at", "pgd_at+awp", "trades", "mart", "dart", "dart@fosc_c_max=0",
-                 "fat", "fgsm_at", "gradalign", "elle")
-RESNET_METHODS = ("standard", "pgd_at", "pgd_at+awp", "trades", "dart", "fat", "fgsm_at",
-                  "gradalign", "elle")
-HEAVY_METHODS = ("standard", "pgd_at")
+FAST = "@train_diagnostics=false"  # K gradient evaluations for PGD-K, no clean-batch metrics
+LIGHT_METHODS = ("standard", "standard" + FAST, "pgd_at", "pgd_at" + FAST, "pgd_at+awp", "trades",
+                 "mart", "dart", "dart@fosc_c_max=0", "fat", "fat@attack_compaction=0", "fgsm_at",
+                 "gradalign", "elle")
+RESNET_METHODS = ("standard", "pgd_at", "pgd_at" + FAST, "pgd_at+awp", "trades", "dart", "fat",
+                  "fat@attack_compaction=0", "fgsm_at", "gradalign", "elle")
+HEAVY_METHODS = ("standard", "pgd_at", "pgd_at" + FAST)
 LIGHT_ATTACKS = ("fwd_bwd", "pgd10", "pgd10_unrolled", "pgd10_default_vjp", "pgd20", "pgd10_fat",
+                 "pgd10_fat_compact",
                  "pgd10_fosc", "apgd_ce", "autoattack")
-RESNET_ATTACKS = ("fwd_bwd", "pgd10", "pgd10_unrolled", "pgd10_default_vjp", "pgd10_fat")
+RESNET_ATTACKS = ("fwd_bwd", "pgd10", "pgd10_unrolled", "pgd10_default_vjp", "pgd10_fat",
+                  "pgd10_fat_compact")
 HEAVY_ATTACKS = ("fwd_bwd", "pgd10")
 ATTACKS = ("fwd_bwd", "pgd10", "pgd20", "pgd10_unrolled", "pgd10_default_vjp", "pgd10_fat",
+           "pgd10_fat_compact",
            "pgd10_fosc", "apgd_ce", "autoattack")
 # Attacks that cost many forward+backward passes: at most 2 timed calls, no extra warm-up.
 EXPENSIVE_ATTACKS = ("pgd10_default_vjp", "apgd_ce", "autoattack")
@@ -125,6 +132,7 @@ MIN_TIME_S = 2.0  # fast measurements repeat until their timed calls add up to t
 NUM_STEPS = 10
 ALTERNATED_WHILE = "while_loop PGD-10 / unrolled PGD-10, alternated in 5 rounds"
 LIB_LABEL = "JAX, library step (make_train_step)"
+LIB_FAST_LABEL = "JAX, library step, train_diagnostics=False (same work as PyTorch)"
 MIN_LABEL = "JAX, minimal step (same work as PyTorch)"
 GLIBC_TUNABLES = ("glibc.malloc.mmap_threshold=33554432:"
                   "glibc.malloc.trim_threshold=68719476736")
@@ -322,9 +330,10 @@ def _attack_fn(name: str, logits_fn, x, y, key, spec: ModelSpec, flags_: Dict[st
                        key=key)
   if name == "pgd10_unrolled":
     return _unrolled_pgd(logits_fn, x, y, key, eps=eps, step_size=a, num_steps=10)
-  if name == "pgd10_fat":
+  if name in ("pgd10_fat", "pgd10_fat_compact"):
     return attacks.pgd(logits_fn, x, y, eps=eps, step_size=a, num_steps=10, start="uniform",
-                       key=key, stop=attacks.misclassified_stop(0))
+                       key=key, stop=attacks.misclassified_stop(0),
+                       compaction=3 if name == "pgd10_fat_compact" else 0)
   if name == "pgd10_fosc":
     return attacks.pgd(logits_fn, x, y, eps=eps, step_size=a, num_steps=10, start="uniform",
                        key=key, stop=attacks.fosc_stop(flags_["fosc_c"]))
@@ -462,8 +471,9 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
   data = synthetic_batch(spec.image_shape, batch)
   impls: Dict[str, Dict[str, Callable[[int], List[float]]]] = {}
   compile_s: Dict[str, float] = {}
-  # The library's steps.
-  for variant in ("pgd_at", "standard"):
+  # The library's steps, with and without the per-step diagnostics.
+  for label, variant in ((LIB_LABEL, "pgd_at"), (LIB_LABEL, "standard"),
+                         (LIB_FAST_LABEL, "pgd_at" + FAST), (LIB_FAST_LABEL, "standard" + FAST)):
     config = make_config("small_cnn", variant, batch)
     config.learning_rate, config.lr_schedule = 0.01, "constant"
     model = models.get_model("small_cnn", num_classes=10)
@@ -472,15 +482,16 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
     t0 = time.perf_counter()
     compiled = jax.jit(step_lib.make_train_step(config, model, tx, lr_fn, STEPS_PER_EPOCH),
                        donate_argnums=0).lower(holder["s"], data).compile()
-    compile_s[f"lib/{variant}"] = time.perf_counter() - t0
+    compile_s[f"{label}/{variant}"] = time.perf_counter() - t0
 
     def call(compiled=compiled, holder=holder):
       holder["s"], m = compiled(holder["s"], data)
       return holder["s"], m
 
     _time_calls(call, 3)
-    impls.setdefault(LIB_LABEL, {})[
-        "at" if variant == "pgd_at" else "clean"] = lambda n, call=call: _time_calls(call, n)
+    impls.setdefault(label, {})[
+        "clean" if variant.startswith("standard") else "at"] = (
+            lambda n, call=call: _time_calls(call, n))
   # The minimal JAX step.
   config = make_config("small_cnn", "pgd_at", batch)
   model = models.get_model("small_cnn", num_classes=10)
@@ -538,9 +549,15 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
         lib_over_this=round(statistics.median(a / b for a, b in zip(lib_at, rs["at"])), 3),
         fastest_step_ms=round(1e3 * fastest[label]["at"], 2),
         lib_over_this_fastest=round(fastest[LIB_LABEL]["at"] / fastest[label]["at"], 3),
-        min_over_this=round(statistics.median(a / b for a, b in zip(min_at, rs["at"])), 3)))
-  records[0]["compile_s"] = round(compile_s["lib/pgd_at"], 3)
-  records[1]["compile_s"] = round(compile_s["min/at"], 3)
+        min_over_this=round(statistics.median(a / b for a, b in zip(min_at, rs["at"])), 3),
+        fast_over_this=round(statistics.median(
+            a / b for a, b in zip(per_round[LIB_FAST_LABEL]["at"], rs["at"])), 3)))
+  for r in records:
+    r["compile_s"] = {LIB_LABEL: compile_s.get(f"{LIB_LABEL}/pgd_at"),
+                      LIB_FAST_LABEL: compile_s.get(f"{LIB_FAST_LABEL}/pgd_at{FAST}"),
+                      MIN_LABEL: compile_s.get("min/at")}.get(r["method"])
+    if r["compile_s"] is not None:
+      r["compile_s"] = round(r["compile_s"], 3)
   return records
 
 
@@ -603,6 +620,16 @@ def compute_ratios(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                     value=round(lib["clean_step_ms"] / mini["clean_step_ms"], 3),
                     ideal="~1.3 (one more eval-mode forward for the metrics)", note="",
                     of=f"{LIB_LABEL} / {MIN_LABEL}"))
+  fast = _find(records, "framework", "small_cnn", LIB_FAST_LABEL)
+  if fast and mini:
+    out.append(dict(name="library AT step without diagnostics / minimal JAX AT step", kind="ratio",
+                    model="small_cnn", batch=fast["batch"],
+                    value=round(fast["step_ms"] / mini["step_ms"], 3),
+                    ideal="~1.0 (the same work)", note="", of=f"{LIB_FAST_LABEL} / {MIN_LABEL}"))
+  for m in sorted({r["model"] for r in records if r["kind"] == "train"}, key=_model_order):
+    full, lean = _find(records, "train", m, "pgd_at"), _find(records, "train", m, "pgd_at" + FAST)
+    add("PGD-10 AT step with diagnostics / without", m, full, lean,
+        "~1.1 (11 + 1 vs 10 + 1 passes, one clean forward)")
   return out
 
 
@@ -679,7 +706,8 @@ EARLY_HEADERS = ("model", "batch", "what", "gradient steps (mean / max)", "ms", 
 WHILE_HEADERS = ("model", "batch", "PGD-10 while_loop (custom VJP) ms", "Python-unrolled ms",
                  "while / unrolled", "while / unrolled, alternated", "while_loop, JAX's conv VJP ms", "default VJP / custom VJP")
 TORCH_HEADERS = ("implementation", "PGD-10 AT step ms", "fastest AT step ms", "clean step ms",
-                 "examples/s (AT)", "JAX library step / this", "JAX minimal step / this",
+                 "examples/s (AT)", "JAX library step / this",
+                 "JAX library step without diagnostics / this", "JAX minimal step / this",
                  "JAX library / this, fastest steps")
 
 
@@ -768,11 +796,13 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
             "per-round ratios. The PyTorch step is the official TRADES/MART/AT-AWP structure "
             "(attack in eval mode, one SGD-momentum update in train mode, `launch/"
             "benchmark_torch.py`); the JAX library step is `make_train_step` (11 gradient "
-            "evaluations + metrics); the minimal JAX step does PyTorch's exact work (10 gradient "
-            "evaluations in a `fori_loop`, no metrics). malloc tuned = `GLIBC_TUNABLES="
+            "evaluations + metrics: FOSC at x_adv, clean accuracy); without diagnostics "
+            "(`config.train_diagnostics=False`) it does PyTorch's work (10 gradient evaluations), "
+            "as does the minimal JAX step (a `fori_loop`, no metrics). malloc tuned = "
+            "`GLIBC_TUNABLES="
             f"{GLIBC_TUNABLES}`.", "", _table(TORCH_HEADERS, [
                 (r["method"], r["step_ms"], r.get("fastest_step_ms"), r["clean_step_ms"],
-                 r["examples_per_s"], r["lib_over_this"], r["min_over_this"],
+                 r["examples_per_s"], r["lib_over_this"], r.get("fast_over_this"), r["min_over_this"],
                  r.get("lib_over_this_fastest")) for r in fw]), ""]
   notes = findings(recs)
   if notes:
@@ -791,7 +821,7 @@ def _early_rows(recs):
                      r["step_ms"], _pct(1 - r["step_ms"] / at["step_ms"]),
                      _pct(1 - r["attack_steps"] / at["attack_steps"])))
     pgd = _find(recs, "attack", m, "pgd10")
-    for name in ("pgd10", "pgd10_fat", "pgd10_fosc"):
+    for name in ("pgd10", "pgd10_fat", "pgd10_fat_compact", "pgd10_fosc"):
       r = _find(recs, "attack", m, name)
       if r and pgd and "steps_mean" in r:
         rows.append((m, r["batch"], f"attack: {name}" + (f" ({r['budget']})" if r.get("budget")
@@ -843,6 +873,13 @@ def findings(recs) -> List[str]:
           f"configuration measured ({best['method']}: JAX / PyTorch = "
           f"{best['lib_over_this']:.2f}). The minimal JAX step (PyTorch's exact work) gives "
           f"{best['min_over_this']:.2f} against that best PyTorch configuration.")
+    if best.get("fast_over_this") is not None:
+      r = best["fast_over_this"]
+      notes.append(
+          "Doing PyTorch's exact work (`train_diagnostics=False`: PGD-10 with 10 gradient "
+          f"evaluations, no FOSC at x_adv, no clean-batch metrics) the library step is "
+          f"{'faster' if r < 1 else 'slower'} than the best PyTorch configuration: JAX / PyTorch "
+          f"= {r:.2f}" + (f", {1 / r:.2f}x the speed." if r < 1 else "."))
   for m in sorted({r["model"] for r in recs if r["kind"] == "train"}, key=_model_order):
     at, fat = _find(recs, "train", m, "pgd_at"), _find(recs, "train", m, "fat")
     if (at and fat and fat.get("attack_steps") is not None and fat["attack_steps"] < 5

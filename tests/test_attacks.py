@@ -254,6 +254,50 @@ def test_final_eval_off_gives_the_same_iterates_with_one_evaluation_less(data, r
     assert counts[1] in (counts[0], counts[0] - 1)  # early exit: the loop may end before K
 
 
+def _compacted_work(steps, K, levels, min_batch=4):
+  """Examples evaluated by the halving policy, replayed from each example's number of steps."""
+  n, level, k, work = len(steps), 0, 0, len(steps)
+  while True:
+    active = int(np.sum(steps > k)) if k < K else 0
+    while level < levels and (n + 1) // 2 >= min_batch and active <= (n + 1) // 2:
+      level, n = level + 1, (n + 1) // 2
+    if active == 0:
+      return work
+    work, k = work + n, k + 1
+
+
+@pytest.mark.parametrize("rule,eps", [("fosc", 0.15), ("fat", 0.05)])
+def test_compaction_keeps_trajectories_and_shrinks_the_batch(rule, eps):
+  sizes = []
+
+  def logits_fn(x):
+    n = x.shape[0]
+    jax.debug.callback(lambda: sizes.append(n))
+    return LOGITS_FN(x)
+
+  x = jax.random.uniform(jax.random.key(11), (64, 8, 8, 1))
+  y = jnp.argmax(LOGITS_FN(x), -1).astype(jnp.int32)  # every example starts correct
+  stop = attacks.fosc_stop(1.0) if rule == "fosc" else attacks.misclassified_stop(0)
+  kw = dict(eps=eps, step_size=eps / 5, num_steps=12, stop=stop, start="uniform",
+            key=jax.random.key(4))
+  runs = {}
+  for levels in (0, 3):
+    sizes.clear()
+    r = attacks.pgd(logits_fn, x, y, compaction=levels, **kw)
+    jax.effects_barrier()
+    runs[levels] = (r, sum(sizes))
+  (plain, work_plain), (compact, work_compact) = runs[0], runs[3]
+  np.testing.assert_array_equal(compact.num_steps, plain.num_steps)
+  np.testing.assert_array_equal(compact.kappa, plain.kappa)
+  np.testing.assert_allclose(compact.x_adv, plain.x_adv, atol=1e-6)
+  np.testing.assert_allclose(compact.loss, plain.loss, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(compact.misclassified, plain.misclassified)
+  steps = np.asarray(plain.num_steps)
+  assert steps.min() < 5 and steps.max() == 12  # early stops, and stragglers that run all 12
+  assert work_plain == 64 * 13
+  assert work_compact == _compacted_work(steps, 12, 3) < work_plain
+
+
 def test_traced_hyperparameters_do_not_recompile(data):
   x, y = data
   fn = fgsm_pgd._pgd
@@ -285,6 +329,7 @@ def test_jittable_inside_a_user_jit(data):
 
 
 @pytest.mark.parametrize("kwargs,match", [
+    (dict(compaction=-1), "compaction must be an integer >= 0"),
     (dict(eps=-0.1), r"eps must be in \[0.0, inf\)"),
     (dict(step_size=0.0), r"step_size must be in \(0.0, inf\)"),
     (dict(num_steps=-1), r"num_steps must be in \[0, inf\)"),

@@ -79,10 +79,12 @@ def test_markdown_writer_renders_every_table_from_records():
       _rec("attack", "small_cnn", "pgd10_fat", 30.0, steps_mean=1.5, steps_max=4),
   ]
   for label, ms in (("JAX, library step (make_train_step)", 300.0),
+                    (benchmark.LIB_FAST_LABEL, 260.0),
                     ("JAX, minimal step (same work as PyTorch)", 250.0),
                     ("PyTorch eager", 450.0), ("PyTorch eager, channels_last, malloc tuned", 240.0)):
     recs.append(dict(_rec("framework", "small_cnn", label, ms), clean_step_ms=ms / 7, rounds=3,
-                     steps_per_round=3, lib_over_this=300.0 / ms, min_over_this=250.0 / ms))
+                     steps_per_round=3, lib_over_this=300.0 / ms, min_over_this=250.0 / ms,
+                     fast_over_this=260.0 / ms))
   recs += benchmark.compute_ratios(recs)
   md = benchmark.render_markdown(recs, {"date": "today", "command": "python -m launch.benchmark"})
   for headers in (benchmark.TRAIN_HEADERS, benchmark.ATTACK_HEADERS, benchmark.RATIO_HEADERS,
@@ -90,6 +92,7 @@ def test_markdown_writer_renders_every_table_from_records():
     assert "| " + " | ".join(headers) + " |" in md
   assert "## JAX against PyTorch" in md and "## Findings" in md
   assert "slower than the best PyTorch configuration" in md
+  assert "the library step is slower than the best PyTorch configuration: JAX / PyTorch = 1.08" in md
   ratio = {r["name"]: r["value"] for r in recs if r["kind"] == "ratio"}
   assert ratio["PGD-10 AT step / clean step"] == 7.5
   assert ratio["AWP overhead: AT+AWP step / AT step"] == 1.2

@@ -32,20 +32,21 @@ STARTS = ("none", "uniform", "normal")
 
 @functools.partial(
     jax.jit,
-    static_argnames=("norm", "loss", "start", "fosc_reference", "final_eval"))
+    static_argnames=("norm", "loss", "start", "fosc_reference", "final_eval", "compaction"))
 def _pgd(logits_fn, x, y, key, eps, step_size, num_steps, stop, target, kappa, start_std, *,
-         norm, loss, start, fosc_reference, final_eval=True) -> AttackResult:
+         norm, loss, start, fosc_reference, final_eval=True, compaction=0) -> AttackResult:
   loss_fn = losses.get_loss(loss, kappa=kappa)
   x_start = x if start == "none" else projections.random_start(
       key, x, eps, norm, start, std=start_std)
   clean_logits = logits_fn(x) if losses.needs_clean_logits(loss) else None
   return ascent(logits_fn, loss_fn, x, y, x_start, eps=eps, step_size=step_size,
                 num_steps=num_steps, norm=norm, stop=stop, target=target,
-                fosc_reference=fosc_reference, clean_logits=clean_logits, final_eval=final_eval)
+                fosc_reference=fosc_reference, clean_logits=clean_logits, final_eval=final_eval,
+                compaction=compaction)
 
 
 def _validate(logits_fn, x, y, *, eps, step_size, num_steps, norm, loss, start, key, target,
-              fosc_reference):
+              fosc_reference, compaction=0):
   validation.check_choice("norm", norm, NORMS)
   validation.check_choice("loss", loss, losses.LOSSES)
   validation.check_choice("start", start, STARTS)
@@ -54,6 +55,8 @@ def _validate(logits_fn, x, y, *, eps, step_size, num_steps, norm, loss, start, 
   validation.check_scalar("eps", eps, low=0.0)
   validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
   validation.check_scalar("num_steps", num_steps, low=0, integer=True)
+  if not isinstance(compaction, int) or isinstance(compaction, bool) or compaction < 0:
+    raise ValueError(f"compaction must be an integer >= 0, got {compaction!r}")
   if start != "none" and key is None:
     raise ValueError(f"start={start!r} needs a PRNG key: pass key=jax.random.key(...)")
   num_classes = None
@@ -84,6 +87,7 @@ def pgd(
     start_std=1e-3,
     fosc_reference: str = "natural",
     final_eval: bool = True,
+    compaction: int = 0,
 ) -> AttackResult:
   """Projected gradient ascent (Madry et al. 2018) with an optional per-example stop rule.
 
@@ -107,6 +111,9 @@ def pgd(
     final_eval: True (default) evaluates ``x_adv`` itself: K + 1 gradient evaluations for K steps.
       False takes the last step without evaluating it (K evaluations, the reference loops' work);
       ``fosc``, ``loss`` and ``misclassified`` then describe the iterate before the last step.
+    compaction: with a stop rule, how many times the loop may halve its batch as examples stop, so
+      that early stopping saves time (:mod:`robust_jax.attacks.loop`); 0 never compacts. Each level
+      compiles its own forward and backward pass. ``logits_fn`` must treat examples independently.
 
   Returns:
     An :class:`~robust_jax.attacks.loop.AttackResult`: ``x_adv`` in the ball and in [0, 1], and per
@@ -125,7 +132,8 @@ def pgd(
     (True, [3, 3])
   """
   _validate(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
-            loss=loss, start=start, key=key, target=target, fosc_reference=fosc_reference)
+            loss=loss, start=start, key=key, target=target, fosc_reference=fosc_reference,
+            compaction=compaction)
   if key is None:
     key = jax.random.key(0)  # unused: start == "none"
   return _pgd(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, jnp.float32),
@@ -133,7 +141,7 @@ def pgd(
               None if target is None else jnp.asarray(target, jnp.int32),
               jnp.asarray(kappa, jnp.float32), jnp.asarray(start_std, jnp.float32),
               norm=norm, loss=loss, start=start, fosc_reference=fosc_reference,
-              final_eval=bool(final_eval))
+              final_eval=bool(final_eval), compaction=compaction)
 
 
 def fgsm(

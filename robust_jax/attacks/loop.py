@@ -24,6 +24,16 @@ evaluations for K steps, the work of the reference PyTorch loops (a training ste
 unchanged; ``fosc``, ``loss`` and ``misclassified`` are those of the last *evaluated* iterate, which for
 an example that took the final step is the one before ``x_adv``.
 
+Compaction (``compaction=L``, for early stopping). A masked loop runs max-over-the-batch
+iterations on the whole batch, so stopped examples save no time. With L > 0, as soon as no more than
+half of the batch is still active, the loop hands over to a second loop on a batch half the size
+(the active examples gathered, with their state and constants), and so on up to L times; the results
+are scattered back. Each level is a separate while loop with its own compiled forward and backward
+pass (L + 1 programs' worth of compile time). The examples' trajectories are unchanged (up to the
+last bits of float summation, which may depend on the batch size), provided ``logits_fn`` treats
+examples independently: with BatchNorm in train mode (batch statistics) compaction would change the
+function being attacked.
+
 GAIRAT's geometry value kappa (Zhang et al. 2021, ``GA_PGD``): the number of iterates, the start
 included and the final one excluded, that were still classified correctly while the example was
 being attacked.
@@ -75,6 +85,10 @@ def as_pytree_fn(logits_fn: Callable) -> jax.tree_util.Partial:
   return jax.tree_util.Partial(logits_fn)
 
 
+# Compaction never makes a batch smaller than this.
+_MIN_COMPACTED_BATCH = 4
+
+
 def _bcast(v, like):
   return v.reshape((-1,) + (1,) * (like.ndim - 1))
 
@@ -95,6 +109,7 @@ def ascent(
     fosc_reference: str = "natural",
     clean_logits: Optional[jax.Array] = None,
     final_eval: bool = True,
+    compaction: int = 0,
 ) -> AttackResult:
   """Runs the masked projected-gradient ascent from ``x_start`` (pure and jittable).
 
@@ -115,6 +130,8 @@ def ascent(
     clean_logits: logits of the natural input [B, C], for losses that need them (``kl``).
     final_eval: evaluate the returned iterate (K + 1 gradients for K steps; see the module
       docstring). False saves one forward and backward pass; the diagnostics then lag one step.
+    compaction: how many times the batch may be halved as examples stop (0: never; see the module
+      docstring). Needs a ``logits_fn`` that treats examples independently (eval-mode BatchNorm).
 
   Returns:
     An :class:`AttackResult`.
@@ -122,58 +139,85 @@ def ascent(
   stop = NeverStop() if stop is None else stop
   if fosc_reference not in ("natural", "start"):
     raise ValueError(f"fosc_reference must be 'natural' or 'start', got {fosc_reference!r}")
-  ref = x if fosc_reference == "natural" else x_start
+  if not isinstance(compaction, int) or compaction < 0:
+    raise ValueError(f"compaction must be an integer >= 0, got {compaction!r}")
   batch = x.shape[0]
   if clean_logits is not None:
     clean_logits = jax.lax.stop_gradient(clean_logits)
+  # Per-example constants, gathered with the state when the batch is compacted.
+  consts = {"x": x, "y": y, "ref": x if fosc_reference == "natural" else x_start}
+  if target is not None:
+    consts["target"] = target
+  if clean_logits is not None:
+    consts["clean_logits"] = clean_logits
 
-  def evaluate(x_k):
+  def evaluate(x_k, c):
     def total(xx):
       logits = logits_fn(xx)
-      per_example = loss_fn(logits, y, target=target, clean_logits=clean_logits)
+      per_example = loss_fn(logits, c["y"], target=c.get("target"),
+                            clean_logits=c.get("clean_logits"))
       return jnp.sum(per_example), (per_example, logits)
 
     (_, (loss, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_k)
-    mis = jnp.argmax(logits, axis=-1) != y
-    f = fosc_lib.fosc(x_k, ref, grad, eps=eps, norm=norm)
+    mis = jnp.argmax(logits, axis=-1) != c["y"]
+    f = fosc_lib.fosc(x_k, c["ref"], grad, eps=eps, norm=norm)
     return grad, IterateInfo(fosc=f, misclassified=mis, loss=loss)
 
-  grad0, info0 = evaluate(x_start)
+  grad0, info0 = evaluate(x_start, consts)
   active0 = jnp.ones((batch,), bool) & (num_steps > 0)
   active0, rule_state0 = stop.update(0, active0, info0, stop.init(batch))
   zeros = jnp.zeros((batch,), jnp.int32)
-  carry0 = (jnp.asarray(0, jnp.int32), x_start, grad0, info0, active0, zeros, zeros, rule_state0)
+  state0 = {"x": x_start, "grad": grad0, "info": info0, "active": active0, "steps": zeros,
+            "kappa": zeros, "rule": rule_state0}
 
   # Without the final evaluation the loop stops one step short and the last step follows it.
   loop_steps = num_steps if final_eval else num_steps - 1
 
-  def cond(carry):
-    k, _, _, _, active, _, _, _ = carry
-    return jnp.any(active) & (k < loop_steps)
-
-  def step(x_k, grad, info, active, steps, kappa):
-    kappa = kappa + (active & ~info.misclassified).astype(jnp.int32)
+  def step(st, c):
+    active = st["active"]
+    kappa = st["kappa"] + (active & ~st["info"].misclassified).astype(jnp.int32)
     moved = projections.project(
-        x_k + step_size * projections.ascent_direction(grad, norm), x, eps, norm)
-    x_new = jnp.where(_bcast(active, x_k), moved, x_k)
-    return x_new, steps + active.astype(jnp.int32), kappa
+        st["x"] + step_size * projections.ascent_direction(st["grad"], norm), c["x"], eps, norm)
+    x_new = jnp.where(_bcast(active, st["x"]), moved, st["x"])
+    return dict(st, x=x_new, steps=st["steps"] + active.astype(jnp.int32), kappa=kappa)
 
-  def body(carry):
-    k, x_k, grad, info, active, steps, kappa, rule_state = carry
-    x_new, steps, kappa = step(x_k, grad, info, active, steps, kappa)
-    grad_new, info_new = evaluate(x_new)
+  def body(k, st, c):
+    active, grad, info = st["active"], st["grad"], st["info"]
+    st = step(st, c)
+    grad_new, info_new = evaluate(st["x"], c)
     # A stopped example's point did not move, so its gradient and diagnostics are those of x_k; keep
     # them bit-exact rather than trusting the forward pass to be deterministic.
     grad_new = jnp.where(_bcast(active, grad), grad_new, grad)
     info_new = jax.tree.map(lambda n, o: jnp.where(active, n, o), info_new, info)
     k = k + 1
-    active_new, rule_state = stop.update(k, active, info_new, rule_state)
+    active_new, rule_state = stop.update(k, active, info_new, st["rule"])
     active_new = active_new & (k < num_steps)
-    return k, x_new, grad_new, info_new, active_new, steps, kappa, rule_state
+    return k, dict(st, grad=grad_new, info=info_new, active=active_new, rule=rule_state)
 
-  _, x_adv, grad, info, active, steps, kappa, _ = jax.lax.while_loop(cond, body, carry0)
+  def run(k, st, c, level):
+    """The loop on a batch of n examples; with levels left, it hands over to a loop on the
+    ceil(n / 2) first active examples as soon as no more than that many are active."""
+    n = st["active"].shape[0]
+    half = (n + 1) // 2
+    last = level >= compaction or half < _MIN_COMPACTED_BATCH
+
+    def cond(carry):
+      k, st = carry
+      go = jnp.any(st["active"]) & (k < loop_steps)
+      return go if last else go & (jnp.sum(st["active"]) > half)
+
+    k, st = jax.lax.while_loop(cond, lambda carry: body(*carry, c), (k, st))
+    if last:
+      return k, st
+    idx = jnp.argsort(~st["active"], stable=True)[:half]  # every active example, then inactive
+    take = lambda a: a[idx]
+    k, sub = run(k, jax.tree.map(take, st), jax.tree.map(take, c), level + 1)
+    return k, jax.tree.map(lambda a, b: a.at[idx].set(b), st, sub)
+
+  _, st = run(jnp.asarray(0, jnp.int32), state0, consts, 0)
   if not final_eval:
-    x_adv, steps, kappa = step(x_adv, grad, info, active, steps, kappa)
+    st = step(st, consts)
+  x_adv, steps, kappa, info = st["x"], st["steps"], st["kappa"], st["info"]
   return AttackResult(
       x_adv=jax.lax.stop_gradient(x_adv), num_steps=steps, fosc=info.fosc, loss=info.loss,
       misclassified=info.misclassified, kappa=kappa)

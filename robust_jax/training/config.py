@@ -39,6 +39,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.fosc_t_prime_fraction = 0.8  # T' = fraction * num_epochs (paper: 0.8 T)
   c.fosc_reference = "natural"  # natural (paper) | start (official code)
   c.dart_official_reweight = False  # official DAT code weights CE by CE(x_adv) from epoch 1
+  # Early-stopping methods (Dynamic AT, FAT and its variants): how many times the attack loop may
+  # halve its batch as examples stop, so that stopped examples stop costing time (0 = never).
+  # Used with attack_bn_mode="eval" on a single device; the trajectories are unchanged.
+  c.attack_compaction = 3
   c.fat_tau_boundaries = (0,)   # 0-based epochs at which the next tau starts
   c.fat_tau_values = (0, 0)     # tau per interval (len(boundaries) + 1 values)
   c.cat_steps_boundaries = ()   # CAT curriculum: epochs at which K grows
@@ -122,6 +126,8 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
          f"config.attack_bn_mode must be 'eval' or 'train', got {c.attack_bn_mode!r}")
   _check(isinstance(c.train_diagnostics, bool),
          f"config.train_diagnostics must be True or False, got {c.train_diagnostics!r}")
+  _check(isinstance(c.attack_compaction, int) and 0 <= c.attack_compaction <= 8,
+         f"config.attack_compaction must be an integer in [0, 8], got {c.attack_compaction}")
   _check(c.beta >= 0, f"config.beta must be >= 0, got {c.beta}")
   _check(c.awp_gamma >= 0, f"config.awp_gamma must be >= 0, got {c.awp_gamma}")
   _check(c.sam_rho >= 0, f"config.sam_rho must be >= 0, got {c.sam_rho}")

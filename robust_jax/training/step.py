@@ -226,13 +226,19 @@ def _input_adversary(method, config, logits_fn, x, y, key, *, eps, epoch, start,
                                      values=tuple(config.cat_steps_values), dtype=jnp.int32)
   if method.single_step:
     K, step_size = 1, config.fgsm_step_factor * eps
+  # Compaction gathers the still-active examples into smaller batches: it needs examples that are
+  # attacked independently (eval-mode BatchNorm) and, across devices, would gather the global batch.
+  compaction = (config.attack_compaction
+                if stop is not None and config.attack_bn_mode == "eval" and jax.device_count() == 1
+                else 0)
   if method.beta_attack:
     res = beta_attack(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=K, norm=config.norm,
                       start=start, key=key)
   else:
     res = attacks.pgd(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=K, norm=config.norm,
                       loss=method.attack_loss, start=start, key=key, stop=stop,
-                      fosc_reference=config.fosc_reference, final_eval=diagnostics)
+                      fosc_reference=config.fosc_reference, final_eval=diagnostics,
+                      compaction=compaction)
   metrics = {
       "attack_steps": jnp.mean(res.num_steps),
       "kappa": jnp.mean(res.kappa),
