@@ -597,6 +597,10 @@ def write_report(out: str, data: Dict[str, Any]) -> str:
              f"{pm([r['train_pgd20'] - r['attacks']['PGD-20'] for r in rs])} | "
              f"{pm(g.get('last', []))} | {pm(g.get('max', []))} |")
 
+  notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reproduction_notes.md")
+  if os.path.exists(notes):  # hand-written results of runs this script does not make
+    with open(notes) as f:
+      L.append("\n" + f.read().strip())
   L.append("\n## Caveats\n")
   L.append(f"- Small scale: 8x8 digits, a 2-layer MLP, eps = {p['eps']:g} on [0, 1] pixels, a "
            f"few hundred test images (one image = {100 / max(data['num_test'], 1):.2f} points), "
