@@ -291,20 +291,56 @@ def test_conv_gradient_inside_while_loop_and_jit_matches_default():
   np.testing.assert_allclose(run(True), run(False), rtol=1e-5, atol=1e-5)
 
 
-def test_conv_supports_hessian_vector_products_but_not_forward_mode():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_derivatives_of_every_order_match_the_default_rule_but_not_forward_mode(stride):
   # 4 input channels: deeper than PATCHES_MAX_DEPTH, so the custom-VJP convolution is used.
-  x = jax.random.normal(jax.random.key(0), (1, 6, 6, 4))
+  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 4))
   w = jax.random.normal(jax.random.key(1), (3, 3, 4, 3))
   v = jax.random.normal(jax.random.key(2), w.shape)
   assert 3 * 3 * 4 > layers.PATCHES_MAX_DEPTH
 
-  def hvp(custom):
-    loss = lambda ww: jnp.sum(jnp.tanh(layers.conv2d(x, ww, 1, "SAME", custom_vjp=custom)))
-    return jax.jvp(jax.grad(loss), (w,), (v,))[1]
+  def loss(ww, xx, custom):
+    return jnp.sum(jnp.tanh(layers.conv2d(xx, ww, stride, 1, custom_vjp=custom)))
 
-  np.testing.assert_allclose(hvp(True), hvp(False), rtol=1e-4, atol=1e-5)
+  def hvp(custom):  # reverse-over-reverse, through the convolution and both adjoints
+    return jax.grad(lambda ww: jnp.vdot(jax.grad(loss)(ww, x, custom), v))(w)
+
+  def gradalign_like(custom):  # weight gradient of a function of the input gradient
+    def input_grad_norm(ww):
+      gx = jax.grad(loss, argnums=1)(ww, x, custom)
+      return jnp.sum(gx ** 2)
+    return jax.grad(input_grad_norm)(w)
+
+  def third_order(custom):  # input gradient of the weight-gradient's norm, differentiated again
+    def f(xx):
+      gw = jax.grad(loss)(w, xx, custom)
+      return jnp.sum(jnp.sin(jax.grad(lambda z: jnp.sum(jax.grad(loss)(w, z, custom) * gw))(xx)))
+    return jax.grad(f)(x)
+
+  for fn in (hvp, gradalign_like, third_order):
+    np.testing.assert_allclose(fn(True), fn(False), rtol=1e-4, atol=1e-4)
   with pytest.raises(TypeError):
     jax.jvp(lambda ww: layers.conv2d(x, ww), (w,), (v,))
+
+
+def test_second_derivative_graph_has_only_forward_convolutions():
+  """GradAlign's double backprop reaches XLA as plain forward convolutions (no batch-contracting or
+  ``01oi`` forms, which XLA's CPU backend compiles as naive loops)."""
+  x = jnp.zeros((2, 6, 6, 4))
+  w = jnp.zeros((3, 3, 4, 4))
+
+  def labels(custom):
+    def input_grad_norm(ww):
+      gx = jax.grad(lambda xx: jnp.sum(jnp.tanh(
+          layers.conv2d(xx, ww, 1, "VALID", custom_vjp=custom))))(x)
+      return jnp.sum(gx ** 2)
+
+    hlo = jax.jit(jax.grad(input_grad_norm)).lower(w).compile().as_text()
+    return {line.split("dim_labels=")[1].split(",")[0] for line in hlo.splitlines()
+            if " convolution(" in line}
+
+  assert labels(True) == {"b01f_01io->b01f"}
+  assert labels(False) != {"b01f_01io->b01f"}  # JAX's own rules: the check can fail
 
 
 @pytest.mark.parametrize("c_in,stride,padding", [

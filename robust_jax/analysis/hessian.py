@@ -11,8 +11,10 @@ Hessian with respect to all parameters (their Figure 4: they grow with eps). The
 * it stops when the relative change of the estimate is below ``tol`` (1e-3) or after ``max_iters``
   (50) iterations.
 
-Here Hessian-vector products are forward-over-reverse, ``jax.jvp(jax.grad(f), (w,), (v,))``, one
-gradient's cost and memory each. The parameters are raveled into one vector
+Here Hessian-vector products are reverse-over-reverse, ``grad(w -> <grad f(w), v>)``, about two
+gradients' cost each. (Forward-over-reverse would be cheaper, but the models' convolutions are
+``custom_vjp`` functions, which forward mode cannot differentiate; see
+:mod:`robust_jax.models.layers`.) The parameters are raveled into one vector
 (``jax.flatten_util.ravel_pytree``) and each eigenpair is one compiled ``lax.while_loop``; the k
 eigenpairs share one compilation.
 
@@ -32,6 +34,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.flatten_util import ravel_pytree
 
 PyTree = Any
@@ -52,7 +55,7 @@ class HessianEigen(NamedTuple):
 
 
 def hvp(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> PyTree:
-  """Hessian-vector product ``H(params) v`` of a scalar ``loss_fn``, forward-over-reverse.
+  """Hessian-vector product ``H(params) v`` of a scalar ``loss_fn``, reverse-over-reverse.
 
   Args:
     loss_fn: scalar function of a parameter pytree, twice differentiable.
@@ -68,7 +71,7 @@ def hvp(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> Py
     >>> hvp(lambda x: 0.5 * x @ a @ x, jnp.zeros(2), jnp.array([1., 0.])).tolist()
     [2.0, 1.0]
   """
-  return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]
+  return jax.grad(lambda p: optax.tree.vdot(jax.grad(loss_fn)(p), v))(params)
 
 
 def top_hessian_eigenpairs(
@@ -115,7 +118,7 @@ def top_hessian_eigenpairs(
   @jax.jit
   def eigenpair(flat, basis, values, v0):
     def deflated_hv(v):
-      hv = jax.jvp(jax.grad(f), (flat,), (v,))[1]
+      hv = jax.grad(lambda w: jnp.vdot(jax.grad(f)(w), v))(flat)
       return hv - basis.T @ (values * (basis @ v))
 
     def cond(c):
