@@ -39,7 +39,8 @@ that every example starts correctly classified):
 ========================= ====================================================================
 
 ``--torch_python`` (a Python with ``torch``; optional, outside the core install) adds the TRADES
-SmallCNN PGD-10 AT step in PyTorch eager (``launch/benchmark_torch.py``), with and without
+SmallCNN and PreActResNet-18 PGD-10 AT steps in PyTorch eager (``launch/benchmark_torch.py``;
+``--torch_models`` selects), with and without
 ``channels_last`` and glibc malloc tuning, measured alternately with the JAX steps in this session.
 ``--write_markdown`` regenerates BENCHMARKS.md (never edit it by hand).
 """
@@ -408,14 +409,15 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
 class TorchWorker:
   """A ``launch/benchmark_torch.py --worker`` subprocess (one per PyTorch variant)."""
 
-  def __init__(self, python: str, *, channels_last: bool, malloc: bool, batch: int):
+  def __init__(self, python: str, *, channels_last: bool, malloc: bool, batch: int,
+               model: str = "small_cnn"):
     env = dict(os.environ)
     env.pop("GLIBC_TUNABLES", None)
     if malloc:
       env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark_torch.py")
-    cmd = [python, script, "--worker", f"--batch={batch}"] + (["--channels_last"] if channels_last
-                                                               else [])
+    cmd = [python, script, "--worker", f"--batch={batch}", f"--model={model}"] + (
+        ["--channels_last"] if channels_last else [])
     self.label = "PyTorch eager" + (", channels_last" if channels_last else "") + (
         ", malloc tuned" if malloc else "")
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -438,20 +440,29 @@ class TorchWorker:
 
 
 def _minimal_steps(model, tx, *, eps, step_size, num_steps):
-  """A hand-written JAX AT step with exactly PyTorch's work: K gradients, no metrics, no extras."""
-  def ce(p, xx, y, train, key=None):
-    logits = model.apply({"params": p}, xx, train=train,
-                         rngs={"dropout": key} if train else None)
-    return jnp.mean(losses.cross_entropy(logits, y))
+  """A hand-written JAX AT step with exactly PyTorch's work: K gradients, no metrics, no extras.
 
-  def update(params, opt_state, xx, y, key):
-    loss, grads = jax.value_and_grad(ce)(params, xx, y, True, key)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  ``variables`` = {"params": ..., "batch_stats": ...} (an empty batch_stats for models without
+  BatchNorm); the attack runs in eval mode, the update in train mode.
+  """
+  def ce(variables, xx, y, train, key=None):
+    if train:
+      logits, upd = model.apply(variables, xx, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": key})
+      return jnp.mean(losses.cross_entropy(logits, y)), upd.get("batch_stats", {})
+    return jnp.mean(losses.cross_entropy(model.apply(variables, xx, train=False), y)), None
 
-  def at_step(params, opt_state, x, y, key):
+  def update(variables, opt_state, xx, y, key):
+    def loss(p):
+      return ce({"params": p, "batch_stats": variables["batch_stats"]}, xx, y, True, key)
+    (l, bs), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    updates, opt_state = tx.update(grads, opt_state, variables["params"])
+    return ({"params": optax.apply_updates(variables["params"], updates), "batch_stats": bs},
+            opt_state, l)
+
+  def at_step(variables, opt_state, x, y, key):
     k_start, k_drop = jax.random.split(key)
-    grad_x = jax.grad(lambda z: ce(params, z, y, False))
+    grad_x = jax.grad(lambda z: ce(variables, z, y, False)[0])
     x0 = jnp.clip(x + jax.random.uniform(k_start, x.shape, x.dtype, -eps, eps), 0.0, 1.0)
 
     def body(_, xa):
@@ -459,24 +470,30 @@ def _minimal_steps(model, tx, *, eps, step_size, num_steps):
       return jnp.clip(jnp.clip(xa, x - eps, x + eps), 0.0, 1.0)
 
     x_adv = jax.lax.fori_loop(0, num_steps, body, x0)
-    return update(params, opt_state, x_adv, y, k_drop)
+    return update(variables, opt_state, x_adv, y, k_drop)
 
   return (jax.jit(at_step, donate_argnums=(0, 1)), jax.jit(update, donate_argnums=(0, 1)))
 
 
-def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
-                     ) -> List[Dict[str, Any]]:
-  """JAX (library and minimal) and PyTorch (4 variants) SmallCNN steps, alternating, one session."""
-  spec = MODEL_SPECS["small_cnn"]
+TORCH_MODELS = ("small_cnn", "preact_resnet18")  # the models launch/benchmark_torch.py has
+
+
+def torch_comparison(python: str, *, rounds: int, steps: int, model_name: str = "small_cnn",
+                     batch: int = 0) -> List[Dict[str, Any]]:
+  """JAX (library and minimal) and PyTorch (4 variants) AT steps, alternating, one session."""
+  if model_name not in TORCH_MODELS:
+    raise ValueError(f"torch comparison: model must be one of {TORCH_MODELS}, got {model_name!r}")
+  spec = MODEL_SPECS[model_name]
+  batch = batch or spec.batch
   data = synthetic_batch(spec.image_shape, batch)
   impls: Dict[str, Dict[str, Callable[[int], List[float]]]] = {}
   compile_s: Dict[str, float] = {}
   # The library's steps, with and without the per-step diagnostics.
   for label, variant in ((LIB_LABEL, "pgd_at"), (LIB_LABEL, "standard"),
                          (LIB_FAST_LABEL, "pgd_at" + FAST), (LIB_FAST_LABEL, "standard" + FAST)):
-    config = make_config("small_cnn", variant, batch)
+    config = make_config(model_name, variant, batch)
     config.learning_rate, config.lr_schedule = 0.01, "constant"
-    model = models.get_model("small_cnn", num_classes=10)
+    model = models.get_model(model_name, num_classes=10)
     tx, lr_fn = step_lib.make_optimizer(config, STEPS_PER_EPOCH)
     holder = {"s": _new_state(config, model, tx, spec.image_shape)}
     t0 = time.perf_counter()
@@ -493,13 +510,13 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
         "clean" if variant.startswith("standard") else "at"] = (
             lambda n, call=call: _time_calls(call, n))
   # The minimal JAX step.
-  config = make_config("small_cnn", "pgd_at", batch)
-  model = models.get_model("small_cnn", num_classes=10)
+  model = models.get_model(model_name, num_classes=10)
   tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.01, momentum=0.9))
   at_fn, clean_fn = _minimal_steps(model, tx, eps=spec.eps, step_size=spec.step_size,
                                    num_steps=NUM_STEPS)
-  st = state_lib.create(model=model, tx=tx, sample_input=jnp.zeros((1, 28, 28, 1)), seed=0)
-  mh = {"p": st.params, "o": st.opt_state, "k": jax.random.key(1)}
+  st = state_lib.create(model=model, tx=tx, sample_input=jnp.zeros((1,) + spec.image_shape), seed=0)
+  mh = {"p": {"params": st.params, "batch_stats": st.batch_stats}, "o": st.opt_state,
+        "k": jax.random.key(1)}
 
   def minimal(fn):
     def call():
@@ -520,7 +537,7 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
   try:
     for malloc in (False, True):
       for cl in (False, True):
-        w = TorchWorker(python, channels_last=cl, malloc=malloc, batch=batch)
+        w = TorchWorker(python, channels_last=cl, malloc=malloc, batch=batch, model=model_name)
         workers.append(w)
         impls[w.label] = {k: (lambda n, w=w, k=k: w.time(k, n)) for k in ("at", "clean")}
     per_round: Dict[str, Dict[str, List[float]]] = {k: {"at": [], "clean": []} for k in impls}
@@ -541,7 +558,7 @@ def torch_comparison(python: str, *, rounds: int, steps: int, batch: int = 128
   for label, rs in per_round.items():
     at, clean = statistics.median(rs["at"]), statistics.median(rs["clean"])
     records.append(dict(
-        name=f"torch_cmp/small_cnn/{label}/b{batch}", kind="framework", model="small_cnn",
+        name=f"torch_cmp/{model_name}/{label}/b{batch}", kind="framework", model=model_name,
         batch=batch, method=label, compile_s=None, step_ms=round(1e3 * at, 2),
         clean_step_ms=round(1e3 * clean, 2), examples_per_s=round(batch / at, 2),
         peak_mem_mb=None, device=_device(), rounds=rounds, steps_per_round=steps,
@@ -608,24 +625,25 @@ def compute_ratios(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                                                              "pgd10_unrolled"), "~1.0")
     add("while_loop PGD-10, JAX's conv VJP / with the custom VJP", m,
         _find(records, "attack", m, "pgd10_default_vjp"), pgd, "1.0 if XLA handled it")
-  lib = _find(records, "framework", "small_cnn", LIB_LABEL)
-  mini = _find(records, "framework", "small_cnn", MIN_LABEL)
-  if lib and mini:
-    out.append(dict(name="library AT step / minimal JAX AT step", kind="ratio", model="small_cnn",
-                    batch=lib["batch"], value=round(lib["step_ms"] / mini["step_ms"], 3),
-                    ideal="~1.1 (11 vs 10 gradient evaluations, a clean forward and metrics)",
-                    note="", of=f"{LIB_LABEL} / {MIN_LABEL}"))
-    out.append(dict(name="library clean step / minimal JAX clean step", kind="ratio",
-                    model="small_cnn", batch=lib["batch"],
-                    value=round(lib["clean_step_ms"] / mini["clean_step_ms"], 3),
-                    ideal="~1.3 (one more eval-mode forward for the metrics)", note="",
-                    of=f"{LIB_LABEL} / {MIN_LABEL}"))
-  fast = _find(records, "framework", "small_cnn", LIB_FAST_LABEL)
-  if fast and mini:
-    out.append(dict(name="library AT step without diagnostics / minimal JAX AT step", kind="ratio",
-                    model="small_cnn", batch=fast["batch"],
-                    value=round(fast["step_ms"] / mini["step_ms"], 3),
-                    ideal="~1.0 (the same work)", note="", of=f"{LIB_FAST_LABEL} / {MIN_LABEL}"))
+  for m in TORCH_MODELS:
+    lib = _find(records, "framework", m, LIB_LABEL)
+    mini = _find(records, "framework", m, MIN_LABEL)
+    fast = _find(records, "framework", m, LIB_FAST_LABEL)
+    if lib and mini:
+      out.append(dict(name="library AT step / minimal JAX AT step", kind="ratio", model=m,
+                      batch=lib["batch"], value=round(lib["step_ms"] / mini["step_ms"], 3),
+                      ideal="~1.1 (11 vs 10 gradient evaluations, a clean forward and metrics)",
+                      note="", of=f"{LIB_LABEL} / {MIN_LABEL}"))
+      out.append(dict(name="library clean step / minimal JAX clean step", kind="ratio",
+                      model=m, batch=lib["batch"],
+                      value=round(lib["clean_step_ms"] / mini["clean_step_ms"], 3),
+                      ideal="~1.3 (one more eval-mode forward for the metrics)", note="",
+                      of=f"{LIB_LABEL} / {MIN_LABEL}"))
+    if fast and mini:
+      out.append(dict(name="library AT step without diagnostics / minimal JAX AT step",
+                      kind="ratio", model=m, batch=fast["batch"],
+                      value=round(fast["step_ms"] / mini["step_ms"], 3),
+                      ideal="~1.0 (the same work)", note="", of=f"{LIB_FAST_LABEL} / {MIN_LABEL}"))
   for m in sorted({r["model"] for r in records if r["kind"] == "train"}, key=_model_order):
     full, lean = _find(records, "train", m, "pgd_at"), _find(records, "train", m, "pgd_at" + FAST)
     add("PGD-10 AT step with diagnostics / without", m, full, lean,
@@ -788,12 +806,17 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
             "same 10 steps and 11 gradient evaluations written as a Python loop (unrolled in the "
             "HLO), and the while loop with JAX's default convolution gradient instead of the "
             "custom VJP of `robust_jax/models/layers.py`.", "", _table(WHILE_HEADERS, wl), ""]
-  if fw:
-    out += ["## JAX against PyTorch: TRADES SmallCNN, PGD-10 AT step, batch 128", "",
+  titles = {"small_cnn": "TRADES SmallCNN (MNIST shapes)",
+            "preact_resnet18": "robust_overfitting PreActResNet-18 (CIFAR shapes)"}
+  for m in TORCH_MODELS:
+    rows = [r for r in fw if r["model"] == m]
+    if not rows:
+      continue
+    out += [f"## JAX against PyTorch: {titles[m]}, PGD-10 AT step, batch {rows[0]['batch']}", "",
             "Alternating the implementations in one session, "
-            f"{fw[0]['rounds']} rounds of {fw[0]['steps_per_round']} steps each; the table gives "
-            "the median over rounds of each round's median, and the ratios are the median of the "
-            "per-round ratios. The PyTorch step is the official TRADES/MART/AT-AWP structure "
+            f"{rows[0]['rounds']} rounds of {rows[0]['steps_per_round']} steps each; the table "
+            "gives the median over rounds of each round's median, and the ratios are the median of "
+            "the per-round ratios. The PyTorch step is the official TRADES/MART/AT-AWP structure "
             "(attack in eval mode, one SGD-momentum update in train mode, `launch/"
             "benchmark_torch.py`); the JAX library step is `make_train_step` (11 gradient "
             "evaluations + metrics: FOSC at x_adv, clean accuracy); without diagnostics "
@@ -802,8 +825,8 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
             "`GLIBC_TUNABLES="
             f"{GLIBC_TUNABLES}`.", "", _table(TORCH_HEADERS, [
                 (r["method"], r["step_ms"], r.get("fastest_step_ms"), r["clean_step_ms"],
-                 r["examples_per_s"], r["lib_over_this"], r.get("fast_over_this"), r["min_over_this"],
-                 r.get("lib_over_this_fastest")) for r in fw]), ""]
+                 r["examples_per_s"], r["lib_over_this"], r.get("fast_over_this"),
+                 r["min_over_this"], r.get("lib_over_this_fastest")) for r in rows]), ""]
   notes = findings(recs)
   if notes:
     out += ["## Findings", ""] + [f"* {n}" for n in notes] + [""]
@@ -858,16 +881,19 @@ def _pct(v):
 def findings(recs) -> List[str]:
   """Plain statements of where the measurements stand, with their numbers."""
   notes = []
-  fw = {r["method"]: r for r in recs if r["kind"] == "framework"}
-  if fw:
+  for m in TORCH_MODELS:
+    fw = {r["method"]: r for r in recs if r["kind"] == "framework" and r["model"] == m}
+    if not any(k.startswith("PyTorch") for k in fw):
+      continue
     lib = fw.get(LIB_LABEL)
     best = min((r for k, r in fw.items() if k.startswith("PyTorch")), key=lambda r: r["step_ms"])
     default = fw.get("PyTorch eager")
+    what = f"{m} PGD-10 AT step, batch {best['batch']}"
     if lib and default:
       word = ("on par with" if abs(default["lib_over_this"] - 1) < 0.05 else
               "slower than" if default["lib_over_this"] > 1 else "faster than")
       notes.append(
-          f"SmallCNN PGD-10 AT step, batch 128: the JAX library step is {word} PyTorch eager "
+          f"{what}: the JAX library step is {word} PyTorch eager "
           f"with its defaults (JAX / PyTorch = {default['lib_over_this']:.2f})"
           f" and {'slower' if best['lib_over_this'] > 1 else 'faster'} than the best PyTorch "
           f"configuration measured ({best['method']}: JAX / PyTorch = "
@@ -876,8 +902,8 @@ def findings(recs) -> List[str]:
     if best.get("fast_over_this") is not None:
       r = best["fast_over_this"]
       notes.append(
-          "Doing PyTorch's exact work (`train_diagnostics=False`: PGD-10 with 10 gradient "
-          f"evaluations, no FOSC at x_adv, no clean-batch metrics) the library step is "
+          f"{what}, doing PyTorch's exact work (`train_diagnostics=False`: PGD-10 with 10 "
+          f"gradient evaluations, no FOSC at x_adv, no clean-batch metrics): the library step is "
           f"{'faster' if r < 1 else 'slower'} than the best PyTorch configuration: JAX / PyTorch "
           f"= {r:.2f}" + (f", {1 / r:.2f}x the speed." if r < 1 else "."))
   for m in sorted({r["model"] for r in recs if r["kind"] == "train"}, key=_model_order):
@@ -980,6 +1006,8 @@ _JSON = flags.DEFINE_bool("json", False, "Print one JSON line per measurement.")
 _MARKDOWN = flags.DEFINE_string("write_markdown", None, "Write the tables to this file.")
 _TORCH = flags.DEFINE_string("torch_python", "", "A Python with torch: adds the PyTorch comparison.")
 _TORCH_ROUNDS = flags.DEFINE_integer("torch_rounds", 3, "Alternation rounds of the comparison.")
+_TORCH_MODELS = flags.DEFINE_list("torch_models", list(TORCH_MODELS),
+                                  f"Models of the PyTorch comparison, from {TORCH_MODELS}.")
 _TORCH_STEPS = flags.DEFINE_integer("torch_steps", 3, "Timed steps per implementation and round.")
 _APGD_ITER = flags.DEFINE_integer("apgd_iter", 100, "APGD-CE iterations.")
 _AA_ITER = flags.DEFINE_integer("aa_n_iter", 10, "AutoAttack: APGD/FAB iterations.")
@@ -1043,10 +1071,12 @@ def main(argv):
       options={"apgd_iter": _APGD_ITER.value, "aa_n_iter": _AA_ITER.value,
                "aa_n_queries": _AA_QUERIES.value, "fosc_c": _FOSC_C.value})
   if _TORCH.value:
-    for rec in torch_comparison(_TORCH.value, rounds=_TORCH_ROUNDS.value, steps=_TORCH_STEPS.value):
-      records.append(rec)
-      emit(rec)
-      meta["torch"] = rec.get("torch") or meta.get("torch")
+    for m in _TORCH_MODELS.value:
+      for rec in torch_comparison(_TORCH.value, rounds=_TORCH_ROUNDS.value,
+                                  steps=_TORCH_STEPS.value, model_name=m):
+        records.append(rec)
+        emit(rec)
+        meta["torch"] = rec.get("torch") or meta.get("torch")
   for rec in compute_ratios(records):
     records.append(rec)
     if _JSON.value:

@@ -1,4 +1,5 @@
-r"""PyTorch baseline: TRADES' SmallCNN PGD-10 adversarial-training step, eager, on CPU.
+r"""PyTorch baseline: a PGD-10 adversarial-training step (TRADES' SmallCNN or robust_overfitting's
+PreActResNet-18), eager, on CPU.
 
 Optional and outside the core install: it needs only ``torch`` and ``numpy`` (never ``jax`` or
 ``robust_jax``) and runs in its own virtual environment::
@@ -64,6 +65,62 @@ class SmallCNN(nn.Module):
     return self.classifier(self.feature_extractor(x).reshape(x.shape[0], -1))
 
 
+class PreActBlock(nn.Module):
+  """``locuslab/robust_overfitting`` ``preactresnet.py`` block."""
+  expansion = 1
+
+  def __init__(self, in_planes, planes, stride=1):
+    super().__init__()
+    self.bn1 = nn.BatchNorm2d(in_planes)
+    self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+    if stride != 1 or in_planes != planes:
+      self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(x))
+    shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+    out = self.conv1(out)
+    out = self.conv2(F.relu(self.bn2(out)))
+    return out + shortcut
+
+
+class PreActResNet18(nn.Module):
+  """``locuslab/robust_overfitting`` ``PreActResNet18`` (11,172,170 parameters with its final BN)."""
+
+  def __init__(self, num_classes=10):
+    super().__init__()
+    self.in_planes = 64
+    self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    self.layer1 = self._make_layer(64, 2, 1)
+    self.layer2 = self._make_layer(128, 2, 2)
+    self.layer3 = self._make_layer(256, 2, 2)
+    self.layer4 = self._make_layer(512, 2, 2)
+    self.bn = nn.BatchNorm2d(512)
+    self.linear = nn.Linear(512, num_classes)
+
+  def _make_layer(self, planes, num_blocks, stride):
+    layers = []
+    for s in [stride] + [1] * (num_blocks - 1):
+      layers.append(PreActBlock(self.in_planes, planes, s))
+      self.in_planes = planes
+    return nn.Sequential(*layers)
+
+  def forward(self, x):
+    out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
+    out = F.relu(self.bn(out))
+    out = F.avg_pool2d(out, 4)
+    return self.linear(out.reshape(out.size(0), -1))
+
+
+# Per model: constructor, input shape (C, H, W), eps, step size (the benchmark's settings).
+MODELS = {
+    "small_cnn": (SmallCNN, (1, 28, 28), 0.3, 0.075),
+    "preact_resnet18": (PreActResNet18, (3, 32, 32), 8 / 255, 2 / 255),
+}
+
+
 def pgd_linf(model, x, y, *, eps, step_size, num_steps):
   """PGD with a uniform start (the AT-AWP / robust_overfitting form), model already in eval mode."""
   x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0.0, 1.0).detach()
@@ -77,16 +134,17 @@ def pgd_linf(model, x, y, *, eps, step_size, num_steps):
 
 
 class Bench:
-  """The model, optimizer and a fixed synthetic batch (MNIST-shaped)."""
+  """The model, optimizer and a fixed synthetic batch (MNIST- or CIFAR-shaped)."""
 
-  def __init__(self, *, batch, channels_last, eps=0.3, step_size=0.075, num_steps=10, seed=0):
+  def __init__(self, *, batch, channels_last, model="small_cnn", num_steps=10, seed=0):
     torch.manual_seed(seed)
-    self.model = SmallCNN()
+    ctor, shape, eps, step_size = MODELS[model]
+    self.model = ctor()
     self.fmt = torch.channels_last if channels_last else torch.contiguous_format
     self.model = self.model.to(memory_format=self.fmt)
     self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(seed)
-    self.x = torch.rand(batch, 1, 28, 28, generator=g).contiguous(memory_format=self.fmt)
+    self.x = torch.rand(batch, *shape, generator=g).contiguous(memory_format=self.fmt)
     self.y = torch.randint(0, 10, (batch,), generator=g)
     self.eps, self.step_size, self.num_steps = eps, step_size, num_steps
 
@@ -120,19 +178,21 @@ class Bench:
 def _describe(args):
   return {"torch": torch.__version__, "threads": torch.get_num_threads(),
           "channels_last": bool(args.channels_last),
-          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "batch": args.batch}
+          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "batch": args.batch,
+          "model": args.model}
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--model", default="small_cnn", choices=sorted(MODELS))
   p.add_argument("--channels_last", action="store_true")
   p.add_argument("--steps", type=int, default=5, help="timed steps per round")
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--worker", action="store_true", help="serve 'at N' / 'clean N' on stdin")
   args = p.parse_args()
-  bench = Bench(batch=args.batch, channels_last=args.channels_last)
+  bench = Bench(batch=args.batch, channels_last=args.channels_last, model=args.model)
   bench.time("at", args.warmup)
   bench.time("clean", args.warmup)
   if args.worker:
