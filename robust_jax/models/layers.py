@@ -28,7 +28,7 @@ input gradient changes.
 The convolution, its input gradient and its weight gradient are three ``custom_vjp`` functions whose
 backward passes are made of each other, so every order of reverse-mode differentiation stays in
 forward-convolution form: GradAlign's double backprop through SmallCNN went from about 3.6 s to
-0.41 s per step on the project's CPU (2.5x an FGSM-AT step; the paper reports about 3x).
+0.41-0.44 s per step on the project's CPU (2.5-2.6x an FGSM-AT step; the paper reports about 3x).
 
 Limitation: a ``custom_vjp`` function cannot be differentiated in forward mode, so ``jax.jvp``,
 ``jax.jacfwd`` and forward-over-reverse Hessian-vector products of a model built from :class:`Conv`
