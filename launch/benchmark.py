@@ -560,7 +560,10 @@ def torch_comparison(python: str, *, rounds: int, steps: int, model_name: str = 
     for w in workers:
       w.close()
   records = []
-  lib_at, min_at = per_round[LIB_LABEL]["at"], per_round[MIN_LABEL]["at"]
+  def over(num_label, rs):  # the median over rounds of num_label's AT step / this one's
+    return round(statistics.median(
+        a / b for a, b in zip(per_round[num_label]["at"], rs["at"])), 3)
+
   for label, rs in per_round.items():
     at, clean = statistics.median(rs["at"]), statistics.median(rs["clean"])
     records.append(dict(
@@ -569,12 +572,10 @@ def torch_comparison(python: str, *, rounds: int, steps: int, model_name: str = 
         clean_step_ms=round(1e3 * clean, 2), examples_per_s=round(batch / at, 2),
         peak_mem_mb=None, device=_device(), rounds=rounds, steps_per_round=steps,
         torch=torch_version if label.startswith("PyTorch") else None,
-        lib_over_this=round(statistics.median(a / b for a, b in zip(lib_at, rs["at"])), 3),
+        lib_over_this=over(LIB_LABEL, rs),
         fastest_step_ms=round(1e3 * fastest[label]["at"], 2),
         lib_over_this_fastest=round(fastest[LIB_LABEL]["at"] / fastest[label]["at"], 3),
-        min_over_this=round(statistics.median(a / b for a, b in zip(min_at, rs["at"])), 3),
-        fast_over_this=round(statistics.median(
-            a / b for a, b in zip(per_round[LIB_FAST_LABEL]["at"], rs["at"])), 3)))
+        min_over_this=over(MIN_LABEL, rs), fast_over_this=over(LIB_FAST_LABEL, rs)))
   for r in records:
     r["compile_s"] = {LIB_LABEL: compile_s.get(f"{LIB_LABEL}/pgd_at"),
                       LIB_FAST_LABEL: compile_s.get(f"{LIB_FAST_LABEL}/pgd_at{FAST}"),

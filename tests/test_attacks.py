@@ -329,7 +329,8 @@ def test_jittable_inside_a_user_jit(data):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(compaction=-1), "compaction must be an integer >= 0"),
+    (dict(compaction=-1), r"compaction must be in \[0, inf\)"),
+    (dict(compaction=1.5), "compaction must be an integer"),
     (dict(eps=-0.1), r"eps must be in \[0.0, inf\)"),
     (dict(step_size=0.0), r"step_size must be in \(0.0, inf\)"),
     (dict(num_steps=-1), r"num_steps must be in \[0, inf\)"),

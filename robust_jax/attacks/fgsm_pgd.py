@@ -46,7 +46,7 @@ def _pgd(logits_fn, x, y, key, eps, step_size, num_steps, stop, target, kappa, s
 
 
 def _validate(logits_fn, x, y, *, eps, step_size, num_steps, norm, loss, start, key, target,
-              fosc_reference, compaction=0):
+              fosc_reference):
   validation.check_choice("norm", norm, NORMS)
   validation.check_choice("loss", loss, losses.LOSSES)
   validation.check_choice("start", start, STARTS)
@@ -55,8 +55,6 @@ def _validate(logits_fn, x, y, *, eps, step_size, num_steps, norm, loss, start, 
   validation.check_scalar("eps", eps, low=0.0)
   validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
   validation.check_scalar("num_steps", num_steps, low=0, integer=True)
-  if not isinstance(compaction, int) or isinstance(compaction, bool) or compaction < 0:
-    raise ValueError(f"compaction must be an integer >= 0, got {compaction!r}")
   if start != "none" and key is None:
     raise ValueError(f"start={start!r} needs a PRNG key: pass key=jax.random.key(...)")
   num_classes = None
@@ -132,8 +130,7 @@ def pgd(
     (True, [3, 3])
   """
   _validate(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
-            loss=loss, start=start, key=key, target=target, fosc_reference=fosc_reference,
-            compaction=compaction)
+            loss=loss, start=start, key=key, target=target, fosc_reference=fosc_reference)
   if key is None:
     key = jax.random.key(0)  # unused: start == "none"
   return _pgd(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, jnp.float32),

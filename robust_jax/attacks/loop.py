@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax import fosc as fosc_lib
+from robust_jax import validation
 from robust_jax.attacks import projections
 from robust_jax.attacks.stop_rules import IterateInfo, NeverStop
 
@@ -139,8 +140,7 @@ def ascent(
   stop = NeverStop() if stop is None else stop
   if fosc_reference not in ("natural", "start"):
     raise ValueError(f"fosc_reference must be 'natural' or 'start', got {fosc_reference!r}")
-  if not isinstance(compaction, int) or compaction < 0:
-    raise ValueError(f"compaction must be an integer >= 0, got {compaction!r}")
+  validation.check_scalar("compaction", compaction, low=0, integer=True)
   batch = x.shape[0]
   if clean_logits is not None:
     clean_logits = jax.lax.stop_gradient(clean_logits)
