@@ -27,6 +27,7 @@ from absl import app, flags, logging
 
 import launch  # noqa: F401  (XLA CPU flags)
 from robust_jax.analysis import reports
+from robust_jax.training import restore
 
 WHAT = ("landscape", "hessian", "similarity", "fosc", "gap")
 
@@ -64,7 +65,7 @@ def main(argv):
   unknown = [w for w in _WHAT.value if w not in WHAT]
   if unknown:
     raise app.UsageError(f"--what: unknown {unknown}; valid: {list(WHAT)}")
-  tm = reports.load_trained(_CHECKPOINT.value, which=_WHICH.value)
+  tm = restore.load_trained(_CHECKPOINT.value, which=_WHICH.value)
   out = _OUT.value or os.path.join(tm.workdir, "analysis")
   attack = {"eps": _EPS.value, "step_size": _STEP.value, "num_steps": _STEPS.value}
   name = tm.config.method

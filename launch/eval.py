@@ -15,7 +15,7 @@ import launch  # noqa: F401  (XLA CPU flags)
 import jax
 from robust_jax import evaluation
 from robust_jax.data import pipeline
-from robust_jax.training import loop
+from robust_jax.training import restore
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Alias of --workdir.")
@@ -35,7 +35,7 @@ def main(argv):
   workdir = _WORKDIR.value or _CHECKPOINT.value
   if not workdir:
     raise app.UsageError("pass --workdir=DIR (or --checkpoint=DIR)")
-  logits_fn, info = loop.load_classifier(workdir, which=_WHICH.value)
+  logits_fn, info = restore.load_classifier(workdir, which=_WHICH.value)
   config = info["config"]
   ds = pipeline.load_dataset(config.dataset, data_dir=config.data_dir or None,
                              validation_fraction=config.validation_fraction)

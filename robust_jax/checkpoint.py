@@ -34,6 +34,9 @@ Kill safety:
 Multi-process: every process must call :meth:`save` and the restores with the same arguments (orbax
 writes the JSON items on the primary process only); moving corrupt steps is done by process 0.
 
+Storage only: which config may resume a checkpoint (``check_compatible``) and how a trained model is
+rebuilt from one (``load_trained``, ``load_classifier``) are :mod:`robust_jax.training.restore`.
+
 Example:
 
 >>> import tempfile, jax.numpy as jnp
@@ -120,8 +123,19 @@ def _check_spec(saved: Sequence[Sequence[Any]], target: PyTree, where: str) -> N
         f"optimizer?): {shown}")
 
 
-def _to_json(value: Any, argname: str) -> Any:
-  """A JSON-safe deep copy (numpy scalars and arrays, tuples, ConfigDicts become plain JSON)."""
+def to_json(value: Any, argname: str) -> Any:
+  """A JSON-safe deep copy: numpy scalars and arrays, tuples, sets and ConfigDicts become plain JSON.
+
+  Args:
+    value: what to convert (a metadata dict, a config).
+    argname: the argument's name, for the error message.
+
+  Returns:
+    ``json.loads(json.dumps(value))`` with those conversions.
+
+  Raises:
+    TypeError: if something in ``value`` has no JSON form.
+  """
   def default(o):
     if isinstance(o, np.generic):
       return o.item()
@@ -276,7 +290,7 @@ class CheckpointManager:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
       raise ValueError(f"step must be an int >= 0, got {step!r}")
     step = int(step)
-    metadata = _to_json({} if metadata is None else metadata, "metadata")
+    metadata = to_json({} if metadata is None else metadata, "metadata")
     if not isinstance(metadata, dict):
       raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
     if metric is not None:
@@ -475,43 +489,3 @@ class CheckpointManager:
           logging.warning("Could not move the unrestorable checkpoint %s aside: %s", src, e)
     _sync(f"robust_jax_checkpoint_quarantine_{label}")
     manager.reload()
-
-
-def _lookup(config: Any, field: str) -> Any:
-  value = config
-  for part in field.split("."):
-    if isinstance(value, Mapping) and part in value:
-      value = value[part]
-    elif not isinstance(value, Mapping) and hasattr(value, part):
-      value = getattr(value, part)
-    else:
-      return _MISSING
-  return value
-
-
-def check_compatible(saved_config: Mapping[str, Any], config: Any, fields: Sequence[str]) -> None:
-  """Raises if a run would resume from a checkpoint of an incompatible run.
-
-  Args:
-    saved_config: the config stored in the checkpoint's metadata (a JSON dict).
-    config: the current config (a dict or an ``ml_collections.ConfigDict``).
-    fields: the fields that must agree, dotted for nested ones (``"model"``, ``"dataset"``,
-      ``"method"``, ``"attack.eps"``). Values are compared after a JSON round trip, so tuples equal
-      lists and floats compare exactly as stored.
-
-  Raises:
-    ValueError: naming every mismatching field with the saved and the current value.
-  """
-  if isinstance(fields, str):
-    raise ValueError(f"fields must be a sequence of field names, got the string {fields!r}")
-  saved_config = _to_json(saved_config, "saved_config")
-  current = _to_json(config, "config")
-  mismatches = []
-  for field in fields:
-    a, b = _lookup(saved_config, field), _lookup(current, field)
-    if a != b:
-      mismatches.append(f"{field}: checkpoint {a!r} != config {b!r}")
-  if mismatches:
-    raise ValueError(
-        "cannot resume: the checkpoint comes from an incompatible run (" + "; ".join(mismatches)
-        + "). Use a new workdir, or set these fields to the checkpoint's values.")

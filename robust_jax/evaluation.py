@@ -11,10 +11,11 @@ APGD-T | AA | worst class):
 * the wall-clock seconds of each attack (summed over batches, compilation included).
 
 An attack is any callable ``attack(logits_fn, x, y, key)`` returning the adversarial images or a
-result with an ``x_adv`` attribute (every attack of :mod:`robust_jax.attacks`);
-:func:`default_attacks` builds the seeds' table. Accuracy is always re-evaluated from ``x_adv``;
-when ``eps`` is given, a point an attack returns outside the eps-ball or the [0, 1] box does not
-count as broken and is reported in ``invalid`` (trust nothing).
+result with an ``x_adv`` attribute (what :func:`robust_jax.attacks.make` returns), or a pair
+``(name, hyperparameters)`` that :func:`evaluate` hands to :func:`robust_jax.attacks.make`, so that
+a table can be plain data; :func:`default_attacks` builds the seeds' table. Accuracy is always
+re-evaluated from ``x_adv``; when ``eps`` is given, a point an attack returns outside the eps-ball
+or the [0, 1] box does not count as broken and is reported in ``invalid`` (trust nothing).
 
 Batching and devices: the dataset is re-batched to exactly ``batch_size`` examples (the last batch
 padded and masked), so each attack compiles once. With several local devices and a
@@ -32,21 +33,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
-
-import importlib
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from robust_jax import attacks as attacks_lib
 from robust_jax import validation
-apgd_lib = importlib.import_module("robust_jax.attacks.apgd")  # shadowed by a function
-autoattack_lib = importlib.import_module("robust_jax.attacks.autoattack")  # shadowed by a function
-from robust_jax.attacks import fgsm_pgd, restarts
 
 AttackFn = Callable[[Callable, jax.Array, jax.Array, jax.Array], Any]
+# An attack, or the (name, hyperparameters) of robust_jax.attacks.make.
+AttackSpec = Union[AttackFn, tuple[str, Mapping[str, Any]]]
 TABLE_COLUMNS = ("FGSM", "PGD-20", "PGD-100", "CW-inf", "APGD-CE", "APGD-T", "AA")
 
 
@@ -125,14 +124,19 @@ def default_attacks(
 ) -> dict[str, AttackFn]:
   """The seeds' evaluation table (FAT.py's "DAT protocol" plus APGD and AutoAttack).
 
-  * ``"FGSM"``: one step of size eps from a uniform random start (``fgsm_start="none"``: from x).
-  * ``"PGD-20"``, ``"PGD-100"``: CE, steps of ``step_size`` (default eps / 4), uniform random start.
-  * ``"CW-inf"``: :func:`robust_jax.attacks.restarts.cw_inf`, ``cw_steps`` (30) steps of
-    ``step_size``, kappa 50, uniform random start.
-  * ``"APGD-CE"``, ``"APGD-T"``: :mod:`robust_jax.attacks.apgd` with ``n_iter`` iterations (APGD-T
+  Every column is made by :func:`robust_jax.attacks.make`:
+
+  * ``"FGSM"``: ``"fgsm"``, one step of size eps from a uniform random start (``fgsm_start="none"``:
+    from x).
+  * ``"PGD-20"``, ``"PGD-100"``: ``"pgd"``, CE, steps of ``step_size`` (default eps / 4), uniform
+    random start.
+  * ``"CW-inf"``: ``"cw_inf"``, ``cw_steps`` (30) steps of ``step_size``, kappa 50, uniform random
+    start.
+  * ``"APGD-CE"``, ``"APGD-T"``: ``"apgd_ce"`` and ``"apgd_t"`` with ``n_iter`` iterations (APGD-T
     over min(9, C - 1) targets).
-  * ``"AA"``: :func:`robust_jax.attacks.autoattack.autoattack` (``aa_version``; for l2 the custom
-    version APGD-CE, APGD-T, FAB-T, since Square is linf only) with ``n_iter`` and ``n_queries``.
+  * ``"AA"``: ``"autoattack"`` (``aa_version``; for l2 the custom version APGD-CE, APGD-T, FAB-T,
+    since Square is linf only) with ``n_iter`` and ``n_queries``, its batches placed like ``x``
+    when ``x`` carries a ``NamedSharding``.
 
   Args:
     eps: the radius, > 0.
@@ -153,41 +157,37 @@ def default_attacks(
   validation.check_choice("norm", norm, ("linf", "l2"))
   validation.check_choice("fgsm_start", fgsm_start, ("uniform", "none"))
   step = eps / 4.0 if step_size is None else step_size
-
-  def fgsm(logits_fn, x, y, key):
-    return fgsm_pgd.fgsm(logits_fn, x, y, eps=eps, norm=norm, start=fgsm_start, key=key)
-
-  def make_pgd(k):
-    def pgd(logits_fn, x, y, key):
-      return fgsm_pgd.pgd(logits_fn, x, y, eps=eps, step_size=step, num_steps=k, norm=norm,
-                          start="uniform", key=key)
-    return pgd
-
-  def cw(logits_fn, x, y, key):
-    return restarts.cw_inf(logits_fn, x, y, eps=eps, step_size=step, num_steps=cw_steps,
-                           kappa=kappa, norm=norm, key=key)
-
-  def apgd_ce(logits_fn, x, y, key):
-    return apgd_lib.apgd(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, loss="ce", key=key)
-
-  def apgd_t(logits_fn, x, y, key):
-    c = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
-    return apgd_lib.apgd_targeted(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, key=key,
-                                  n_target_classes=min(9, c - 1))
+  make = attacks_lib.make
+  table = {"FGSM": make("fgsm", eps=eps, norm=norm, start=fgsm_start)}
+  for k in pgd_steps:
+    table[f"PGD-{k}"] = make("pgd", eps=eps, step_size=step, num_steps=k, norm=norm,
+                             start="uniform")
+  table["CW-inf"] = make("cw_inf", eps=eps, step_size=step, num_steps=cw_steps, kappa=kappa,
+                         norm=norm)
+  table["APGD-CE"] = make("apgd_ce", eps=eps, n_iter=n_iter, norm=norm)
+  table["APGD-T"] = make("apgd_t", eps=eps, n_iter=n_iter, norm=norm)  # min(9, C - 1) targets
+  versions = dict(version=aa_version) if norm == "linf" else dict(
+      version="custom", attacks=("apgd-ce", "apgd-t", "fab-t"))
+  autoattack = make("autoattack", eps=eps, norm=norm, n_iter=n_iter, n_queries=n_queries,
+                    **versions)
 
   def aa(logits_fn, x, y, key):
     sharding = getattr(x, "sharding", None)
-    kw = dict(version=aa_version) if norm == "linf" else dict(
-        version="custom", attacks=("apgd-ce", "apgd-t", "fab-t"))
-    return autoattack_lib.autoattack(
-        logits_fn, x, y, eps=eps, key=key, norm=norm, n_iter=n_iter, n_queries=n_queries,
-        sharding=sharding if isinstance(sharding, NamedSharding) else None, **kw)
+    return autoattack(logits_fn, x, y, key,
+                      sharding=sharding if isinstance(sharding, NamedSharding) else None)
 
-  table = {"FGSM": fgsm}
-  for k in pgd_steps:
-    table[f"PGD-{k}"] = make_pgd(k)
-  table.update({"CW-inf": cw, "APGD-CE": apgd_ce, "APGD-T": apgd_t, "AA": aa})
+  table["AA"] = aa
   return table
+
+
+def _as_attack(name: str, attack: AttackSpec) -> AttackFn:
+  """An attack callable from a callable or from ``(name, hyperparameters)`` of the factory."""
+  if callable(attack):
+    return attack
+  if isinstance(attack, (tuple, list)) and len(attack) == 2 and isinstance(attack[1], Mapping):
+    return attacks_lib.make(attack[0], **attack[1])
+  raise ValueError(f"attack {name!r} must be a callable attack(logits_fn, x, y, key) or a pair "
+                   f"(name, hyperparameters) of robust_jax.attacks.make, got {attack!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def _valid(x_adv: np.ndarray, x: np.ndarray, eps, norm) -> np.ndarray:
 def evaluate(
     logits_fn: Callable[[jax.Array], jax.Array],
     dataset,
-    attacks: Optional[Mapping[str, AttackFn]] = None,
+    attacks: Optional[Mapping[str, AttackSpec]] = None,
     *,
     batch_size: int,
     key: jax.Array,
@@ -301,8 +301,9 @@ def evaluate(
     logits_fn: ``x -> logits`` [B, C], deterministic.
     dataset: an iterable of batches, each a dict ``{"image", "label"[, "mask"]}`` or a tuple
       ``(x, y[, mask])``, or one such dict / tuple of full arrays. Masked-out examples are ignored.
-    attacks: ``{name: attack(logits_fn, x, y, key)}``, e.g. :func:`default_attacks`; None: clean
-      accuracy only.
+    attacks: ``{name: attack(logits_fn, x, y, key)}``, e.g. :func:`default_attacks`, or
+      ``{name: (attack name, hyperparameters)}`` of :func:`robust_jax.attacks.make` (made, and so
+      validated, before the first batch); None: clean accuracy only.
     batch_size: examples per attack call, >= 1 (the data are re-batched to it).
     key: PRNG key; batch b and attack j use ``fold_in(fold_in(key, b), j)``.
     eps: optional radius of the validity check (points outside the ball or the box never count as
@@ -321,10 +322,9 @@ def evaluate(
   validation.check_choice("norm", norm, ("linf", "l2"))
   if eps is not None:
     validation.check_scalar("eps", eps, low=0.0)
-  if key is None:
-    raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
-  attacks = dict(attacks or {})
-  predict_fn = apgd_lib.as_pytree_fn(logits_fn)  # traced parameters: no recompilation per model
+  validation.check_key(key, needed_by="evaluate")
+  attacks = {name: _as_attack(name, a) for name, a in (attacks or {}).items()}
+  predict_fn = attacks_lib.as_pytree_fn(logits_fn)  # traced parameters: no recompilation per model
   sharding = _sharding(batch_size)
   labels, masks, clean = [], [], []
   robust = {name: [] for name in attacks}
@@ -335,7 +335,7 @@ def evaluate(
     validation.check_images("image", x)
     xb, yb = _put(x, sharding), _put(y, sharding)
     if num_classes is None:
-      num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+      num_classes = validation.num_classes(logits_fn, x)
     validation.check_labels("label", y, x.shape[0], num_classes)
     t0 = time.perf_counter()
     ok = np.asarray(_predict_jit(predict_fn, xb)) == y
@@ -395,7 +395,7 @@ def transfer(
     source_logits_fn: Callable[[jax.Array], jax.Array],
     target_logits_fn: Callable[[jax.Array], jax.Array],
     dataset,
-    attack: AttackFn,
+    attack: AttackSpec,
     *,
     batch_size: int,
     key: jax.Array,
@@ -406,7 +406,8 @@ def transfer(
     source_logits_fn: the model the attack sees.
     target_logits_fn: the model that is evaluated.
     dataset: as :func:`evaluate`.
-    attack: ``attack(logits_fn, x, y, key)`` (e.g. an entry of :func:`default_attacks`).
+    attack: ``attack(logits_fn, x, y, key)`` (e.g. an entry of :func:`default_attacks`) or
+      ``(attack name, hyperparameters)`` of :func:`robust_jax.attacks.make`.
     batch_size: examples per call.
     key: PRNG key; the attack on batch b gets ``fold_in(fold_in(key, b), 0)``, the key
       :func:`evaluate` gives its first attack, so the two agree for the same key and batch size.
@@ -416,11 +417,11 @@ def transfer(
     equals the source's white-box accuracy.
   """
   validation.check_scalar("batch_size", batch_size, low=1, integer=True)
-  if key is None:
-    raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
+  validation.check_key(key, needed_by="transfer")
+  attack = _as_attack("attack", attack)
   sharding = _sharding(batch_size)
-  source_fn = apgd_lib.as_pytree_fn(source_logits_fn)
-  target_fn = apgd_lib.as_pytree_fn(target_logits_fn)
+  source_fn = attacks_lib.as_pytree_fn(source_logits_fn)
+  target_fn = attacks_lib.as_pytree_fn(target_logits_fn)
   t0 = time.perf_counter()
   tot = clean_t = src = tgt = 0
   for b, (x, y, m) in enumerate(_batches(dataset, batch_size)):

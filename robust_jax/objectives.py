@@ -28,7 +28,9 @@ Objectives (the names of :data:`OBJECTIVES`):
   CE(p(x'), y) * 1(h(x) = y) + CE(p(x), y) * 1(h(x) != y).
 
 :func:`gairat_weights`: GAIRAT's per-example weights (Zhang et al. 2021) from the attack's kappa.
-:func:`get_objective` binds hyperparameters by name; it is how the training step finds an objective.
+:func:`get_objective` binds hyperparameters by name; :func:`make` wraps the result as the objective
+part of the training step (:class:`OuterObjective`, which also says which logits it needs), built
+from the config fields ``beta``, ``alp_weight`` and ``mma_margin``.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from robust_jax import validation
-from robust_jax.attacks import losses
+from robust_jax.parts import require
+from robust_jax import losses
 
 Objective = Callable[..., jax.Array]
 
@@ -409,3 +412,42 @@ def get_objective(name: str, **hyper) -> Objective:
   for k, v in bound.items():
     _HYPER_CHECKS[k](v)
   return functools.partial(OBJECTIVES[name], **bound)
+
+
+class OuterObjective(NamedTuple):
+  """The objective part of the training step.
+
+  Attributes:
+    loss: ``(logits_clean, logits_adv, y, weights=None) -> scalar``, hyperparameters bound.
+    needs_clean: whether ``loss`` reads ``logits_clean`` (the step then runs the clean batch).
+    needs_adv: whether it reads ``logits_adv``.
+  """
+  loss: Objective
+  needs_clean: bool
+  needs_adv: bool
+
+
+def make(*, name: str, beta: float = 6.0, alp_weight: float = 0.5,
+         mma_margin: float = math.inf) -> OuterObjective:
+  """The objective ``name`` as a part of the training step (keywords = config fields).
+
+  Args:
+    name: one of :data:`OBJECTIVES`.
+    beta: TRADES / MART trade-off >= 0.
+    alp_weight: ALP / CLP pairing weight lambda >= 0.
+    mma_margin: MMA's margin threshold (inf = the seed's formula).
+
+  Returns:
+    An :class:`OuterObjective`.
+
+  Example:
+    >>> part = make(name="trades", beta=6.0)
+    >>> part.needs_clean, part.needs_adv
+    (True, True)
+  """
+  require(beta >= 0, "beta", "must be >= 0", beta)
+  require(alp_weight >= 0, "alp_weight", "must be >= 0", alp_weight)
+  fn = get_objective(name, beta=beta, alp_weight=alp_weight, mma_margin=mma_margin)
+  return OuterObjective(loss=fn, needs_clean=name in NEEDS_CLEAN_LOGITS,
+                        needs_adv=name in NEEDS_ADV_LOGITS)
+

@@ -1,6 +1,6 @@
 """Regularisers of fast (single-step) adversarial training against catastrophic overfitting.
 
-* GradAlign (Andriushchenko and Flammarion, NeurIPS 2020):
+* **GradAlign** (Andriushchenko and Flammarion, NeurIPS 2020):
   Omega = E_{eta ~ U([-eps, eps]^d)} [1 - cos(grad_x l(x), grad_x l(x + eta))], averaged over the
   batch, examples with a zero gradient dropped, x + eta not clipped (as the official ``train.py``).
   The regulariser is differentiated through the input gradients (double backprop). Paper versus
@@ -9,34 +9,186 @@
   (issue #3 of the repository: it "doesn't make a substantial difference"). Default lambda(eps), eps
   in 1/255 units: 0.02 * 10^(eps/8) (the CIFAR-10 scripts), capped at 2.0 as the ELLE
   re-implementation does for eps >= 16/255.
-* ELLE (Abad Rocamora et al., ICLR 2024): the local linearity error of the loss,
-  mean_i [l(x_c) - ((1 - a) l(x_a) + a l(x_b))]^2 with x_a, x_b ~ x + U(-eps, eps) (not clipped),
-  a ~ U[0, 1] and x_c = (1 - a) x_a + a x_b: three forward passes on one 3B batch and an ordinary
-  backward, no double backprop. Default lambda: 1000 for eps <= 8/255, 5000 up to 20/255, 10000 above.
-* ELLE-A: lambda starts at 0; after each step, with mu and sigma the mean and standard deviation of all
-  earlier linearity errors, lambda <- lambda_max (4000) if there are more than 2 of them and the new
-  error exceeds mu + s * sigma (s = 2), else lambda <- 0.99 * lambda.
+* **ELLE** (Abad Rocamora et al., ICLR 2024): the local linearity error of the loss,
+  mean_i [l(x_c) - ((1 - a) l(x_a) + a l(x_b))]^2 with a ~ U[0, 1] and x_c = (1 - a) x_a + a x_b:
+  three forward passes on one 3B batch and an ordinary backward, no double backprop. Two choices of
+  the endpoints (``config.elle_endpoints``, :func:`elle_points`):
+
+  - ``"random"`` (default): x_a, x_b ~ x + U(-eps, eps), independent, not clipped: the paper's
+    Eq. (3) and the official code (LIONS-EPFL/ELLE, ``core/utils/train.py``, ``Trainer.loss``,
+    ``reg == 'ELLE'``: ``x_ab = x.repeat([2,1,1,1]) + eps * (2 * rand - 1)``);
+  - ``"clean"``: x_a = x, x_b ~ x + U(-eps, eps): the lecture's form (seed 003, Eq. (21):
+    ELLE(x^k, a) = (L(a_hat) - alpha L(a) - (1 - alpha) L(a_tilde))^2 with a_hat = alpha a +
+    (1 - alpha) a_tilde). It is the formula above with alpha = 1 - a (same U[0, 1] law).
+
+  Default lambda: the published 1000 for eps <= 8/255, 5000 up to 20/255, 10000 above
+  (``scripts/run_elle_cifar10.sh``), on inputs of the published size; other inputs get that lambda
+  transported along E_lin's eps^4 law (:func:`elle_lambda_fn`).
+* **ELLE-A**: lambda starts at 0; after each step, with mu and sigma the mean and standard deviation
+  of all earlier linearity errors, lambda <- lambda_max (4000) if there are more than 2 of them and
+  the new error exceeds mu + s * sigma (s = 2), else lambda <- 0.99 * lambda.
+
+**Lambda and the eps schedule.** The official codes fix lambda once, from the recipe's eps
+(``--grad_align_cos_lambda`` and ``--lin_reg`` are command-line constants chosen per eps by the
+scripts). So do these parts by default: they read ``config.eps`` when they are built. With
+``config.reg_lambda_follows_schedule = True`` lambda is recomputed at every step from the scheduled
+eps (:class:`~robust_jax.parts.StepInfo` ``eps``, which differs from ``config.eps`` under
+``eps_warmup_epochs`` or ``periodic_eps``). In both cases the regulariser samples its points in the
+ball of the scheduled eps (the official scripts never schedule eps together with a regulariser, so
+there is no official behaviour to follow there).
+
+**Lambda on other inputs than the published ones.** The published ELLE lambdas were tuned on
+CIFAR-10 (32x32x3 = 3072 inputs, :data:`PUBLISHED_INPUT_DIM`) for eps from 2/255 to 26/255. Why
+they fail elsewhere, measured on the embedded digits (8x8x1 = 64 inputs, MLP 256-256, eps 0.2):
+
+* E_lin is the square of a second-order Taylor remainder,
+  e = -a (1 - a) (x_b - x_a)^T H (x_b - x_a) / 2 for a quadratic loss, so at a fixed network it
+  grows as eps^4. Measured after standard training: E_lin(0.2) / E_lin(8/255) = 5.8e-3 / 3.7e-6 =
+  1560, against (0.2 / (8/255))^4 = 1650 (local exponents 3.6 to 4.3 between 4/255 and 0.2).
+* E_lin does not grow with the input dimension d: with fan-in scaled first layers each
+  pre-activation sees a perturbation of variance (eps^2 / 3) sum_i w_i^2 ~ eps^2 / 3 whatever d.
+  Measured on the digits and the same digits upsampled to 16x16 and 32x32 (d = 64, 256, 1024):
+  E_lin(8/255) = 2.1e-7, 1.9e-7, 1.8e-7 at initialisation, 3.7e-6, 1.6e-6, 1.3e-6 after training.
+* The published table is a tuning against CIFAR-10's catastrophic overfitting, not a scaling law:
+  from 8/255 to 26/255 it multiplies lambda by 10 while E_lin grows by 110; above 20/255 it says
+  10000, which the library used to extrapolate to any larger eps. At eps 0.2 that lambda makes the
+  regulariser's gradient some 600 times the cross-entropy's on a trained digits MLP (norms 0.25 *
+  10^4 / 0.41 per unit lambda) and training diverges at step 11 (E_lin 3e-5 at step 0, 4.0 at step
+  8, 7e22 at step 10). The lambdas that train at eps 0.2 (30 epochs, PGD-20 test accuracy; FGSM
+  from zero, no regulariser: 50.4%): 0.6 -> 49.6%, 6 -> 50.1%, 60 -> 50.7%, 100 -> 47.6%,
+  300 -> 37.6%, 1000 -> 21.2%; 3000 collapses to a constant output, 10000 diverges.
+* At the calibration point itself the published lambda is fine on the digits: lambda = 1000 at
+  eps 8/255 trains the MLP normally (adversarial loss 0.011 after 600 steps).
+
+So, on inputs of another size than the published one, lambda is the paper's main calibration point
+(:data:`ELLE_REFERENCE_EPS` = 8/255, lambda 1000) carried along E_lin's eps^4 law,
+lambda(eps) = 1000 (8/255 / eps)^4 (:func:`elle_lambda_fn`), which gives a given curvature the
+penalty it gets at 8/255; the input size only decides whether the published table applies. For the
+digits at eps 0.2 that is 0.61 (ELLE-A's lambda_max: 4000 (8/255 / eps)^4 = 2.4). Nothing is clipped.
+The lambda given explicitly (``elle_lambda > 0``) is always used as it is.
+
+Each is a :class:`Regularizer` part of the training step, built from its config fields by the
+factories of :data:`REGULARIZERS` (``gradalign_part(eps=..., gradalign_lambda=...,
+gradalign_detach_first=..., reg_lambda_follows_schedule=...)``, ``elle_part(...)``,
+``elle_a_part(...)``).
+
+References:
+  Andriushchenko and Flammarion, "Understanding and improving fast adversarial training", NeurIPS
+  2020 (tml-epfl/understanding-fast-adv-training, ``train.py``). Abad Rocamora, Liu, Chrysos, Olmos
+  and Cevher, "Efficient local linearity regularization to overcome catastrophic overfitting", ICLR
+  2024 (LIONS-EPFL/ELLE, ``core/utils/train.py``).
+
+Example:
+
+>>> import jax, jax.numpy as jnp
+>>> f = lambda x: jnp.concatenate([jnp.zeros((x.shape[0], 1)), x.reshape(x.shape[0], -1)], 1)
+>>> x, y = jnp.full((2, 2, 2, 1), 0.5), jnp.zeros(2, jnp.int32)
+>>> err = local_linearity_error(f, x, y, jax.random.key(0), eps=0.1, endpoints="clean")
+>>> bool(err >= 0)
+True
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any, Callable, Dict, NamedTuple, Tuple
+
+import chex
 import jax
 import jax.numpy as jnp
 
-from robust_jax.attacks import losses
+from robust_jax import losses
+from robust_jax.parts import EmptyState, Registry, require
 
 ELLE_A_LAMBDA_MAX = 4000.0
+"""ELLE-A's published lambda_max (``--lin_reg 4000``, ``--lambda_schedule onoff``, every eps)."""
+ELLE_REFERENCE_EPS = 8.0 / 255.0
+"""The eps of the paper's main calibration point (CIFAR-10, lambda 1000)."""
+ELLE_REFERENCE_LAMBDA = 1000.0
+"""The published ELLE lambda at :data:`ELLE_REFERENCE_EPS`."""
+PUBLISHED_INPUT_DIM = 32 * 32 * 3
+"""Inputs per example of the datasets on which the published lambdas were tuned (CIFAR-10)."""
+ELLE_ENDPOINTS = ("random", "clean")
+"""The values of ``config.elle_endpoints`` (:func:`elle_points`)."""
 
 
-def gradalign_lambda(eps) -> jax.Array:
-  """The published lambda(eps) of GradAlign's CIFAR-10 scripts (eps in [0, 1] units)."""
+def gradalign_lambda_fn(eps) -> jax.Array:
+  """The published lambda(eps) of GradAlign's CIFAR-10 scripts, capped at 2.0.
+
+  Args:
+    eps: the linf radius in [0, 1] pixel units (a float or a traced scalar).
+
+  Returns:
+    min(0.02 * 10^(255 eps / 8), 2.0): 0.2 at 8/255 (``sh/exps_diff_eps_cifar10.sh``), 2.0 from
+    16/255 on (the cap of the LIONS-EPFL/ELLE re-implementation). Omega = 1 - cos is in [0, 2]
+    whatever the input size and eps, so this lambda needs no transport to other inputs.
+  """
   return jnp.minimum(0.02 * 10.0 ** (eps * 255.0 / 8.0), 2.0)
 
 
-def elle_lambda(eps) -> jax.Array:
-  """The published ELLE lambda for eps (in [0, 1] units)."""
+def _published_elle_lambda(eps):
   e = eps * 255.0
   return jnp.where(e <= 8.0 + 1e-6, 1000.0, jnp.where(e <= 20.0 + 1e-6, 5000.0, 10000.0))
+
+
+def _transport_root(eps):
+  """sqrt((ELLE_REFERENCE_EPS / eps)^4); 0 at eps = 0, where E_lin is exactly 0 too."""
+  eps = jnp.asarray(eps, jnp.float32)
+  positive = eps > 0
+  return jnp.where(positive, (ELLE_REFERENCE_EPS / jnp.where(positive, eps, 1.0)) ** 2, 0.0)
+
+
+def elle_transport(eps, input_dim: int = PUBLISHED_INPUT_DIM) -> jax.Array:
+  """The factor that carries ELLE's calibration at 8/255 to ``eps`` on inputs of another size.
+
+  Args:
+    eps: the linf radius in [0, 1] units (a float or a traced scalar), >= 0.
+    input_dim: inputs per example (H * W * C), a Python int.
+
+  Returns:
+    1 for ``input_dim ==`` :data:`PUBLISHED_INPUT_DIM` (the published lambdas apply as they are);
+    otherwise (ELLE_REFERENCE_EPS / eps)^4, E_lin's eps^4 law (0 at eps = 0). See the module
+    docstring for the reasoning and the measurements.
+  """
+  if input_dim == PUBLISHED_INPUT_DIM:
+    return jnp.asarray(1.0, jnp.float32)
+  return _transport_root(eps) ** 2
+
+
+def elle_lambda_fn(eps, input_dim: int = PUBLISHED_INPUT_DIM) -> jax.Array:
+  """ELLE's default lambda for ``eps`` on inputs of ``input_dim`` values per example.
+
+  Args:
+    eps: the linf radius in [0, 1] units (a float or a traced scalar).
+    input_dim: inputs per example (H * W * C), a Python int.
+
+  Returns:
+    On inputs of the published size (3072): the published table of ``scripts/run_elle_cifar10.sh``,
+    1000 for eps <= 8/255, 5000 for eps <= 20/255 and 10000 above (published up to 26/255). On other
+    inputs: 1000 * (8/255 / eps)^4, the paper's main calibration point carried along E_lin's eps^4
+    law (:func:`elle_transport`; 0.61 for the digits at eps 0.2).
+
+  Example:
+    >>> float(elle_lambda_fn(8 / 255)), round(float(elle_lambda_fn(0.2, 64)), 2)
+    (1000.0, 0.61)
+  """
+  if input_dim == PUBLISHED_INPUT_DIM:
+    return _published_elle_lambda(eps)
+  return ELLE_REFERENCE_LAMBDA * elle_transport(eps, input_dim)
+
+
+def elle_a_lambda_max_fn(eps, input_dim: int = PUBLISHED_INPUT_DIM) -> jax.Array:
+  """ELLE-A's default lambda_max: :data:`ELLE_A_LAMBDA_MAX` times :func:`elle_transport`.
+
+  Args:
+    eps: the linf radius in [0, 1] units (a float or a traced scalar).
+    input_dim: inputs per example (H * W * C), a Python int.
+
+  Returns:
+    4000 on inputs of the published size (every eps, as the scripts); 4000 (8/255 / eps)^4 on others
+    (2.4 for the digits at eps 0.2).
+  """
+  return ELLE_A_LAMBDA_MAX * elle_transport(eps, input_dim)
 
 
 def _input_grad(logits_fn, x, y):
@@ -56,6 +208,7 @@ def gradalign(logits_fn, x, y, key, *, eps, detach_first: bool = False) -> jax.A
   Returns:
     Scalar 1 - mean_i cos_i over examples whose two gradients are both non-zero.
   """
+  chex.assert_shape(y, (x.shape[0],))
   eta = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0) * eps
   g1 = _input_grad(logits_fn, x, y)
   if detach_first:
@@ -72,53 +225,284 @@ def gradalign(logits_fn, x, y, key, *, eps, detach_first: bool = False) -> jax.A
   return 1.0 - jnp.sum(jnp.where(valid, cos, 0.0)) / count
 
 
-def local_linearity_error(logits_fn, x, y, key, *, eps) -> jax.Array:
-  """ELLE's linearity error: mean_i [l(x_c) - ((1 - a) l(x_a) + a l(x_b))]^2 (one 3B forward)."""
+def elle_points(x, key, *, eps,
+                endpoints: str = "random") -> Tuple[jax.Array, jax.Array, jax.Array]:
+  """The endpoints and the interpolation weight of ELLE's linearity error.
+
+  Args:
+    x: clean images [B, ...].
+    key: PRNG key; split into (k_a, k_b, k_alpha), so the default draws x_a, x_b and a exactly as
+      before the ``endpoints`` option existed (``"clean"`` leaves k_a unused).
+    eps: the linf radius (a float or a traced scalar).
+    endpoints: ``"random"``, x_a and x_b independent in x + U(-eps, eps) (the paper and the official
+      code); ``"clean"``, x_a = x and x_b in x + U(-eps, eps) (the lecture, seed 003, Eq. (21)).
+      Neither is clipped to [0, 1], as the official code.
+
+  Returns:
+    ``(x_a, x_b, a)``: x_a and x_b of the shape and dtype of x, a ~ U[0, 1] of shape [B, 1, ...]
+    (broadcastable against x). The interpolated point is x_c = (1 - a) x_a + a x_b.
+  """
+  if endpoints not in ELLE_ENDPOINTS:
+    raise ValueError(f"endpoints must be one of {ELLE_ENDPOINTS}, got {endpoints!r}")
   ka, kb, kalpha = jax.random.split(key, 3)
-  b = x.shape[0]
-  x_a = x + jax.random.uniform(ka, x.shape, x.dtype, -1.0, 1.0) * eps
+  if endpoints == "random":
+    x_a = x + jax.random.uniform(ka, x.shape, x.dtype, -1.0, 1.0) * eps
+  else:
+    x_a = x
   x_b = x + jax.random.uniform(kb, x.shape, x.dtype, -1.0, 1.0) * eps
-  a = jax.random.uniform(kalpha, (b,) + (1,) * (x.ndim - 1), x.dtype)
+  a = jax.random.uniform(kalpha, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype)
+  return x_a, x_b, a
+
+
+def linearity_errors(logits_fn, x, y, key, *, eps, endpoints: str = "random") -> jax.Array:
+  """Per-example ELLE errors e_i = l(x_c) - ((1 - a) l(x_a) + a l(x_b)) (one forward on 3B inputs).
+
+  Args:
+    logits_fn: ``x -> logits`` [N, C]; called once on the concatenation [x_a; x_b; x_c].
+    x: clean images [B, ...]; y: int32 labels [B].
+    key: PRNG key (:func:`elle_points`).
+    eps: the linf radius of the endpoints.
+    endpoints: ``"random"`` (paper, official code) or ``"clean"`` (lecture): :func:`elle_points`.
+
+  Returns:
+    float32 [B]: e_i with l the per-example cross-entropy. For a loss quadratic in x with Hessian H,
+    e_i = -a_i (1 - a_i) (x_b - x_a)^T H (x_b - x_a) / 2 exactly; for a linear one, 0.
+  """
+  chex.assert_shape(y, (x.shape[0],))
+  b = x.shape[0]
+  x_a, x_b, a = elle_points(x, key, eps=eps, endpoints=endpoints)
   x_c = (1 - a) * x_a + a * x_b
   l = losses.cross_entropy(logits_fn(jnp.concatenate([x_a, x_b, x_c])), jnp.tile(y, 3))
   l_a, l_b, l_c = l[:b], l[b:2 * b], l[2 * b:]
   a = a.reshape(b)
-  return jnp.mean((l_c - ((1 - a) * l_a + a * l_b)) ** 2)
+  return l_c - ((1 - a) * l_a + a * l_b)
 
 
-def elle_a_init():
-  """ELLE-A's state: current lambda and Welford statistics of past linearity errors."""
-  z = jnp.zeros((), jnp.float32)
-  return {"elle_lambda": z, "elle_count": z, "elle_mean": z, "elle_m2": z}
+def local_linearity_error(logits_fn, x, y, key, *, eps, endpoints: str = "random") -> jax.Array:
+  """ELLE's linearity error E_lin = mean_i e_i^2 (:func:`linearity_errors`), the official MSE.
+
+  Args:
+    logits_fn, x, y, key, eps, endpoints: as :func:`linearity_errors`.
+
+  Returns:
+    The float32 scalar mean_i [l(x_c) - ((1 - a) l(x_a) + a l(x_b))]^2 (``torch.nn.MSELoss`` of the
+    official code); 0 for a loss linear in x.
+  """
+  return jnp.mean(linearity_errors(logits_fn, x, y, key, eps=eps, endpoints=endpoints) ** 2)
 
 
-def elle_a_update(extra, reg_metrics, *, config):
-  """ELLE-A's adaptive rule, applied after a step with that step's linearity error."""
-  err = jax.lax.stop_gradient(reg_metrics["lin_err"])
-  n, mean, m2, lam = extra["elle_count"], extra["elle_mean"], extra["elle_m2"], extra["elle_lambda"]
-  std = jnp.sqrt(jnp.where(n > 1, m2 / jnp.maximum(n, 1), 0.0))
-  spike = (n > 2) & (err > mean + config.elle_a_sensitivity * std)
-  lam_max = config.elle_lambda or ELLE_A_LAMBDA_MAX
-  lam = jnp.where(spike, lam_max, config.elle_a_decay * lam)
-  n1 = n + 1
-  delta = err - mean
-  mean1 = mean + delta / n1
-  m2 = m2 + delta * (err - mean1)
-  return dict(extra, elle_lambda=lam, elle_count=n1, elle_mean=mean1, elle_m2=m2)
+class Regularizer(NamedTuple):
+  """A regulariser part of the training step (:mod:`robust_jax.parts`).
+
+  Attributes:
+    init: ``() -> state``, the state carried between steps (a NamedTuple).
+    apply: ``(loss, logits_fn, x, y, key, state, info) -> (loss + lambda * Omega, metrics)``, where
+      ``logits_fn`` is the model in train mode at the parameters being differentiated, ``x`` the
+      clean batch, ``info`` the step's :class:`~robust_jax.parts.StepInfo`; ``metrics`` is
+      a dict of float32 scalars (logged, and handed to ``update``).
+    update: ``(state, metrics) -> state``, after the step, with that step's metrics.
+  """
+  init: Callable[[], Any]
+  apply: Callable[..., Tuple[jax.Array, Dict[str, jax.Array]]]
+  update: Callable[[Any, Dict[str, jax.Array]], Any]
 
 
-def apply(name, logits_fn, x, y, key, *, eps, config, state):
-  """The regulariser ``name`` times its lambda, and its metrics (used by the training step)."""
-  if name == "gradalign":
-    lam = config.gradalign_lambda or gradalign_lambda(eps)
-    omega = gradalign(logits_fn, x, y, key, eps=eps,
-                      detach_first=config.get("gradalign_detach_first", False))
-    return lam * omega, {"gradalign": omega, "reg_lambda": jnp.asarray(lam, jnp.float32)}
-  if name in ("elle", "elle_a"):
-    err = local_linearity_error(logits_fn, x, y, key, eps=eps)
-    if name == "elle":
-      lam = config.elle_lambda or elle_lambda(eps)
+def _no_update(state, metrics):
+  del metrics
+  return state
+
+
+def none() -> Regularizer:
+  """No regulariser: the loss is returned unchanged."""
+  def apply(loss, logits_fn, x, y, key, state, info):
+    del logits_fn, x, y, key, state, info
+    return loss, {}
+  return Regularizer(init=EmptyState, apply=apply, update=_no_update)
+
+
+def _check_common(name, value, eps, follows):
+  require(value >= 0, name, "must be >= 0 (0 = the published lambda(eps))", value)
+  require(eps > 0, "eps", "must be > 0 (the regularisers' lambda is a function of it)", eps)
+  require(isinstance(follows, bool), "reg_lambda_follows_schedule", "must be True or False",
+          follows)
+
+
+def _check_endpoints(endpoints):
+  require(endpoints in ELLE_ENDPOINTS, "elle_endpoints", f"must be one of {ELLE_ENDPOINTS}",
+          endpoints)
+
+
+def _lambda_eps(eps, follows, info):
+  """The eps that lambda is computed from: the recipe's (official) or the scheduled one."""
+  return info.eps if follows else eps
+
+
+def gradalign_part(*, eps: float, gradalign_lambda: float = 0.0,
+                   gradalign_detach_first: bool = False,
+                   reg_lambda_follows_schedule: bool = False) -> Regularizer:
+  """GradAlign (Andriushchenko and Flammarion 2020): ``loss + lambda * Omega`` (:func:`gradalign`).
+
+  Args:
+    eps: the recipe's eps (``config.eps``); the published lambda is computed from it once.
+    gradalign_lambda: lambda >= 0; 0 = :func:`gradalign_lambda_fn` (0.2 at 8/255).
+    gradalign_detach_first: no backprop through grad_x l(x) (the official code).
+    reg_lambda_follows_schedule: False (official, ``--grad_align_cos_lambda`` is a constant):
+      lambda from ``eps``; True: lambda(eps_t) from the scheduled eps of each step. Omega samples
+      eta in the ball of the scheduled eps either way.
+
+  Returns:
+    A :class:`Regularizer` whose metrics are ``gradalign`` (Omega) and ``reg_lambda``.
+
+  Raises:
+    ValueError: a negative lambda or eps <= 0 (named by :func:`robust_jax.parts.bind`).
+  """
+  _check_common("gradalign_lambda", gradalign_lambda, eps, reg_lambda_follows_schedule)
+  fixed = gradalign_lambda or float(gradalign_lambda_fn(eps))
+
+  def apply(loss, logits_fn, x, y, key, state, info):
+    del state
+    if gradalign_lambda or not reg_lambda_follows_schedule:
+      lam = fixed
     else:
-      lam = state["elle_lambda"]
-    return lam * err, {"lin_err": err, "reg_lambda": jnp.asarray(lam, jnp.float32)}
-  raise ValueError(f"unknown regularizer {name!r}; valid: ('gradalign', 'elle', 'elle_a')")
+      lam = gradalign_lambda_fn(info.eps)
+    omega = gradalign(logits_fn, x, y, key, eps=info.eps, detach_first=gradalign_detach_first)
+    return loss + lam * omega, {"gradalign": omega, "reg_lambda": jnp.asarray(lam, jnp.float32)}
+
+  return Regularizer(init=EmptyState, apply=apply, update=_no_update)
+
+
+def _elle_penalty(lam, root, errors):
+  """lam * mean((root * e)^2) = (lam root^2) E_lin: the transport applied to e before squaring, so
+  that a tiny scheduled eps (root ~ eps^-2, e ~ eps^2) cannot overflow lambda into inf * 0."""
+  return lam * jnp.mean((errors * root) ** 2)
+
+
+def elle_part(*, eps: float, elle_lambda: float = 0.0, elle_endpoints: str = "random",
+              reg_lambda_follows_schedule: bool = False) -> Regularizer:
+  """ELLE (Abad Rocamora et al. 2024): ``loss + lambda * E_lin`` (:func:`local_linearity_error`).
+
+  Args:
+    eps: the recipe's eps (``config.eps``); the default lambda is computed from it.
+    elle_lambda: lambda >= 0, used as it is; 0 = :func:`elle_lambda_fn` of eps and of the input size
+      (the published table on 32x32x3 inputs, its eps^4 transport on others).
+    elle_endpoints: ``"random"`` (paper, official code) or ``"clean"`` (lecture), as
+      :func:`elle_points`.
+    reg_lambda_follows_schedule: False (official, ``--lin_reg`` is a constant): lambda from ``eps``;
+      True: from the scheduled eps of each step. The points are sampled in the ball of the scheduled
+      eps either way.
+
+  Returns:
+    A :class:`Regularizer` whose metrics are ``lin_err`` (E_lin) and ``reg_lambda`` (the lambda
+    that multiplied it).
+
+  Raises:
+    ValueError: a negative lambda, eps <= 0 or unknown endpoints.
+  """
+  _check_common("elle_lambda", elle_lambda, eps, reg_lambda_follows_schedule)
+  _check_endpoints(elle_endpoints)
+
+  def apply(loss, logits_fn, x, y, key, state, info):
+    del state
+    errors = linearity_errors(logits_fn, x, y, key, eps=info.eps, endpoints=elle_endpoints)
+    eps_lam = _lambda_eps(eps, reg_lambda_follows_schedule, info)
+    if elle_lambda:
+      lam, root = elle_lambda, 1.0
+    elif math.prod(x.shape[1:]) == PUBLISHED_INPUT_DIM:
+      lam, root = _published_elle_lambda(eps_lam), 1.0
+    else:
+      lam, root = ELLE_REFERENCE_LAMBDA, _transport_root(eps_lam)
+    err = jnp.mean(errors ** 2)
+    return loss + _elle_penalty(lam, root, errors), {
+        "lin_err": err, "reg_lambda": jnp.asarray(lam * root ** 2, jnp.float32)}
+
+  return Regularizer(init=EmptyState, apply=apply, update=_no_update)
+
+
+class ElleAState(NamedTuple):
+  """ELLE-A's carried state: its lambda and Welford statistics of past linearity errors.
+
+  Attributes:
+    lam: float32 scalar, the lambda of the next step on the published scale (0 at the start,
+      lambda_max after a spike); the step multiplies it by :func:`elle_transport` when lambda_max
+      is the default and the inputs are not of the published size.
+    count: float32 scalar, the number of errors seen.
+    mean: float32 scalar, their mean.
+    m2: float32 scalar, the sum of squared deviations (variance = m2 / count).
+  """
+  lam: jax.Array
+  count: jax.Array
+  mean: jax.Array
+  m2: jax.Array
+
+
+def elle_a_part(*, eps: float, elle_lambda: float = 0.0, elle_a_sensitivity: float = 2.0,
+                elle_a_decay: float = 0.99, elle_endpoints: str = "random",
+                reg_lambda_follows_schedule: bool = False) -> Regularizer:
+  """ELLE-A: ELLE with lambda switched on at spikes of the linearity error and decayed otherwise.
+
+  After each step with error e, with mu and sigma the mean and standard deviation of all earlier
+  errors: lambda <- lambda_max if more than 2 were seen and e > mu + s * sigma, else
+  lambda <- decay * lambda (LIONS-EPFL/ELLE, ``core/utils/train.py``, ``lambda_schedule ==
+  'onoff'``; the spike test is scale-free, so the transport of lambda does not change it).
+
+  Args:
+    eps: the recipe's eps (``config.eps``), for the transport of the default lambda_max.
+    elle_lambda: lambda_max >= 0, used as it is; 0 = :data:`ELLE_A_LAMBDA_MAX` (4000, every eps in
+      the scripts) on 32x32x3 inputs, times :func:`elle_transport` on others
+      (:func:`elle_a_lambda_max_fn`).
+    elle_a_sensitivity: s >= 0 (paper: 2).
+    elle_a_decay: the decay in [0, 1] (paper: 0.99).
+    elle_endpoints: ``"random"`` (paper, official code) or ``"clean"`` (lecture).
+    reg_lambda_follows_schedule: False: the transport from ``eps``; True: from the scheduled eps.
+
+  Returns:
+    A :class:`Regularizer` with state :class:`ElleAState`; metrics ``lin_err`` and ``reg_lambda``.
+
+  Raises:
+    ValueError: a bad lambda, sensitivity, decay, eps or endpoints.
+  """
+  _check_common("elle_lambda", elle_lambda, eps, reg_lambda_follows_schedule)
+  require(elle_a_sensitivity >= 0, "elle_a_sensitivity", "must be >= 0", elle_a_sensitivity)
+  require(0 <= elle_a_decay <= 1, "elle_a_decay", "must be in [0, 1]", elle_a_decay)
+  _check_endpoints(elle_endpoints)
+  lam_max = elle_lambda or ELLE_A_LAMBDA_MAX
+
+  def init():
+    # Four distinct buffers: the train state is donated, and one buffer twice is an XLA error.
+    z = lambda: jnp.zeros((), jnp.float32)
+    return ElleAState(lam=z(), count=z(), mean=z(), m2=z())
+
+  def apply(loss, logits_fn, x, y, key, state, info):
+    errors = linearity_errors(logits_fn, x, y, key, eps=info.eps, endpoints=elle_endpoints)
+    if elle_lambda or math.prod(x.shape[1:]) == PUBLISHED_INPUT_DIM:
+      root = 1.0
+    else:
+      root = _transport_root(_lambda_eps(eps, reg_lambda_follows_schedule, info))
+    err = jnp.mean(errors ** 2)
+    return loss + _elle_penalty(state.lam, root, errors), {
+        "lin_err": err, "reg_lambda": jnp.asarray(state.lam * root ** 2, jnp.float32)}
+
+  def update(state, metrics):
+    err = jax.lax.stop_gradient(metrics["lin_err"])
+    n, mean, m2 = state.count, state.mean, state.m2
+    std = jnp.sqrt(jnp.where(n > 1, m2 / jnp.maximum(n, 1), 0.0))
+    spike = (n > 2) & (err > mean + elle_a_sensitivity * std)
+    lam = jnp.where(spike, lam_max, elle_a_decay * state.lam)
+    n1 = n + 1
+    delta = err - mean
+    mean1 = mean + delta / n1
+    return ElleAState(lam=lam, count=n1, mean=mean1, m2=m2 + delta * (err - mean1))
+
+  return Regularizer(init=init, apply=apply, update=update)
+
+
+REGULARIZERS = Registry("regularizer")
+"""The regulariser parts by name (the ``regularizer`` column of the method table)."""
+REGULARIZERS.register("none", none)
+REGULARIZERS.register("gradalign", gradalign_part)
+REGULARIZERS.register("elle", elle_part)
+REGULARIZERS.register("elle_a", elle_a_part)
+
+# The published lambdas under their historical names (on the published input size).
+gradalign_lambda = gradalign_lambda_fn
+elle_lambda = elle_lambda_fn

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -93,6 +94,7 @@ def _scale(direction, params, *, radius, per_layer: bool, leaf_filter: LeafFilte
   per_layer: v_l = radius * ||w_l|| * d_l / (||d_l|| + 1e-20) on leaves passing ``leaf_filter``, 0
   on the others. Otherwise: v = radius * d / (||d||_2 + 1e-12) over the whole tree.
   """
+  chex.assert_trees_all_equal_shapes(params, direction)
   if per_layer:
     def one(path, w, d):
       if not leaf_filter(path, w):

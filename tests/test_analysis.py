@@ -13,7 +13,7 @@ import pytest
 from robust_jax import attacks
 from robust_jax.analysis import (adversarial, fosc_tracking, gap, hessian, landscape, plots,
                                  reports, similarity)
-from robust_jax.attacks import losses
+from robust_jax import losses
 
 EPS, STEP, K = 0.1, 0.03, 3
 ATTACK = dict(eps=EPS, step_size=STEP, num_steps=K)

@@ -1,6 +1,5 @@
 """AutoAttack, FAB and Square: protocol, strength, gradient-free Square, FAB's projections."""
 
-import importlib
 import warnings
 
 import jax
@@ -10,9 +9,9 @@ import pytest
 from scipy import optimize
 
 from robust_jax import attacks
-aa = importlib.import_module("robust_jax.attacks.autoattack")
-fab = importlib.import_module("robust_jax.attacks.fab")
-square = importlib.import_module("robust_jax.attacks.square")
+from robust_jax.attacks import _autoattack as aa
+from robust_jax.attacks import _fab as fab
+from robust_jax.attacks import _square as square
 
 N_TEST = 128
 BUDGET = dict(n_iter=20, n_queries=300)  # small budgets; every attack compiles once per shape

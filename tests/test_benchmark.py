@@ -1,4 +1,5 @@
-"""launch.benchmark: the JSON lines and the markdown tables it writes (no speed is asserted)."""
+"""launch.benchmark (robust_jax.benchmarking): the JSON lines and markdown tables it writes (no speed
+is asserted)."""
 
 import json
 import os
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from launch import benchmark
+from robust_jax import benchmarking as benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

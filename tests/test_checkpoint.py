@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from robust_jax import checkpoint as ckpt
+from robust_jax.training import restore
 
 # When tensorstore fails to read a corrupt array, orbax closes its event loop while sibling reads are
 # still pending; their callbacks then hit the closed loop ("RuntimeError: Event loop is closed",
@@ -318,22 +319,22 @@ def test_check_compatible_names_every_mismatching_field():
              "attack": {"eps": 8 / 255, "steps": (10,)}, "seed": 1}
   fields = ["model", "dataset", "method", "attack.eps", "attack.steps"]
   with pytest.raises(ValueError) as info:
-    ckpt.check_compatible(saved, current, fields)
+    restore.check_compatible(saved, current, fields)
   msg = str(info.value)
   assert "model: checkpoint 'resnet18' != config 'wrn34'" in msg
   assert "method: checkpoint 'trades' != config 'pgd_at'" in msg
   assert "dataset" not in msg and "attack" not in msg      # equal ones (tuple == list) pass
-  ckpt.check_compatible(saved, dict(current, model="resnet18", method="trades"), fields)
-  ckpt.check_compatible(saved, current, ["seed"][:0])
+  restore.check_compatible(saved, dict(current, model="resnet18", method="trades"), fields)
+  restore.check_compatible(saved, current, ["seed"][:0])
   with pytest.raises(ValueError, match=r"attack.norm: checkpoint '<missing>' != config 'l2'"):
-    ckpt.check_compatible(saved, {"attack": {"norm": "l2"}}, ["attack.norm"])
+    restore.check_compatible(saved, {"attack": {"norm": "l2"}}, ["attack.norm"])
   with pytest.raises(ValueError, match="fields must be a sequence"):
-    ckpt.check_compatible(saved, current, "model")
+    restore.check_compatible(saved, current, "model")
 
 
 def test_check_compatible_accepts_config_dicts():
   ml_collections = pytest.importorskip("ml_collections")
   config = ml_collections.ConfigDict({"model": "cnn", "attack": {"eps": 0.1}})
-  ckpt.check_compatible({"model": "cnn", "attack": {"eps": 0.1}}, config, ["model", "attack.eps"])
+  restore.check_compatible({"model": "cnn", "attack": {"eps": 0.1}}, config, ["model", "attack.eps"])
   with pytest.raises(ValueError, match="attack.eps: checkpoint 0.2 != config 0.1"):
-    ckpt.check_compatible({"model": "cnn", "attack": {"eps": 0.2}}, config, ["attack.eps"])
+    restore.check_compatible({"model": "cnn", "attack": {"eps": 0.2}}, config, ["attack.eps"])

@@ -21,8 +21,8 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "launch" / "configs"
 # common.py holds the bases the recipes start from (no get_config of its own).
 RECIPES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name not in ("__init__.py", "common.py"))
 
-_MODEL_NAMES = {"mlp", "cnn4", "cnn8", "small_cnn", "preact_resnet18", "resnet18", "wrn28_10",
-                "wrn32_10", "wrn34_10"}
+_MODEL_NAMES = {"mlp", "cnn4", "cnn8", "small_cnn", "preact_resnet18", "preact_resnet18_fast",
+                "preact_resnet18_gradalign", "resnet18", "wrn28_10", "wrn32_10", "wrn34_10"}
 _DATASET_NAMES = {"digits", "mnist", "cifar10", "cifar100", "svhn_cropped"}
 
 
@@ -178,3 +178,22 @@ def test_learning_rate_at_epoch_boundaries(recipe):
     for e in cfg.periodic_bounds[:-1]:
       assert lr_at(e) == pytest.approx(cfg.learning_rate, rel=1e-6)
       assert lr_at(e + 1) < cfg.learning_rate
+
+
+# Each fast-AT recipe trains its paper's own PreActResNet-18 (robust_jax/models/resnet.py): Wong et
+# al.'s shortcut sees the raw block input (fast_adversarial CIFAR10/preact_resnet.py line 24);
+# GradAlign's also drops the final BN-ReLU and uses He-normal init (understanding-fast-adv-training
+# models.py, utils.initialize_weights); ELLE's --model preact-resnet18 is robust_overfitting's
+# (LIONS-EPFL/ELLE core/models/preact_resnet.py).
+_FAST_AT_MODELS = {
+    "cifar10_fgsm_at_preact18": "preact_resnet18_fast",
+    "cifar10_gradalign_preact18": "preact_resnet18_gradalign",
+    "cifar10_elle_preact18": "preact_resnet18",
+    "cifar10_elle_a_preact18": "preact_resnet18",
+}
+
+
+@pytest.mark.parametrize("stem", sorted(_FAST_AT_MODELS))
+def test_fast_at_recipes_train_their_papers_network(stem):
+  cfg = _load(CONFIG_DIR / f"{stem}.py").get_config()
+  assert cfg.model == _FAST_AT_MODELS[stem]

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from robust_jax import attacks
 from robust_jax import evaluation
-from robust_jax.attacks import losses, restarts
+from robust_jax import losses
+from robust_jax.attacks import _restarts as restarts
 
 N_TEST = 128
 EPS = 0.1
@@ -130,6 +132,31 @@ def test_transfer(data):
   # From an independently trained model the attack transfers, but less than white-box.
   other = evaluation.transfer(source, target, test, pgd5, batch_size=64, key=key)
   assert white.attack_accuracy["pgd"] <= other.transfer_accuracy < other.clean_accuracy
+
+
+def test_attacks_given_by_name_equal_the_made_attacks(data):
+  logits_fn, _, test = data
+  key = jax.random.key(3)
+  specs = {"PGD-5": ("pgd", dict(eps=EPS, step_size=EPS / 4, num_steps=5, start="uniform")),
+           "CW": ("cw_inf", dict(eps=EPS, num_steps=4))}
+  by_name = evaluation.evaluate(logits_fn, test, specs, batch_size=64, key=key, eps=EPS)
+  made = {name: attacks.make(n, **hp) for name, (n, hp) in specs.items()}
+  by_fn = evaluation.evaluate(logits_fn, test, made, batch_size=64, key=key, eps=EPS)
+  assert by_name.attack_accuracy == by_fn.attack_accuracy
+  assert by_name.attack_accuracy["PGD-5"] < by_name.clean_accuracy  # the attacks did run
+  table = evaluation.default_attacks(EPS, pgd_steps=(5,))
+  assert by_name.attack_accuracy["PGD-5"] == evaluation.evaluate(
+      logits_fn, test, {"PGD-5": table["PGD-5"]}, batch_size=64, key=key).attack_accuracy["PGD-5"]
+  same = evaluation.transfer(logits_fn, logits_fn, test, specs["PGD-5"], batch_size=64, key=key)
+  assert same.transfer_accuracy == by_name.attack_accuracy["PGD-5"]
+  # Bad specifications fail before any batch is attacked, naming what is wrong.
+  with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) \['steps'\]"):
+    evaluation.evaluate(logits_fn, test, {"bad": ("pgd", dict(eps=EPS, step_size=0.1, steps=3))},
+                        batch_size=64, key=key)
+  with pytest.raises(ValueError, match="attack 'bad' must be a callable"):
+    evaluation.evaluate(logits_fn, test, {"bad": "pgd"}, batch_size=64, key=key)
+  with pytest.raises(ValueError, match=r"eps must be in \[0.0, inf\)"):
+    evaluation.evaluate(logits_fn, test, {"bad": ("fgsm", dict(eps=-1.0))}, batch_size=64, key=key)
 
 
 # --- PGD restarts and CW-inf ----------------------------------------------------------------------

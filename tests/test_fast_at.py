@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from robust_jax import attacks, regularizers
-from robust_jax.attacks import losses
-from robust_jax.attacks.beta import beta_attack
+from robust_jax import losses, parts
+from robust_jax.attacks import beta_attack
 from robust_jax.training import config as config_lib
 from robust_jax.training import schedules
 from robust_jax.training import step as step_lib
@@ -69,12 +69,12 @@ def test_published_lambdas():
 
 
 def test_elle_a_switches_on_at_a_spike_and_decays():
-  c = config_lib.base_config()
-  extra = regularizers.elle_a_init()
+  reg = parts.bind(regularizers.elle_a_part, config_lib.base_config())
+  state = reg.init()
   lams = []
   for err in [1.0, 1.1, 0.9, 1.0, 50.0, 1.0, 1.0]:
-    extra = regularizers.elle_a_update(extra, {"lin_err": jnp.asarray(err)}, config=c)
-    lams.append(float(extra["elle_lambda"]))
+    state = reg.update(state, {"lin_err": jnp.asarray(err)})
+    lams.append(float(state.lam))
   assert lams[:4] == [0.0] * 4
   assert lams[4] == regularizers.ELLE_A_LAMBDA_MAX
   assert lams[5] == pytest.approx(0.99 * lams[4]) and lams[6] == pytest.approx(0.99 ** 2 * lams[4])

@@ -149,7 +149,7 @@ def test_clp_clean_partner_pairs_neighbouring_clean_examples():
 # ---- Gradients flow through the clean branch (nothing detached, as the official code). ----
 
 def _trades_detached(zc, za, y, beta):
-  from robust_jax.attacks import losses
+  from robust_jax import losses
   return jnp.mean(losses.cross_entropy(zc, y)
                   + beta * losses.kl_divergence(jax.lax.stop_gradient(zc), za))
 

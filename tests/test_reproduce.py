@@ -1,5 +1,6 @@
-"""``launch.reproduce`` end to end on a tiny budget: the report and its JSON are written, hold the
-methods asked for, and the worst case over the attacks is never above any single attack."""
+"""``launch.reproduce`` (:mod:`robust_jax.experiments`) end to end on a tiny budget: the report and
+its JSON are written, hold the methods asked for, and the worst case over the attacks is never above
+any single attack."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import re
 import pytest
 
 from launch import reproduce
+from robust_jax.experiments import suite
 
 METHODS = ("standard", "pgd_at")
 LABELS = {"standard": "Standard", "pgd_at": "PGD-AT"}
@@ -46,7 +48,7 @@ def test_reproduce_writes_a_consistent_report(tmp_path):
     assert os.path.exists(os.path.join(out, r["workdir"], "metrics.jsonl"))
   # The analyses that need PGD-AT ran on it; the ones that need a missing method did not.
   assert set(data["fosc"]) == {"pgd_at"} and set(data["flatness"]) == {"pgd_at"}
-  assert len(data["flatness"]["pgd_at"]["loss"][0]) == len(reproduce.ALPHAS)
+  assert len(data["flatness"]["pgd_at"]["loss"][0]) == len(suite.ALPHAS)
   assert set(data["gaps"]) == set(METHODS)
 
   # The report: the command, the machine, the date, and the numbers as written.

@@ -1,6 +1,8 @@
 """The compiled training step: one compilation per run, AWP's exact update, determinism, validation."""
 
+import chex
 import flax.linen as nn
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,11 +11,12 @@ import pytest
 
 from robust_jax import attacks, objectives
 from robust_jax import weight_perturbation as wp
+from robust_jax.models import functional
 from robust_jax.training import config as config_lib
 from robust_jax.training import schedules
 from robust_jax.training import state as state_lib
 from robust_jax.training import step as step_lib
-from robust_jax.training.loop import initial_extra
+from robust_jax.training.loop import initial_parts
 
 
 class TinyBNNet(nn.Module):
@@ -47,7 +50,7 @@ def _setup(c, model=None):
   model = model or TinyBNNet()
   tx, lr_fn = step_lib.make_optimizer(c, SPE)
   state = state_lib.create(model=model, tx=tx, sample_input=jnp.zeros((1, 8, 8, 1)), seed=c.seed)
-  state = state.replace(extra=initial_extra(c, state.params))
+  state = state.replace(parts=initial_parts(c, state.params))
   step = step_lib.make_train_step(c, model, tx, lr_fn, SPE)
   return model, tx, lr_fn, state, step
 
@@ -233,3 +236,51 @@ def test_batch_not_divisible_by_devices():
   c.batch_size = 10
   with pytest.raises(ValueError, match="divisible by the number of devices"):
     config_lib.validate(c, num_devices=4)
+
+
+class TinyBNNetNNX(nnx.Module):
+  """TinyBNNet written in Flax NNX."""
+
+  def __init__(self, rngs):
+    self.dense1 = nnx.Linear(64, 32, rngs=rngs)
+    self.bn = nnx.BatchNorm(32, momentum=0.9, rngs=rngs)
+    self.dense2 = nnx.Linear(32, 10, rngs=rngs)
+
+  def __call__(self, x):
+    x = x.reshape(x.shape[0], -1)
+    return self.dense2(nnx.relu(self.bn(self.dense1(x))))
+
+
+def _nnx_from_linen(variables):
+  """An NNX TinyBNNet holding the linen TinyBNNet's parameters and statistics."""
+  net = TinyBNNetNNX(nnx.Rngs(0))
+  p, s = variables["params"], variables["batch_stats"]
+  for dst, src in ((net.dense1, p["Dense_0"]), (net.dense2, p["Dense_1"])):
+    dst.kernel[...], dst.bias[...] = src["kernel"], src["bias"]
+  net.bn.scale[...], net.bn.bias[...] = p["BatchNorm_0"]["scale"], p["BatchNorm_0"]["bias"]
+  net.bn.mean[...], net.bn.var[...] = s["BatchNorm_0"]["mean"], s["BatchNorm_0"]["var"]
+  return net
+
+
+@pytest.mark.parametrize("method,wpk", [("pgd_at", "none"), ("trades", "awp")])
+def test_nnx_model_trains_through_the_step_like_its_linen_twin(method, wpk):
+  """The step sees models only through ModelFn: an NNX module with the same weights follows the
+  linen module's trajectory (parameters and BatchNorm statistics) through attack, AWP and update."""
+  c = _config(method=method, weight_perturbation=wpk)
+  _, tx, lr_fn, state, step = _setup(c)
+  net = _nnx_from_linen({"params": state.params, "batch_stats": state.batch_stats})
+  model_fn = functional.from_nnx(net)
+  nnx_state = state_lib.create(model=model_fn, tx=tx, sample_input=jnp.zeros((1, 8, 8, 1)),
+                               seed=c.seed)
+  nnx_state = nnx_state.replace(parts=initial_parts(c, nnx_state.params))
+  nnx_step = jax.jit(step_lib.make_train_step(c, model_fn, tx, lr_fn, SPE))
+  linen_step = jax.jit(step)
+  for batch in _batches(3):
+    state, m_linen = linen_step(state, batch)
+    nnx_state, m_nnx = nnx_step(nnx_state, batch)
+    np.testing.assert_allclose(m_nnx["loss"], m_linen["loss"], rtol=1e-5)
+  got = _nnx_from_linen({"params": state.params, "batch_stats": state.batch_stats})
+  trained = nnx.merge(nnx.graphdef(net), nnx_state.params, nnx_state.batch_stats)
+  chex.assert_trees_all_close(nnx.to_pure_dict(nnx.state(trained)),
+                              nnx.to_pure_dict(nnx.state(got)), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(trained.dense1.kernel[...], net.dense1.kernel[...])  # it trained

@@ -9,6 +9,9 @@ Official code: LIONS-EPFL/ELLE, train.py / core/utils/train.py with ``--batch-si
 onoff --attack-iter 1 --attack-step 8/255 --attack-eps 8/255`` and the parser defaults
 ``--sensitivity 2 --decay_rate 0.99``, wd 5e-4, SGD momentum 0.9: lambda starts at 0, jumps to
 lambda_max = 4000 when the linearity error exceeds mean + 2 std of its history, else decays by 0.99.
+Model: ``preact_resnet18`` (set by cifar10_elle_preact18.py): ELLE's ``--model preact-resnet18``,
+core/models/preact_resnet.py, robust_overfitting's network (shortcut on relu(bn1(x)), final
+BN-ReLU, PyTorch's default initialisation, no input standardisation).
 
 Conversions:
 * The ``GradAlign`` scheduler on CIFAR is ``CyclicLR(0, 0.2, step_size_up = step_size_down =

@@ -9,6 +9,12 @@ Official code: LIONS-EPFL/ELLE, train.py / core/utils/train.py with ``--batch-si
 --lr 0.2 --scheduler GradAlign --reg ELLE --model preact-resnet18 --lin_reg 1000 --lambda_schedule
 constant --attack-iter 1 --attack-step 8/255 --attack-eps 8/255``: SGD momentum 0.9, wd 5e-4 (parser
 default), no Nesterov, FGSM from the clean x with step eps.
+Model: ``preact_resnet18``. ``--model preact-resnet18`` is core/models/preact_resnet.py
+(@0f16c0e), robust_overfitting's network: the 1x1 projection shortcut on relu(bn1(x)) (line 30),
+the final BN-ReLU (line 101), PyTorch's default initialisation; ``--normalize`` is False
+(parser.py line 51), so no input standardisation, like the [0, 1] inputs here. ELLE's own
+GradAlign baseline (scripts/run_GradAlign_cifar10.sh) runs on this network too, not on GradAlign's
+(``preact_resnet18_gradalign``).
 
 Conversions:
 * The ``GradAlign`` scheduler on CIFAR is ``CyclicLR(0, 0.2, step_size_up = step_size_down =
@@ -31,6 +37,7 @@ from launch.configs import common
 
 def get_config():
   c = common.cifar10_preact18_fast_at("elle")
+  c.model = "preact_resnet18"   # ELLE's core/models/preact_resnet.py (robust_overfitting's)
   c.fgsm_step_factor = 1.0      # --attack-step 8/255 = eps, from the clean x
   c.elle_lambda = 0.0           # published lambda(eps): 1000 at 8/255
   c.num_epochs = 30

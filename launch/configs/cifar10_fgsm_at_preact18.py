@@ -10,6 +10,10 @@ Official code: locuslab/fast_adversarial, CIFAR10/train_fgsm.py: 15 epochs, batc
 step of alpha = 10/255 = 1.25 eps from a uniform start, ``--early-stop``: after each epoch PGD-5
 (step 2/255) on that epoch's first training batch; training stops, keeping the previous epoch's
 weights, when its robust accuracy falls by more than 0.2.
+Model: ``preact_resnet18_fast``, the PreActResNet18 of CIFAR10/preact_resnet.py (@54f7287), whose
+blocks apply the 1x1 projection shortcut to the raw block input (line 24, ``self.shortcut(x)``, not
+robust_overfitting's ``self.shortcut(out)``), with the final BN-ReLU and PyTorch's default
+initialisation (robust_jax/models/resnet.py).
 
 Conversions:
 * The per-iteration ``CyclicLR(step_size_up = step_size_down = iterations / 2)`` is our ``cyclic``
@@ -33,6 +37,7 @@ from launch.configs import common
 
 def get_config():
   c = common.cifar10_preact18_fast_at("fgsm_at")
+  c.model = "preact_resnet18_fast"  # fast_adversarial's: the shortcut sees the raw block input
   c.fgsm_step_factor = 1.25     # alpha = 10/255, from a uniform start clipped to [0, 1]
   c.num_epochs = 15
   c.learning_rate = 0.2         # the peak of the cyclic schedule

@@ -9,6 +9,11 @@ Official code: tml-epfl/understanding-fast-adv-training, train.py with ``--attac
 --attack_init=zero --epochs=30 --grad_align_cos_lambda=0.200 --lr_max=0.30``: batch 128, SGD
 momentum 0.9, wd 5e-4, ``cyclic`` lr 0 -> 0.3 at 2/5 of training -> 0, FGSM from zero init with
 ``fgsm_alpha`` 1.25, clipped to the eps-ball (i.e. a step of exactly eps).
+Model: ``preact_resnet18_gradalign``, the PreActResNet18 of models.py (@ceed494): the 1x1
+projection shortcut on the raw block input (line 115), no BN-ReLU after the last block (lines
+175-194), and train.py's ``model.apply(utils.initialize_weights)``: He-normal conv kernels with the
+fan-out, N(0, 2 / (k * k * out_channels)), the linear layer N(0, 2 / in_features) with a zero bias;
+no input standardisation (mean 0, std 1, lines 131-132), like the [0, 1] inputs here.
 
 Conversions:
 * The per-iteration ``np.interp(t, [0, 2/5 * epochs, epochs], [0, lr_max, 0])`` is our ``cyclic``
@@ -34,6 +39,7 @@ from launch.configs import common
 
 def get_config():
   c = common.cifar10_preact18_fast_at("gradalign")
+  c.model = "preact_resnet18_gradalign"  # raw-input shortcut, no final BN-ReLU, He-normal init
   c.fgsm_step_factor = 1.0      # zero init: the clipped 1.25 eps step is exactly eps
   c.gradalign_lambda = 0.0      # published lambda(eps): 0.2 at 8/255
   c.gradalign_detach_first = True

@@ -18,11 +18,22 @@ Conversions:
 * ``ckpt_list = 0:100:150:200`` are 0-based epoch boundaries of the periods (``x`` is the 0-based
   epoch index): ``periodic_bounds = (0, 100, 150, 200)``; the learning rate restarts with the eps at
   epochs 100 and 150 (``lr_schedule = "periodic_cosine"``).
+* The attack follows eps_t as ``PGD.adjust_threshold`` (util/attack.py lines 73-80) and
+  ``PGD.attack`` (lines 82-129) do: the step is ``2/255 * eps_t / (8/255 + 1e-6)``
+  (``attack_step_follows_eps = True``; 8/255 is the constructor's threshold, ``eps`` here) and the
+  start is ``x + U(-step_t, step_t)``, clipped to the eps_t-ball and to [0, 1]
+  (``attack_start = "uniform_step"``), then 10 sign steps projected onto the eps_t-ball and the
+  box. At eps_t = 0 the step and the start are 0 and the attack returns x, as the official
+  ``threshold < 1e-6`` early return.
 
 Deliberate differences from the official code:
 * The periodic learning rate is a cosine decay restarted each period; the official runs use the
   ``cycle_jump`` / ``cos_cycle_jump`` sequences of util/seq_parser.py.
 * The official eps is updated once per epoch (``--schedule_update_mode epoch``); ours per step.
+* ``adjust_threshold`` reads a threshold below 1 as already in [0, 1] units and one of 1 or more as
+  255ths. If the schedule is given in 255ths (``eps_max=16,max=8``, as the checkpoint names
+  suggest), the values in (0, 1) at the start of each period (the first ~16% of it) are read as
+  eps of up to 1 instead of up to 1/255. We do not reproduce that.
 * The official model is ``CIFAR10_ResNet`` at width 8 (a post-activation ResNet-18 with half the
   standard channels); this recipe uses the registry's ``preact_resnet18``
   (``--config.model=resnet18`` for the post-activation variant).
@@ -36,6 +47,8 @@ from launch.configs import cifar10_pgd_at_preact18 as base
 def get_config():
   c = base.get_config()         # PGD-AT; eps = 8/255 is the cap ("max=8") of the periodic schedule
   c.attack_bn_mode = "eval"     # vanilla_train calls model.eval() around the attack
+  c.attack_step_follows_eps = True  # PGD.adjust_threshold: step 2/255 * eps_t / (8/255 + 1e-6)
+  c.attack_start = "uniform_step"   # PGD.attack: start x + U(-step_t, step_t) in the ball and box
   c.periodic_eps = "cycle_cos"
   c.periodic_eps_max = 16 / 255
   c.periodic_bounds = (0, 100, 150, 200)

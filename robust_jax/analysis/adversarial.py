@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_jax import attacks
-from robust_jax.attacks import losses
+from robust_jax import losses
 
 Batches = Iterable[Mapping[str, Any]]
 
@@ -79,12 +79,13 @@ def make_logits_fn(apply_fn: Callable, params: Any, batch_stats: Any = None):
   return lambda x: apply_fn(variables, x, train=False)
 
 
-def _attack(logits_fn, x, y, key, attack_kwargs):
-  return attacks.pgd(logits_fn, x, y, key=key, **attack_kwargs)
+def pgd_attack(*, eps, step_size, num_steps, norm="linf", loss="ce", start="uniform"):
+  """The PGD attack of these analyses, ``attack(logits_fn, x, y, key)`` (:func:`attacks.make`).
 
-
-def _attack_kwargs(eps, step_size, num_steps, norm, loss, start):
-  return dict(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm, loss=loss, start=start)
+  Its hyperparameters are validated here, once, before any weight is evaluated.
+  """
+  return attacks.make("pgd", eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
+                      loss=loss, start=start)
 
 
 def adversarial_metrics_fn(
@@ -114,7 +115,8 @@ def adversarial_metrics_fn(
     adversarial examples (float32 scalar) and the fraction of them classified correctly.
   """
   data = stack_batches(batches)
-  kw = _attack_kwargs(eps, step_size, num_steps, norm, loss, start)
+  attack = pgd_attack(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm, loss=loss,
+                      start=start)
   idx = jnp.arange(data["label"].shape[0])
 
   def metrics_at(params):
@@ -122,7 +124,7 @@ def adversarial_metrics_fn(
 
     def one(args):
       i, x, y, m = args
-      res = _attack(logits_fn, x, y, jax.random.fold_in(key, i), kw)
+      res = attack(logits_fn, x, y, jax.random.fold_in(key, i))
       logits = logits_fn(res.x_adv)
       m = m.astype(jnp.float32)
       ce = losses.cross_entropy(logits, y)
@@ -190,14 +192,15 @@ def adversarial_examples(
     ``fold_in(key, i)``.
   """
   data = stack_batches(batches)
-  kw = _attack_kwargs(eps, step_size, num_steps, norm, loss, start)
+  attack = pgd_attack(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm, loss=loss,
+                      start=start)
   logits_fn = make_logits_fn(apply_fn, params, batch_stats)
 
   @jax.jit
   def run(data):
     def one(args):
       i, x, y = args
-      return _attack(logits_fn, x, y, jax.random.fold_in(key, i), kw).x_adv
+      return attack(logits_fn, x, y, jax.random.fold_in(key, i)).x_adv
     idx = jnp.arange(data["label"].shape[0])
     return jax.lax.map(one, (idx, data["image"], data["label"]))
 

@@ -42,165 +42,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_jax import attacks
+from robust_jax.fosc import (  # pylint: disable=unused-import
+    DEFAULT_EDGES, EDGES_KEY, HIST_KEY, QUANTILES, epoch_summary, fosc_bin_edges, fosc_histogram,
+    fosc_quantiles, quantile_key, quantiles_from_histogram, summarize_fosc)
 from robust_jax import metrics as metrics_lib
 
-QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-HIST_KEY = "fosc_hist"
-EDGES_KEY = "fosc_hist_edges"
-
-
-def fosc_bin_edges(*, kind: str = "log", low: float = 1e-4, high: float = 1e2,
-                   bins_per_decade: int = 10, num_bins: int = 30) -> np.ndarray:
-  """Fixed bin edges for FOSC histograms (chosen once, independent of the data).
-
-  Args:
-    kind: ``"log"``: ``[0, low)`` then ``bins_per_decade`` log-spaced bins per decade from ``low``
-      to ``high``; ``"linear"``: ``num_bins`` equal bins over ``[0, high]``.
-    low: the first positive edge of ``"log"`` (> 0).
-    high: the last edge (> low).
-    bins_per_decade: resolution of ``"log"``.
-    num_bins: number of bins of ``"linear"``.
-
-  Returns:
-    float64 [num_bins + 1], increasing, starting at 0.
-
-  Raises:
-    ValueError: on a bad kind or range.
-
-  Example:
-    >>> fosc_bin_edges(kind="linear", high=1.0, num_bins=4).tolist()
-    [0.0, 0.25, 0.5, 0.75, 1.0]
-  """
-  if kind == "linear":
-    if not (high > 0 and num_bins >= 1):
-      raise ValueError(f"linear bins need high > 0 and num_bins >= 1, got {high}, {num_bins}")
-    return np.linspace(0.0, high, num_bins + 1)
-  if kind == "log":
-    if not (0 < low < high and bins_per_decade >= 1):
-      raise ValueError(f"log bins need 0 < low < high and bins_per_decade >= 1, got low={low}, "
-                       f"high={high}, bins_per_decade={bins_per_decade}")
-    n = int(round(np.log10(high / low) * bins_per_decade))
-    return np.concatenate([[0.0], np.logspace(np.log10(low), np.log10(high), n + 1)])
-  raise ValueError(f"kind must be 'log' or 'linear', got {kind!r}")
-
-
-DEFAULT_EDGES = fosc_bin_edges()
-"""The training loop's bins: [0, 1e-4), then 10 per decade up to 1e2 (61 bins)."""
-
-
-def fosc_histogram(fosc: jax.Array, edges: Optional[np.ndarray] = None, *,
-                   mask: Optional[jax.Array] = None) -> jax.Array:
-  """Counts per fixed bin of per-example FOSC values (pure, jittable, shape-static).
-
-  Bin i holds ``edges[i] <= f < edges[i + 1]``; values below ``edges[1]`` (negative ones included)
-  go to bin 0 and values at or above ``edges[-2]`` to the last bin, so nothing is dropped.
-
-  Args:
-    fosc: float [B], e.g. ``AttackResult.fosc``.
-    edges: [num_bins + 1] increasing bin edges (a numpy constant); default :data:`DEFAULT_EDGES`.
-    mask: optional bool [B]; only True examples are counted (padding of an evaluation batch).
-
-  Returns:
-    float32 [num_bins] counts; they sum to B (to ``sum(mask)`` with a mask).
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> fosc_histogram(jnp.array([-1., 0.1, 0.6, 5.]), [0., 0.5, 1.]).tolist()
-    [2.0, 2.0]
-  """
-  edges = DEFAULT_EDGES if edges is None else np.asarray(edges, np.float64)
-  fosc = jnp.asarray(fosc, jnp.float32).reshape(-1)
-  inner = jnp.asarray(edges[1:-1], jnp.float32)
-  idx = jnp.sum(fosc[:, None] >= inner[None, :], axis=1)
-  weights = jnp.ones_like(fosc) if mask is None else jnp.asarray(mask, jnp.float32).reshape(-1)
-  return jnp.zeros((len(edges) - 1,), jnp.float32).at[idx].add(weights)
-
-
-def fosc_quantiles(fosc: jax.Array, quantiles: Sequence[float] = QUANTILES) -> jax.Array:
-  """Exact quantiles of FOSC values (linear interpolation, numpy's default method).
-
-  Args:
-    fosc: float [N].
-    quantiles: levels in [0, 1].
-
-  Returns:
-    float32 [len(quantiles)], equal to ``np.quantile(fosc, quantiles)``.
-  """
-  return jnp.quantile(jnp.asarray(fosc, jnp.float32).reshape(-1), jnp.asarray(quantiles))
-
-
-def quantiles_from_histogram(counts, edges=None,
-                             quantiles: Sequence[float] = QUANTILES) -> np.ndarray:
-  """Quantiles estimated from binned counts (the empirical CDF, linear inside each bin).
-
-  Exact to within the width of the bin that holds the quantile; values clipped into the first or
-  last bin are treated as lying inside it.
-
-  Args:
-    counts: [num_bins] non-negative counts (summed over steps, e.g.).
-    edges: the [num_bins + 1] edges they were counted on; default :data:`DEFAULT_EDGES`.
-    quantiles: levels in [0, 1].
-
-  Returns:
-    float64 [len(quantiles)]; NaN when the counts are all zero.
-  """
-  edges = DEFAULT_EDGES if edges is None else np.asarray(edges, np.float64)
-  counts = np.asarray(counts, np.float64).reshape(-1)
-  if counts.shape[0] != len(edges) - 1:
-    raise ValueError(f"{counts.shape[0]} counts need {counts.shape[0] + 1} edges, got {len(edges)}")
-  total = counts.sum()
-  if total <= 0:
-    return np.full(len(quantiles), np.nan)
-  cdf = np.concatenate([[0.0], np.cumsum(counts) / total])
-  out = []
-  for q in quantiles:
-    i = int(np.clip(np.searchsorted(cdf, q, side="left"), 1, len(counts)))
-    lo, hi = cdf[i - 1], cdf[i]
-    frac = 0.0 if hi <= lo else (q - lo) / (hi - lo)
-    out.append(edges[i - 1] + np.clip(frac, 0.0, 1.0) * (edges[i] - edges[i - 1]))
-  return np.asarray(out)
-
-
-def quantile_key(q: float) -> str:
-  """The metrics key of quantile ``q``: 0.1 -> ``"fosc_q10"``, 0.25 -> ``"fosc_q25"``."""
-  return f"fosc_q{int(round(100 * q)):02d}"
-
-
-def summarize_fosc(fosc, edges=None, quantiles: Sequence[float] = QUANTILES) -> Dict[str, Any]:
-  """Everything about one batch (or epoch) of FOSC values, as plain Python numbers and lists.
-
-  Returns:
-    ``{"fosc_hist": counts, "fosc_hist_edges": edges, "fosc_q10": ..., "fosc_mean": ..., "n": N}``
-    with exact quantiles.
-  """
-  edges = DEFAULT_EDGES if edges is None else np.asarray(edges, np.float64)
-  values = np.asarray(fosc, np.float64).reshape(-1)
-  out = {HIST_KEY: np.asarray(fosc_histogram(values, edges)).tolist(), EDGES_KEY: edges.tolist(),
-         "fosc_mean": float(values.mean()) if values.size else float("nan"), "n": int(values.size)}
-  qs = np.quantile(values, quantiles) if values.size else np.full(len(quantiles), np.nan)
-  out.update({quantile_key(q): float(v) for q, v in zip(quantiles, qs)})
-  return out
-
-
-def epoch_summary(counts, edges=None, quantiles: Sequence[float] = QUANTILES) -> Dict[str, Any]:
-  """The per-epoch entries of a ``"train"`` record from summed histogram counts.
-
-  Args:
-    counts: [num_bins] counts summed over the epoch's steps.
-    edges: their edges; default :data:`DEFAULT_EDGES`.
-    quantiles: levels to estimate (:func:`quantiles_from_histogram`).
-
-  Returns:
-    ``{"fosc_hist": [...], "fosc_hist_edges": [...], "fosc_q10": ..., ...}`` (JSON-ready).
-  """
-  edges = DEFAULT_EDGES if edges is None else np.asarray(edges, np.float64)
-  counts = np.asarray(counts, np.float64).reshape(-1)
-  out = {HIST_KEY: counts.tolist(), EDGES_KEY: edges.tolist()}
-  qs = quantiles_from_histogram(counts, edges, quantiles)
-  out.update({quantile_key(q): float(v) for q, v in zip(quantiles, qs)})
-  return out
-
-
+# The fixed-bin histogram and its summaries live in robust_jax.fosc (used by the training step).
 def fosc_distribution(
     logits_fn: Callable[[jax.Array], jax.Array],
     batches: Iterable[Mapping[str, Any]],
@@ -229,13 +76,13 @@ def fosc_distribution(
     float32 [N]: per-example FOSC at the returned adversarial examples, in batch order.
   """
   key = jax.random.key(0) if key is None else key
+  attack = attacks.make("pgd", eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
+                        loss=loss, start=start, stop=stop, fosc_reference=fosc_reference)
   out = []
   for i, batch in enumerate(batches):
     x = jnp.asarray(batch["image"], jnp.float32)
     y = jnp.asarray(batch["label"], jnp.int32)
-    res = attacks.pgd(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps,
-                      norm=norm, loss=loss, start=start, key=jax.random.fold_in(key, i),
-                      stop=stop, fosc_reference=fosc_reference)
+    res = attack(logits_fn, x, y, jax.random.fold_in(key, i))
     f = np.asarray(res.fosc)
     if "mask" in batch:
       f = f[np.asarray(batch["mask"], bool)]

@@ -3,84 +3,24 @@
 What ``python -m launch.analyze`` and the notebooks call. Each ``*_report`` takes one or several
 trained models (``name -> TrainedModel``), a fixed set of batches and an output directory, writes
 ``<out_dir>/<analysis>.png`` and ``.json`` and returns the JSON data. The attack defaults to the
-training attack of the model's config (eps, step size, steps, norm) with a uniform start.
+training attack of the model's config (eps, step size, steps, norm) with a uniform start. The
+models come from :func:`load_trained` (:mod:`robust_jax.training.restore`, re-exported here).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from robust_jax import checkpoint as ckpt_lib
-from robust_jax import models
 from robust_jax.analysis import adversarial, fosc_tracking, gap, hessian, landscape, plots
 from robust_jax.analysis import similarity
 from robust_jax.data import pipeline
-
-
-class TrainedModel(NamedTuple):
-  """A restored model with its weights (what the weight-space analyses need, beyond ``logits_fn``).
-
-  Attributes:
-    model: the linen module (``model.apply(variables, x, train=False)``).
-    params: the parameter pytree.
-    batch_stats: BatchNorm running statistics (``{}`` without BatchNorm).
-    config: the training config.
-    meta: the checkpoint's metadata (epoch, num_classes, image_shape, ...).
-    workdir: the training workdir (holds ``metrics.jsonl``).
-  """
-  model: Any
-  params: Any
-  batch_stats: Any
-  config: ml_collections.ConfigDict
-  meta: Dict[str, Any]
-  workdir: str
-
-  @property
-  def apply_fn(self):
-    return self.model.apply
-
-  def logits_fn(self):
-    """``x -> logits`` in eval mode (a new function object: keep the one you attack)."""
-    return adversarial.make_logits_fn(self.model.apply, self.params, self.batch_stats)
-
-
-def load_trained(checkpoint_dir: str, *, which: str = "best") -> TrainedModel:
-  """Restores a training run's weights and rebuilds its model from the saved config.
-
-  Args:
-    checkpoint_dir: a training workdir (or its ``checkpoints`` subdirectory).
-    which: ``"best"`` (by validation robust accuracy) or ``"latest"``.
-
-  Returns:
-    A :class:`TrainedModel`.
-
-  Raises:
-    FileNotFoundError: if nothing restorable is there.
-  """
-  path = os.fspath(checkpoint_dir)
-  workdir = path
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    path = os.path.join(path, "checkpoints")
-  else:
-    workdir = os.path.dirname(os.path.abspath(path))
-  manager = ckpt_lib.CheckpointManager(path, read_only=True)
-  restored = manager.restore_raw(which)
-  if restored is None:
-    raise FileNotFoundError(f"no restorable {which} checkpoint in {checkpoint_dir}")
-  state, meta = restored
-  config = ml_collections.ConfigDict(meta["config"])
-  kwargs = {"dtype": jnp.bfloat16} if config.get("dtype", "float32") == "bfloat16" else {}
-  model = models.get_model(config.model, num_classes=meta["num_classes"], **kwargs)
-  params = jax.tree.map(jnp.asarray, state["params"])
-  batch_stats = jax.tree.map(jnp.asarray, state.get("batch_stats") or {})
-  return TrainedModel(model=model, params=params, batch_stats=batch_stats, config=config,
-                      meta=meta, workdir=workdir)
+# The one restore path (re-exported: ``reports.load_trained`` and ``reports.TrainedModel`` are what
+# the notebooks and launch.analyze have always called).
+from robust_jax.training.restore import TrainedModel, load_trained  # noqa: F401
 
 
 def analysis_batches(config, *, split: str = "test", num_examples: int = 512,

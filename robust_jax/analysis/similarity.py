@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_jax.analysis.adversarial import (Batches, _attack, _attack_kwargs, make_logits_fn,
-                                             stack_batches)
+from robust_jax.analysis.adversarial import Batches, make_logits_fn, pgd_attack, stack_batches
 
 PyTree = Any
 
@@ -60,7 +59,7 @@ def cosine_per_example(a: jax.Array, b: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("apply_fn", "kw_items", "independent_starts"))
 def _similarity(apply_fn, params, batch_stats, direction, data, alphas, key, *, kw_items,
                 independent_starts):
-  kw = dict(kw_items)
+  attack = pgd_attack(**dict(kw_items))
   idx = jnp.arange(data["label"].shape[0])
 
   def at(a):
@@ -75,8 +74,8 @@ def _similarity(apply_fn, params, batch_stats, direction, data, alphas, key, *, 
       kp, km = (k, k)
       if independent_starts:
         kp, km = jax.random.fold_in(k, 1), jax.random.fold_in(k, 2)
-      rp = _attack(fp, x, y, kp, kw)
-      rm = _attack(fm, x, y, km, kw)
+      rp = attack(fp, x, y, kp)
+      rm = attack(fm, x, y, km)
       m = m.astype(jnp.float32)
       cos = cosine_per_example(rp.x_adv - x, rm.x_adv - x)
       return (jnp.sum(cos * m), jnp.sum(rp.misclassified * m), jnp.sum(rm.misclassified * m),
@@ -127,7 +126,8 @@ def perturbation_similarity(
     ``independent_starts``.
   """
   data = stack_batches(batches)
-  kw = _attack_kwargs(eps, step_size, num_steps, norm, loss, start)
+  kw = dict(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm, loss=loss, start=start)
+  pgd_attack(**kw)  # validates the hyperparameters before anything is compiled
   alphas_arr = jnp.asarray(np.asarray(alphas, np.float32).reshape(-1))
   cos, err_p, err_m = _similarity(apply_fn, params, batch_stats or {}, direction, data, alphas_arr,
                                   key, kw_items=tuple(sorted(kw.items())),

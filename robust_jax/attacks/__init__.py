@@ -2,24 +2,49 @@
 
 Conventions: images float32 NHWC in [0, 1]; labels int32 [B]; a model is only ``logits_fn(x)``;
 eps, step sizes, step counts and stop-rule thresholds are traced (no recompilation).
+
+Every attack is a public function here, and every attack can be made by name with validated
+hyperparameters, ``make(name, **hyperparameters) -> attack(logits_fn, x, y, key)`` (the names are
+:data:`NAMES`). The modules behind this namespace are private (``_fgsm_pgd``, ``_apgd``, ...), as in
+optax; this ``__init__`` is the API:
+
+* the ascent loop and its parts: :func:`ascent`, :class:`AttackResult`, :func:`as_pytree_fn`, the
+  stop rules :func:`fosc_stop` and :func:`misclassified_stop`, the projections :func:`project`,
+  :func:`project_linf`, :func:`project_l2`, :func:`ascent_direction` and :func:`random_start`;
+* attacks: :func:`fgsm`, :func:`pgd`, :func:`pgd_restarts`, :func:`cw_inf`, :func:`beta_attack`,
+  :func:`apgd`, :func:`apgd_targeted` (with :func:`checkpoints`), :func:`fab`, :func:`square` and
+  :func:`autoattack`;
+* the factory: :func:`make`, :data:`NAMES`, :func:`hyperparameter_defaults`, :func:`call_inputs`.
+
+The per-example attack losses live in :mod:`robust_jax.losses` (shared with the objectives);
+:data:`LOSSES` and :func:`get_loss` are re-exported here.
 """
 
-from robust_jax.attacks.apgd import apgd, apgd_targeted, checkpoints
-from robust_jax.attacks.autoattack import ATTACKS as AUTOATTACK_ATTACKS
-from robust_jax.attacks.autoattack import AutoAttackResult, autoattack
-from robust_jax.attacks.beta import beta_attack
-from robust_jax.attacks.fab import FabResult, fab
-from robust_jax.attacks.fgsm_pgd import fgsm, pgd
-from robust_jax.attacks.restarts import cw_inf, pgd_restarts
-from robust_jax.attacks.square import SquareResult, square
-from robust_jax.attacks.loop import AttackResult, ascent
-from robust_jax.attacks.losses import LOSSES, get_loss
-from robust_jax.attacks.projections import project, random_start
-from robust_jax.attacks.stop_rules import fosc_stop, misclassified_stop
+from robust_jax.attacks._apgd import apgd, apgd_targeted, checkpoints
+from robust_jax.attacks._autoattack import ATTACKS as AUTOATTACK_ATTACKS
+from robust_jax.attacks._autoattack import AutoAttackResult, autoattack
+from robust_jax.attacks._beta import beta_attack
+from robust_jax.attacks._fab import FabResult, fab
+from robust_jax.attacks._factory import NAMES, call_inputs, hyperparameter_defaults, make
+from robust_jax.attacks._fgsm_pgd import fgsm, pgd
+from robust_jax.attacks._loop import AttackResult, as_pytree_fn, ascent
+from robust_jax.attacks._projections import (ascent_direction, project, project_l2, project_linf,
+                                             random_start)
+from robust_jax.attacks._restarts import cw_inf, pgd_restarts
+from robust_jax.attacks._square import SquareResult, square
+from robust_jax.attacks._stop_rules import (FoscStop, IterateInfo, MisclassifiedStop, NeverStop,
+                                            fosc_stop, misclassified_stop)
+from robust_jax.losses import LOSSES, get_loss
 
 __all__ = [
-    "AttackResult", "ascent", "fgsm", "pgd", "fosc_stop", "misclassified_stop", "LOSSES",
-    "get_loss", "project", "random_start", "apgd", "apgd_targeted", "checkpoints", "autoattack",
-    "AutoAttackResult", "AUTOATTACK_ATTACKS", "beta_attack", "fab", "FabResult", "square",
-    "SquareResult", "cw_inf", "pgd_restarts",
+    # the loop and its parts
+    "AttackResult", "ascent", "as_pytree_fn", "fosc_stop", "misclassified_stop", "FoscStop",
+    "MisclassifiedStop", "NeverStop", "IterateInfo", "project", "project_linf", "project_l2",
+    "ascent_direction", "random_start", "LOSSES", "get_loss",
+    # attacks
+    "fgsm", "pgd", "pgd_restarts", "cw_inf", "beta_attack", "apgd", "apgd_targeted", "checkpoints",
+    "fab", "FabResult", "square", "SquareResult", "autoattack", "AutoAttackResult",
+    "AUTOATTACK_ATTACKS",
+    # the factory
+    "make", "NAMES", "hyperparameter_defaults", "call_inputs",
 ]

@@ -11,21 +11,25 @@ Every model maps float NHWC images in [0, 1] ([B, H, W, C]) to float32 logits [B
 Their convolutions are :class:`robust_jax.models.layers.Conv`, whose custom VJP keeps the attack's
 ``lax.while_loop`` as fast as an unrolled loop on CPU, and their 2x2 pooling is a reshape and a max.
 
-=================== ========================================================= ============= ========
-name                architecture (reference code)                              input         params*
-=================== ========================================================= ============= ========
-``mlp``             MLP 256-256 for the 8x8 embedded digits                    8x8x1         85,002
-``cnn4``            Dynamic AT's MNIST 4-layer CNN (Keras)                     28x28x1       421,834
-``cnn8``            Dynamic AT's CIFAR 8-layer CNN (FAT's PyTorch port)        32x32x3       1,639,282
-``small_cnn``       TRADES' MNIST SmallCNN, dropout 0.5                        28x28x1       312,202
-``preact_resnet18`` robust_overfitting / AT-AWP PreAct ResNet-18               32x32x3       11,172,170
-``resnet18``        kuangliu ResNet-18 (MART, FAT, GAIRAT)                     32x32x3       11,173,962
-``wrn28_10``        TRADES/MART WideResNet, depth 28, width 10                 32x32x3       36,479,194
-``wrn32_10``        Madry's WRN-32-10 (Dynamic AT, FAT, GAIRAT)                32x32x3       46,160,474
-``wrn34_10``        TRADES/MART/AWP WRN-34-10 (the same network as wrn32_10)   32x32x3       46,160,474
-=================== ========================================================= ============= ========
+============================= =============================================== ======= ==========
+name                          architecture (reference code)                   input   params*
+============================= =============================================== ======= ==========
+``mlp``                       MLP 256-256 for the 8x8 embedded digits         8x8x1   85,002
+``cnn4``                      Dynamic AT's MNIST 4-layer CNN (Keras)          28x28x1 421,834
+``cnn8``                      Dynamic AT's CIFAR 8-layer CNN (FAT's port)     32x32x3 1,639,282
+``small_cnn``                 TRADES' MNIST SmallCNN, dropout 0.5             28x28x1 312,202
+``preact_resnet18``           robust_overfitting/AT-AWP/ELLE PreAct ResNet-18 32x32x3 11,172,170
+``preact_resnet18_fast``      fast_adversarial's: shortcut sees the raw x     32x32x3 11,172,170
+``preact_resnet18_gradalign`` GradAlign's: raw x, no final BN-ReLU, He init   32x32x3 11,171,146
+``resnet18``                  kuangliu ResNet-18 (MART, FAT, GAIRAT)          32x32x3 11,173,962
+``wrn28_10``                  TRADES/MART WideResNet, depth 28, width 10      32x32x3 36,479,194
+``wrn32_10``                  Madry's WRN-32-10 (Dynamic AT, FAT, GAIRAT)     32x32x3 46,160,474
+``wrn34_10``                  TRADES/MART/AWP WRN-34-10 (= wrn32_10)          32x32x3 46,160,474
+============================= =============================================== ======= ==========
 
 \\* trainable parameters with 10 classes (BatchNorm scale and bias included, running statistics not).
+The three PreAct ResNet-18s differ in what the 1x1 projection shortcut sees, the final BN-ReLU
+and the initialisation; :mod:`robust_jax.models.resnet` gives the official files and lines.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from robust_jax.models import layers
+from robust_jax.models import kernels, layers
 from robust_jax.models.cnn import CNN4, CNN8, MLP, SmallCNN
 from robust_jax.models.layers import Conv, conv2d, global_avg_pool, max_pool_2x2
 from robust_jax.models.resnet import PreActResNet18, ResNet18
@@ -49,6 +53,9 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "cnn8": CNN8,
     "small_cnn": SmallCNN,
     "preact_resnet18": PreActResNet18,
+    "preact_resnet18_fast": functools.partial(PreActResNet18, shortcut_input="raw"),
+    "preact_resnet18_gradalign": functools.partial(
+        PreActResNet18, shortcut_input="raw", final_bn_relu=False, initialization="he_normal"),
     "resnet18": ResNet18,
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),
     "wrn32_10": functools.partial(WideResNet, depth=32, widen_factor=10, depth_convention="madry"),
@@ -56,12 +63,18 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def get_model(name: str, *, num_classes: int = 10, **kwargs: Any) -> nn.Module:
+def get_model(name: str, *, num_classes: int = 10, conv_vjp: str = "custom",
+              **kwargs: Any) -> nn.Module:
   """Builds the model registered under ``name``.
 
   Args:
     name: a key of :data:`MODELS`.
     num_classes: number of logits.
+    conv_vjp: how the model's convolutions are differentiated: ``"custom"`` (the default, the
+      forward-convolution VJPs of :mod:`robust_jax.models.kernels`, fast inside the attack's while
+      loop on CPU) or ``"jax"`` (JAX's own rules, what ``launch.benchmark`` compares against).
+      The parameter tree, the logits and the gradients do not depend on it (to float rounding).
+      Models without convolutions (``mlp``) accept and ignore it.
     **kwargs: further attributes of the model class, e.g. ``dtype=jnp.bfloat16``,
       ``dropout_rate=0.0`` (``small_cnn``), ``mean``/``std``, ``hidden_sizes`` (``mlp``).
 
@@ -69,7 +82,7 @@ def get_model(name: str, *, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     An unbound linen module.
 
   Raises:
-    ValueError: for an unknown name; the message lists the valid ones.
+    ValueError: for an unknown name (the message lists the valid ones) or ``conv_vjp``.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -80,6 +93,8 @@ def get_model(name: str, *, num_classes: int = 10, **kwargs: Any) -> nn.Module:
   """
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+  if conv_vjp != "custom":  # the default is every model's own: nothing to pass
+    kwargs["conv_vjp"] = kernels.check_vjp(conv_vjp)
   return MODELS[name](num_classes=num_classes, **kwargs)
 
 

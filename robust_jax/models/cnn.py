@@ -44,12 +44,15 @@ class MLP(nn.Module):
     hidden_sizes: widths of the hidden layers (default (256, 256)).
     dtype: compute dtype.
     mean, std: optional per-channel input standardisation.
+    conv_vjp: accepted for a uniform interface (``get_model(..., conv_vjp=...)``); the MLP has no
+      convolution.
   """
   num_classes: int = 10
   hidden_sizes: Sequence[int] = (256, 256)
   dtype: Any = jnp.float32
   mean: Optional[Tuple[float, ...]] = None
   std: Optional[Tuple[float, ...]] = None
+  conv_vjp: str = "custom"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -76,11 +79,14 @@ class CNN4(nn.Module):
     num_classes: number of logits.
     dtype: compute dtype.
     mean, std: optional per-channel input standardisation.
+    conv_vjp: how the convolutions are differentiated, ``"custom"`` or ``"jax"`` (see
+      :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
   """
   num_classes: int = 10
   dtype: Any = jnp.float32
   mean: Optional[Tuple[float, ...]] = None
   std: Optional[Tuple[float, ...]] = None
+  conv_vjp: str = "custom"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -89,7 +95,8 @@ class CNN4(nn.Module):
     x = layers.normalize_input(x, self.mean, self.std)
     glorot = nn.initializers.glorot_uniform()
     for i, width in enumerate((32, 64)):
-      x = Conv(width, 3, padding="SAME", kernel_init=glorot, dtype=self.dtype, name=f"conv{i + 1}")(x)
+      x = Conv(width, 3, padding="SAME", kernel_init=glorot, dtype=self.dtype, vjp=self.conv_vjp,
+               name=f"conv{i + 1}")(x)
       x = layers.relu_max_pool_2x2(layers.batch_norm(train, self.dtype, name=f"bn{i + 1}")(x))
     x = Dense(128, kernel_init=nn.initializers.he_normal(), dtype=self.dtype,
               name="features")(_flatten(x))
@@ -112,12 +119,15 @@ class CNN8(nn.Module):
     dense_batch_norm: BatchNorm between the 256-unit layer and its ReLU (the Keras original).
     dtype: compute dtype.
     mean, std: optional per-channel input standardisation.
+    conv_vjp: how the convolutions are differentiated, ``"custom"`` or ``"jax"`` (see
+      :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
   """
   num_classes: int = 10
   dense_batch_norm: bool = False
   dtype: Any = jnp.float32
   mean: Optional[Tuple[float, ...]] = None
   std: Optional[Tuple[float, ...]] = None
+  conv_vjp: str = "custom"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -128,7 +138,7 @@ class CNN8(nn.Module):
       fan_in = 9 * x.shape[-1]
       x = Conv(width, 3, padding=1, kernel_init=layers.torch_default_kernel_init(),
                bias_init=layers.torch_default_bias_init(fan_in), dtype=self.dtype,
-               name=f"conv{i + 1}")(x)
+               vjp=self.conv_vjp, name=f"conv{i + 1}")(x)
       x = layers.batch_norm(train, self.dtype, name=f"bn{i + 1}")(x)
       x = layers.relu_max_pool_2x2(x) if i % 2 else nn.relu(x)
     x = _flatten(x)
@@ -156,12 +166,15 @@ class SmallCNN(nn.Module):
     dropout_rate: dropout probability between the first two dense layers, in [0, 1).
     dtype: compute dtype.
     mean, std: optional per-channel input standardisation.
+    conv_vjp: how the convolutions are differentiated, ``"custom"`` or ``"jax"`` (see
+      :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
   """
   num_classes: int = 10
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
   mean: Optional[Tuple[float, ...]] = None
   std: Optional[Tuple[float, ...]] = None
+  conv_vjp: str = "custom"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -184,7 +197,7 @@ class SmallCNN(nn.Module):
             f"SmallCNN: a {x.shape[1]}x{x.shape[2]} map is too small for conv{i + 1} (3x3 VALID); "
             "the input needs at least 16x16 pixels")
       x = Conv(width, 3, padding="VALID", kernel_init=layers.kaiming_normal_fan_in(),
-               dtype=self.dtype, name=f"conv{i + 1}")(x)
+               dtype=self.dtype, vjp=self.conv_vjp, name=f"conv{i + 1}")(x)
       # ReLU then pooling, computed as pooling then ReLU (same value and gradient, less work).
       x = layers.relu_max_pool_2x2(x) if i % 2 else nn.relu(x)
     x = _flatten(x)

@@ -64,9 +64,11 @@ def blocks_per_group(depth: int, depth_convention: str = "trades") -> int:
   return (depth - offset) // 6
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> Conv:
+def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str,
+          vjp: str = "custom") -> Conv:
+  """A bias-free convolution with PyTorch's padding (k // 2) and the reference's initialisation."""
   return Conv(features, kernel, strides=stride, padding=kernel // 2, use_bias=False,
-              kernel_init=layers.kaiming_normal_fan_out(), dtype=dtype, name=name)
+              kernel_init=layers.kaiming_normal_fan_out(), dtype=dtype, vjp=vjp, name=name)
 
 
 class WideBasicBlock(nn.Module):
@@ -76,21 +78,24 @@ class WideBasicBlock(nn.Module):
     out_planes: output channels.
     stride: stride of conv1 and of the 1x1 shortcut.
     dtype: compute dtype.
+    conv_vjp: how the convolutions are differentiated (:class:`~robust_jax.models.layers.Conv`).
   """
   out_planes: int
   stride: int = 1
   dtype: Any = jnp.float32
+  conv_vjp: str = "custom"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """x: [B, H, W, C_in] -> [B, H / stride, W / stride, out_planes]."""
     a = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
-    out = _conv(self.out_planes, 3, self.stride, self.dtype, "conv1")(a)
+    out = _conv(self.out_planes, 3, self.stride, self.dtype, "conv1", self.conv_vjp)(a)
     out = nn.relu(layers.batch_norm(train, self.dtype, "bn2")(out))
-    out = _conv(self.out_planes, 3, 1, self.dtype, "conv2")(out)
+    out = _conv(self.out_planes, 3, 1, self.dtype, "conv2", self.conv_vjp)(out)
     if x.shape[-1] == self.out_planes:
       return x + out
-    return _conv(self.out_planes, 1, self.stride, self.dtype, "shortcut_conv")(a) + out
+    return _conv(self.out_planes, 1, self.stride, self.dtype, "shortcut_conv",
+                 self.conv_vjp)(a) + out
 
 
 class WideResNet(nn.Module):
@@ -103,6 +108,8 @@ class WideResNet(nn.Module):
     depth_convention: ``"trades"`` or ``"madry"`` (see :func:`blocks_per_group`).
     dtype: compute dtype.
     mean, std: optional per-channel input standardisation.
+    conv_vjp: how the convolutions are differentiated, ``"custom"`` or ``"jax"`` (see
+      :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
   """
   depth: int = 34
   widen_factor: int = 10
@@ -111,6 +118,7 @@ class WideResNet(nn.Module):
   dtype: Any = jnp.float32
   mean: Optional[Tuple[float, ...]] = None
   std: Optional[Tuple[float, ...]] = None
+  conv_vjp: str = "custom"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -122,10 +130,10 @@ class WideResNet(nn.Module):
     n = blocks_per_group(self.depth, self.depth_convention)
     k = self.widen_factor
     x = layers.normalize_input(x, self.mean, self.std)
-    x = _conv(16, 3, 1, self.dtype, "conv1")(x)
+    x = _conv(16, 3, 1, self.dtype, "conv1", self.conv_vjp)(x)
     for g, (planes, stride) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 2))):
       for b in range(n):
-        x = WideBasicBlock(planes, stride if b == 0 else 1, self.dtype,
+        x = WideBasicBlock(planes, stride if b == 0 else 1, self.dtype, conv_vjp=self.conv_vjp,
                            name=f"block{g + 1}_{b}")(x, train)
     x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
     x = layers.global_avg_pool(x)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from robust_jax.training import methods
+from robust_jax.training import adversary, methods
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -29,7 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.step_size = 0.075
   c.num_steps = 10
   c.norm = "linf"
-  c.attack_start = "default"    # default (the method's) | none | uniform | normal
+  c.attack_start = "default"    # default (the method's) | none | uniform | normal | uniform_step
   c.attack_bn_mode = "eval"     # eval (running statistics) | train (batch statistics, AT-AWP code)
   c.eps_warmup_epochs = 0
   c.beta = 6.0                  # TRADES / MART / FAT-TRADES / FAT-MART trade-off
@@ -47,6 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.fat_tau_values = (0, 0)     # tau per interval (len(boundaries) + 1 values)
   c.cat_steps_boundaries = ()   # CAT curriculum: epochs at which K grows
   c.cat_steps_values = (10,)
+  # CAT (method "cat"): chunk j of the k + 1 chunks takes j steps of (base / j) U(1, 10 / j), with
+  # base = cat_step_factor * eps (official: 2 eps). k follows cat_steps_boundaries / _values.
+  c.cat_step_factor = 2.0
   c.gairat_lambda = -1.0
   c.gairat_begin_epoch = 0      # reweighting from this 0-based epoch on
   c.fgsm_step_factor = 1.25     # FGSM-AT step = factor * eps (Wong et al.); 1.0 for zero init
@@ -55,14 +58,26 @@ def base_config() -> ml_collections.ConfigDict:
   c.elle_lambda = 0.0           # 0 = the published lambda(eps)
   c.elle_a_sensitivity = 2.0
   c.elle_a_decay = 0.99
+  c.elle_endpoints = "random"   # random (paper, official code: x_a, x_b ~ x + U) | clean (x_a = x)
+  # GradAlign / ELLE / ELLE-A: False = lambda fixed from config.eps (official codes); True = lambda
+  # recomputed each step from the scheduled eps (eps_warmup_epochs, periodic_eps).
+  c.reg_lambda_follows_schedule = False
   c.periodic_eps = ""           # "" | cycle_cos | cycle_linear (Liu et al. 2020)
   c.periodic_eps_max = 0.0      # ramp target above eps, capped at eps
   c.periodic_bounds = ()        # period boundaries in epochs, e.g. (0, 100, 150, 200)
+  # Budget "fixed": rescale the step with the scheduled eps_t, step * eps_t / (eps + 1e-6), as Liu
+  # et al.'s PGD.adjust_threshold (with attack_start="uniform_step": the start within +-step_t).
+  c.attack_step_follows_eps = False
   # Weight adversary.
   c.weight_perturbation = "none"  # none | awp | rwp | sam | sampa
   c.awp_gamma = 0.01
   c.awp_warmup = 0
   c.sam_rho = 0.05
+  # SAM's weight decay: official (google-research/sam: the L2 term is in the loss, so the ascent
+  # direction is grad L(w) + weight_decay * w and the decay is taken at w + v) | paper (L2 outside
+  # the max, Foret et al. eq. 1: ascent from grad L(w) alone, decay at w).
+  c.sam_weight_decay = "official"
+  c.sam_m = 0                   # SAM m-sharpness: examples per perturbation (0 = the whole batch)
   c.sampa_lambda = 0.2
   # Optimisation.
   c.batch_size = 128
@@ -102,7 +117,7 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-ATTACK_STARTS = ("default", "none", "uniform", "normal")
+ATTACK_STARTS = adversary.ATTACK_STARTS
 FIELDS_THAT_MUST_MATCH_ON_RESUME = ("dataset", "model", "method", "eps", "norm", "num_steps",
                                     "batch_size", "seed", "weight_perturbation", "optimizer")
 
@@ -113,42 +128,15 @@ def _check(ok: bool, msg: str):
 
 
 def validate(c: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
-  """Raises ValueError naming the first bad field and its valid range; compiles nothing."""
-  m = methods.get_method(c.method)
+  """Raises ValueError naming the first bad field and its valid range; compiles nothing.
+
+  The run-level fields (data, optimisation, schedules, bookkeeping) are checked here; every part's
+  fields are checked by the part itself (:func:`robust_jax.training.methods.check_all_parts` builds
+  every registered part, whichever the method uses), and the method's bundle is built once, which
+  also checks that its parts compose.
+  """
+  methods.get_method(c.method)
   _check(0.0 < c.eps <= 1.0, f"config.eps must be in (0, 1], got {c.eps}")
-  _check(c.step_size > 0, f"config.step_size must be > 0, got {c.step_size}")
-  _check(isinstance(c.num_steps, int) and c.num_steps >= 1,
-         f"config.num_steps must be an integer >= 1, got {c.num_steps}")
-  _check(c.norm in ("linf", "l2"), f"config.norm must be 'linf' or 'l2', got {c.norm!r}")
-  _check(c.attack_start in ATTACK_STARTS,
-         f"config.attack_start must be one of {ATTACK_STARTS}, got {c.attack_start!r}")
-  _check(c.attack_bn_mode in ("eval", "train"),
-         f"config.attack_bn_mode must be 'eval' or 'train', got {c.attack_bn_mode!r}")
-  _check(isinstance(c.train_diagnostics, bool),
-         f"config.train_diagnostics must be True or False, got {c.train_diagnostics!r}")
-  _check(isinstance(c.attack_compaction, int) and 0 <= c.attack_compaction <= 8,
-         f"config.attack_compaction must be an integer in [0, 8], got {c.attack_compaction}")
-  _check(c.beta >= 0, f"config.beta must be >= 0, got {c.beta}")
-  _check(c.awp_gamma >= 0, f"config.awp_gamma must be >= 0, got {c.awp_gamma}")
-  _check(c.sam_rho >= 0, f"config.sam_rho must be >= 0, got {c.sam_rho}")
-  _check(0 <= c.sampa_lambda <= 1, f"config.sampa_lambda must be in [0, 1], got {c.sampa_lambda}")
-  wps = ("none", "awp", "rwp", "sam", "sampa")
-  _check(c.weight_perturbation in wps,
-         f"config.weight_perturbation must be one of {wps}, got {c.weight_perturbation!r}")
-  if c.weight_perturbation in ("awp", "rwp"):
-    _check(m.attack_loss is not None,
-           f"config.weight_perturbation={c.weight_perturbation!r} perturbs the weights against the "
-           f"adversarial loss; it needs an adversarial method, not {c.method!r} (use 'sam' or "
-           "'sampa' for standard training)")
-  _check(c.fosc_c_max >= 0, f"config.fosc_c_max must be >= 0, got {c.fosc_c_max}")
-  _check(c.fosc_t_prime_fraction > 0,
-         f"config.fosc_t_prime_fraction must be > 0, got {c.fosc_t_prime_fraction}")
-  _check(len(c.fat_tau_values) == len(c.fat_tau_boundaries) + 1,
-         "config.fat_tau_values needs len(fat_tau_boundaries) + 1 entries")
-  _check(all(int(t) == t and 0 <= t for t in c.fat_tau_values),
-         f"config.fat_tau_values must be integers >= 0, got {c.fat_tau_values}")
-  _check(len(c.cat_steps_values) == len(c.cat_steps_boundaries) + 1,
-         "config.cat_steps_values needs len(cat_steps_boundaries) + 1 entries")
   _check(isinstance(c.num_epochs, int) and c.num_epochs >= 1,
          f"config.num_epochs must be an integer >= 1, got {c.num_epochs}")
   _check(isinstance(c.batch_size, int) and c.batch_size >= 1,
@@ -172,3 +160,5 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
            "config.periodic_bounds needs at least two epochs (e.g. (0, num_epochs))")
   _check(0.0 <= c.validation_fraction < 1.0,
          f"config.validation_fraction must be in [0, 1), got {c.validation_fraction}")
+  methods.check_all_parts(c)
+  methods.build(c)

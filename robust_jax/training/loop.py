@@ -31,11 +31,13 @@ from absl import logging
 
 from robust_jax import checkpoint as ckpt_lib
 from robust_jax import metrics as metrics_lib
-from robust_jax import models, parallel, regularizers
-from robust_jax import weight_perturbation as wp
-from robust_jax.analysis import fosc_tracking
+from robust_jax import fosc as fosc_lib
+from robust_jax import models, parallel
+from robust_jax.parts import PartStates
 from robust_jax.data import pipeline
 from robust_jax.training import config as config_lib
+from robust_jax.training import methods
+from robust_jax.training import restore as restore_lib
 from robust_jax.training import state as state_lib
 from robust_jax.training import step as step_lib
 
@@ -49,14 +51,9 @@ def _model_for(config, num_classes):
   return models.get_model(config.model, num_classes=num_classes, **kwargs)
 
 
-def initial_extra(config, params) -> Dict[str, Any]:
-  """The per-method state carried between steps (SAMPa, ELLE-A)."""
-  extra = {}
-  if config.weight_perturbation == "sampa":
-    extra["sampa"] = wp.sampa_init(params)
-  if config.method == "elle_a":
-    extra.update(regularizers.elle_a_init())
-  return extra
+def initial_parts(config, params) -> PartStates:
+  """The initial states of the method's carried parts (SAMPa's gradient, ELLE-A's lambda)."""
+  return methods.build(config).init(params)
 
 
 def _select_step_size(config):
@@ -103,7 +100,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   tx, lr_fn = step_lib.make_optimizer(config, spe)
   sample = jnp.zeros((1,) + tuple(ds.image_shape), jnp.float32)
   state = state_lib.create(model=model, tx=tx, sample_input=sample, seed=config.seed)
-  state = state.replace(extra=initial_extra(config, state.params))
+  bundle = methods.build(config)
+  state = state.replace(parts=bundle.init(state.params))
 
   manager = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                        max_to_keep=max(config.keep_checkpoints, 2))
@@ -113,7 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   restored = manager.restore_latest(state)
   if restored is not None:
     state, meta = restored
-    ckpt_lib.check_compatible(meta["config"], config.to_dict(),
+    restore_lib.check_compatible(meta["config"], config.to_dict(),
                               config_lib.FIELDS_THAT_MUST_MATCH_ON_RESUME)
     running = meta.get("running", {})
     best = meta.get("best", best)
@@ -123,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
   state = parallel.replicate(state, mesh)
   train_step = parallel.jit_data_parallel(
-      step_lib.make_train_step(config, model, tx, lr_fn, spe), mesh)
+      step_lib.make_train_step(config, model, tx, lr_fn, spe, bundle=bundle), mesh)
   eval_fn = jax.jit(step_lib.make_eval_step(
       model, eps=config.eps, step_size=_select_step_size(config),
       num_steps=config.select_attack_steps, norm=config.norm))
@@ -175,9 +173,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       bar.close()
     epoch_time = time.time() - t0
     train_record = {k: v / running["count"] for k, v in running.items()
-                    if k not in ("count", fosc_tracking.HIST_KEY)}
-    if fosc_tracking.HIST_KEY in running:
-      train_record.update(fosc_tracking.epoch_summary(running[fosc_tracking.HIST_KEY]))
+                    if k not in ("count", fosc_lib.HIST_KEY)}
+    if fosc_lib.HIST_KEY in running:
+      train_record.update(fosc_lib.epoch_summary(running[fosc_lib.HIST_KEY]))
     train_record.update(epoch=epoch, epoch_time_s=epoch_time,
                         examples_per_s=(spe - start_in_epoch) * config.batch_size / epoch_time)
     writer.write("train", int(state.step), train_record)
@@ -288,50 +286,5 @@ def _jsonable(obj):
   return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-@functools.lru_cache(maxsize=None)
-def _eval_apply(model):
-  """One jitted eval-mode apply per (hashable) model definition."""
-  return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
-
-
-def load_classifier(checkpoint_dir: str, *, which: str = "best") -> Tuple[Any, Dict[str, Any]]:
-  """Loads a trained classifier for attacking it in a notebook.
-
-  Args:
-    checkpoint_dir: a training ``workdir`` (or its ``checkpoints`` subdirectory).
-    which: ``"best"`` (by validation robust accuracy) or ``"latest"``.
-
-  Returns:
-    ``(logits_fn, info)``: ``logits_fn(x)`` is a pure, jitted function of float32 NHWC images in
-    [0, 1] returning logits in eval mode (a ``jax.tree_util.Partial`` holding the variables); ``info`` holds the dataset, model, method, eps, the epoch
-    and the config.
-
-  Raises:
-    FileNotFoundError: if no restorable checkpoint is there.
-  """
-  path = checkpoint_dir
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    path = os.path.join(path, "checkpoints")
-  manager = ckpt_lib.CheckpointManager(path, max_to_keep=2, read_only=True)
-  meta = manager.restore_metadata(which)
-  if meta is None:
-    raise FileNotFoundError(f"no restorable checkpoint in {checkpoint_dir}")
-  config = ml_collections.ConfigDict(meta["config"])
-  model = _model_for(config, meta["num_classes"])
-  tx, _ = step_lib.make_optimizer(config, meta["steps_per_epoch"])
-  template = state_lib.create(model=model, tx=tx,
-                              sample_input=jnp.zeros([1] + meta["image_shape"], jnp.float32),
-                              seed=config.seed)
-  template = template.replace(extra=initial_extra(config, template.params))
-  restored = manager.restore_best(template) if which == "best" else manager.restore_latest(template)
-  if restored is None:
-    raise FileNotFoundError(f"no restorable {which} checkpoint in {checkpoint_dir}")
-  state, meta = restored
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  # A Partial whose leaves are the variables: attacks that take logits_fn as a traced argument
-  # (APGD, FAB, Square, AutoAttack, evaluate) reuse their compilation for every checkpoint of a model.
-  logits_fn = jax.tree_util.Partial(_eval_apply(model), variables)
-  info = {"dataset": config.dataset, "model": config.model, "method": config.method,
-          "eps": config.eps, "norm": config.norm, "epoch": meta.get("epoch"),
-          "step": int(state.step), "num_classes": meta["num_classes"], "config": config}
-  return logits_fn, info
+# The restore path is robust_jax.training.restore; ``loop.load_classifier`` stays importable.
+load_classifier = restore_lib.load_classifier

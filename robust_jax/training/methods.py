@@ -1,78 +1,123 @@
-"""The method registry: each adversarial-training method of the seeds as a combination of shared parts.
+"""The method registry: each adversarial-training method of the seeds as a bundle of shared parts.
 
-A method names (1) its input adversary — the attack loss, the random start and the stop rule plugged
-into the one ascent loop —, (2) its outer objective (:mod:`robust_jax.objectives`), and (3) whether
-GAIRAT's per-example weights apply. Hyperparameters (eps, steps, beta, c_max, tau, lambda, ...) live in
-the config; schedules in :mod:`robust_jax.training.schedules`. The weight adversary (AWP, RWP, SAM,
-SAMPa) is orthogonal and chosen by ``config.weight_perturbation``.
+A method is five parts (:mod:`robust_jax.parts`): the input adversary (attack loss, start, stop
+rule, budget and ascent core; :mod:`robust_jax.training.adversary`), the per-example weighting
+(:mod:`robust_jax.weighting`), the outer objective (:mod:`robust_jax.objectives`), the regularizer
+(:mod:`robust_jax.regularizers`) and the weight adversary (:mod:`robust_jax.weight_adversaries`,
+chosen by ``config.weight_perturbation``, orthogonal to the method). A row of the table below names
+the parts; :func:`build` looks each up in its registry and binds it to its own config fields.
+Hyperparameters (eps, steps, beta, c_max, tau, lambda, ...) live in the config, schedules in
+:mod:`robust_jax.training.schedules`; the training step (:mod:`robust_jax.training.step`) only
+calls the parts.
 
-| method      | attack loss | start   | stop rule            | objective | weights | paper |
-|-------------|-------------|---------|----------------------|-----------|---------|-------|
-| standard    | none        |         |                      | ce_clean  |         | |
-| pgd_at      | ce          | uniform | never                | ce_adv    |         | Madry et al. 2018 |
-| dart        | ce          | uniform | FOSC <= c_t          | ce_adv    |         | Wang et al. 2019 (Dynamic AT) |
-| cat         | ce          | uniform | curriculum K(epoch)  | ce_adv    |         | Cai et al. 2018 |
-| fat         | ce          | uniform | PGD-K-tau            | ce_adv    |         | Zhang et al. 2020 |
-| gairat      | ce          | uniform | never                | ce_adv    | GAIRAT  | Zhang et al. 2021 |
-| gair_fat    | ce          | uniform | PGD-K-tau            | ce_adv    | GAIRAT  | Zhang et al. 2021 |
-| trades      | kl          | normal  | never                | trades    |         | Zhang et al. 2019 |
-| mart        | ce          | normal  | never                | mart      |         | Wang et al. 2020 |
-| alp         | ce          | uniform | never                | alp       |         | Kannan et al. 2018 |
-| clp         | ce          | uniform | never                | clp       |         | Kannan et al. 2018 |
-| mma         | ce          | uniform | never                | mma       |         | Ding et al. 2020 |
-| fat_trades  | kl          | normal  | PGD-K-tau            | trades    |         | Zhang et al. 2020 |
-| fat_mart    | ce          | normal  | PGD-K-tau            | mart      |         | Zhang et al. 2020 |
-| fgsm_at     | ce          | uniform | one step             | ce_adv    |         | Wong et al. 2020 |
-| gradalign   | ce          | none    | one step             | ce_adv + GradAlign | | Andriushchenko & Flammarion 2020 |
-| elle        | ce          | none    | one step             | ce_adv + ELLE | | Abad Rocamora et al. 2024 |
-| elle_a      | ce          | none    | one step             | ce_adv + ELLE-A | | Abad Rocamora et al. 2024 |
-| beta_at     | margin (targeted, every class) | uniform | never | ce_adv | | Robey et al. 2023 |
+| method      | attack loss | start   | stop  | budget      | core | weighting | objective | regularizer | paper |
+|-------------|-------------|---------|-------|-------------|------|-----------|-----------|-------------|-------|
+| standard    | (none)      |         |       |             |      | uniform   | ce_clean  | none        | |
+| pgd_at      | ce          | uniform | never | fixed       | pgd  | uniform   | ce_adv    | none        | Madry et al. 2018 |
+| dart        | ce          | uniform | fosc  | fixed       | pgd  | dart      | ce_adv    | none        | Wang et al. 2019 (Dynamic AT) |
+| cat         | ce          | uniform | never | cat         | chunks | uniform | ce_adv    | none        | Cai et al. 2018 (CAT) |
+| step_curriculum | ce      | uniform | never | curriculum  | pgd  | uniform   | ce_adv    | none        | (CAT's k schedule without its batch mixing) |
+| fat         | ce          | uniform | fat   | fixed       | pgd  | uniform   | ce_adv    | none        | Zhang et al. 2020 |
+| gairat      | ce          | uniform | never | fixed       | pgd  | gairat    | ce_adv    | none        | Zhang et al. 2021 |
+| gair_fat    | ce          | uniform | fat   | fixed       | pgd  | gairat    | ce_adv    | none        | Zhang et al. 2021 |
+| trades      | kl          | normal  | never | fixed       | pgd  | uniform   | trades    | none        | Zhang et al. 2019 |
+| mart        | ce          | normal  | never | fixed       | pgd  | uniform   | mart      | none        | Wang et al. 2020 |
+| alp         | ce          | uniform | never | fixed       | pgd  | uniform   | alp       | none        | Kannan et al. 2018 |
+| clp         | ce          | uniform | never | fixed       | pgd  | uniform   | clp       | none        | Kannan et al. 2018 |
+| mma         | ce          | uniform | never | fixed       | pgd  | uniform   | mma       | none        | Ding et al. 2020 |
+| fat_trades  | kl          | normal  | fat   | fixed       | pgd  | uniform   | trades    | none        | Zhang et al. 2020 |
+| fat_mart    | ce          | normal  | fat   | fixed       | pgd  | uniform   | mart      | none        | Zhang et al. 2020 |
+| fgsm_at     | ce          | uniform | never | single_step | pgd  | uniform   | ce_adv    | none        | Wong et al. 2020 |
+| gradalign   | ce          | none    | never | single_step | pgd  | uniform   | ce_adv    | gradalign   | Andriushchenko & Flammarion 2020 |
+| elle        | ce          | none    | never | single_step | pgd  | uniform   | ce_adv    | elle        | Abad Rocamora et al. 2024 |
+| elle_a      | ce          | none    | never | single_step | pgd  | uniform   | ce_adv    | elle_a      | Abad Rocamora et al. 2024 |
+| beta_at     | margin (targeted, every class) | uniform | never | fixed | beta | uniform | ce_adv | none | Robey et al. 2023 |
 
 The starts are those of the official code (TRADES, MART and their FAT variants start at
 x + 0.001 N(0, I); the others uniformly in the ball). ``config.attack_start`` overrides them.
+
+CAT (``cat``) is the batch mixing of sunblaze-ucb/curriculum-adversarial-training-CAT
+(``advtrain_all.py``, ``regularLoss``, lines 284-311): the batch is split into k + 1 chunks, chunk j
+attacked with j PGD steps of the randomised size (2 eps / j) U(1, 10 / j) (``PGDAttack.py`` line
+47), one CE step on the whole batch; ``tests/test_cat.py`` checks the chunks' step counts, the step
+distribution and a transcription of the official loop. Its differences: k follows a fixed per-epoch
+schedule (``cat_steps_boundaries`` / ``cat_steps_values``) where the official code adds 1 to k when
+the validation accuracy has not improved for 10 epochs (and reloads the best checkpoint); the
+attack runs in eval mode where the official one runs each chunk in train mode on its own batch
+statistics (train mode is refused, see :func:`robust_jax.training.adversary.input_adversary`);
+the start is clamped to the box. ``step_curriculum`` is the method ``cat`` was before: the same k
+schedule applied to the whole batch, K steps of ``step_size`` for every example.
+
+Where things go (each addition touches only these files):
+
+* a method whose parts exist: one row of ``_METHODS`` here, and a recipe in ``launch/configs/``;
+* a new objective: a function in :mod:`robust_jax.objectives` and its ``OBJECTIVES`` entry;
+* a new weighting, regularizer or weight adversary: a factory (keyword arguments = its config fields,
+  with defaults in :func:`robust_jax.training.config.base_config`) in its family's module, or a
+  module of its own, and one ``register`` call in that family's registry;
+* a new stop rule or budget schedule: a factory in :mod:`robust_jax.training.adversary` and its
+  ``STOP_RULES`` / ``BUDGETS`` entry.
+
+Nothing else changes: :func:`robust_jax.training.config.validate` checks every registered part
+through the part itself, and the step never names a method or a kind.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Mapping, NamedTuple, Optional
+
+from robust_jax import objectives, regularizers, weighting
+from robust_jax import weight_adversaries
+from robust_jax.parts import PartStates, bind
+from robust_jax.training import adversary as adversary_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """How one training method is assembled.
+  """One row of the method table: the names of a method's parts.
 
   Attributes:
-    name: the config value.
-    attack_loss: the attack loss of :mod:`robust_jax.attacks.losses`, or None for no attack.
+    name: the config value (``config.method``).
+    attack_loss: the attack loss of :mod:`robust_jax.losses`, or None for no input adversary.
     start: the default random start (``"uniform"``, ``"normal"`` or ``"none"``).
-    stop: ``"never"``, ``"fosc"`` (Dynamic AT), ``"fat"`` (early-stopped PGD-K-tau) or
-      ``"curriculum"`` (CAT: the number of steps grows with the epoch).
-    objective: the outer objective's name in :mod:`robust_jax.objectives`.
-    gairat: whether GAIRAT's kappa-based per-example weights multiply the loss.
-    single_step: FGSM-based methods: one step, size ``config.fgsm_step_factor * eps``.
-    regularizer: ``"gradalign"``, ``"elle"``, ``"elle_a"`` or None.
-    beta_attack: BETA's per-class targeted margin attack.
+    stop: a stop rule of :data:`robust_jax.training.adversary.STOP_RULES`.
+    budget: a budget of :data:`robust_jax.training.adversary.BUDGETS`.
+    core: an ascent core of :data:`robust_jax.training.adversary.CORES`.
+    weighting: a weighting of :data:`robust_jax.weighting.WEIGHTINGS`.
+    objective: an objective of :data:`robust_jax.objectives.OBJECTIVES`.
+    regularizer: a regularizer of :data:`robust_jax.regularizers.REGULARIZERS`.
   """
   name: str
   attack_loss: Optional[str]
   start: str = "uniform"
   stop: str = "never"
+  budget: str = "fixed"
+  core: str = "pgd"
+  weighting: str = "uniform"
   objective: str = "ce_adv"
-  gairat: bool = False
-  single_step: bool = False
-  regularizer: Optional[str] = None
-  beta_attack: bool = False
+  regularizer: str = "none"
+
+  @property
+  def single_step(self) -> bool:
+    """FGSM-based: one step of size ``fgsm_step_factor * eps``."""
+    return self.budget == "single_step"
+
+  @property
+  def gairat(self) -> bool:
+    """Whether GAIRAT's kappa-based weights multiply the loss."""
+    return self.weighting == "gairat"
 
 
 _METHODS = (
     Method("standard", None, objective="ce_clean"),
     Method("pgd_at", "ce"),
-    Method("dart", "ce", stop="fosc"),
-    Method("cat", "ce", stop="curriculum"),
+    Method("dart", "ce", stop="fosc", weighting="dart"),
+    Method("cat", "ce", budget="cat", core="chunks"),
+    Method("step_curriculum", "ce", budget="curriculum"),
     Method("fat", "ce", stop="fat"),
-    Method("gairat", "ce", gairat=True),
-    Method("gair_fat", "ce", stop="fat", gairat=True),
+    Method("gairat", "ce", weighting="gairat"),
+    Method("gair_fat", "ce", stop="fat", weighting="gairat"),
     Method("trades", "kl", start="normal", objective="trades"),
     Method("mart", "ce", start="normal", objective="mart"),
     Method("alp", "ce", objective="alp"),
@@ -80,11 +125,11 @@ _METHODS = (
     Method("mma", "ce", objective="mma"),
     Method("fat_trades", "kl", start="normal", stop="fat", objective="trades"),
     Method("fat_mart", "ce", start="normal", stop="fat", objective="mart"),
-    Method("fgsm_at", "ce", single_step=True),
-    Method("gradalign", "ce", start="none", single_step=True, regularizer="gradalign"),
-    Method("elle", "ce", start="none", single_step=True, regularizer="elle"),
-    Method("elle_a", "ce", start="none", single_step=True, regularizer="elle_a"),
-    Method("beta_at", "margin", beta_attack=True),
+    Method("fgsm_at", "ce", budget="single_step"),
+    Method("gradalign", "ce", start="none", budget="single_step", regularizer="gradalign"),
+    Method("elle", "ce", start="none", budget="single_step", regularizer="elle"),
+    Method("elle_a", "ce", start="none", budget="single_step", regularizer="elle_a"),
+    Method("beta_at", "margin", core="beta"),
 )
 
 METHODS = {m.name: m for m in _METHODS}
@@ -95,3 +140,76 @@ def get_method(name: str) -> Method:
   if name not in METHODS:
     raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
   return METHODS[name]
+
+
+class Bundle(NamedTuple):
+  """A method's parts, bound to their config fields (what the training step calls).
+
+  Attributes:
+    input_adversary: :class:`robust_jax.training.adversary.InputAdversary`.
+    weighting: :class:`robust_jax.weighting.Weighting`.
+    objective: :class:`robust_jax.objectives.OuterObjective`.
+    regularizer: :class:`robust_jax.regularizers.Regularizer`.
+    weight_adversary: :class:`robust_jax.weight_adversaries.WeightAdversary`.
+  """
+  input_adversary: Any
+  weighting: Any
+  objective: Any
+  regularizer: Any
+  weight_adversary: Any
+
+  def init(self, params) -> Any:
+    """The initial :class:`robust_jax.parts.PartStates` of the carried part states."""
+    return PartStates(weight_adversary=self.weight_adversary.init(params),
+                      regularizer=self.regularizer.init())
+
+
+def _input_adversary(method: Method, config: Mapping[str, Any]):
+  if method.attack_loss is None:
+    return adversary_lib.none()
+  return bind(adversary_lib.input_adversary, config, loss=method.attack_loss,
+              default_start=method.start, core=method.core,
+              stop=adversary_lib.STOP_RULES.build(method.stop, config),
+              budget=adversary_lib.BUDGETS.build(method.budget, config))
+
+
+def build(config: Mapping[str, Any]) -> Bundle:
+  """The parts of ``config.method`` (and ``config.weight_perturbation``), each bound to its fields.
+
+  Args:
+    config: the training config; each part reads only the fields its factory names.
+
+  Returns:
+    A :class:`Bundle`.
+
+  Raises:
+    ValueError: an unknown method or part, a bad field (named ``config.<field>``), or parts that do
+      not compose (AWP / RWP without an input adversary).
+  """
+  method = get_method(config["method"])
+  bundle = Bundle(
+      input_adversary=_input_adversary(method, config),
+      weighting=weighting.WEIGHTINGS.build(method.weighting, config),
+      objective=bind(objectives.make, config, name=method.objective),
+      regularizer=regularizers.REGULARIZERS.build(method.regularizer, config),
+      weight_adversary=weight_adversaries.WEIGHT_ADVERSARIES.build(config["weight_perturbation"],
+                                                                   config))
+  if bundle.weight_adversary.needs_input_adversary and not bundle.input_adversary.active:
+    wpk = config["weight_perturbation"]
+    raise ValueError(
+        f"config.weight_perturbation={wpk!r} perturbs the weights against the adversarial loss; "
+        f"it needs an adversarial method, not {method.name!r} (use 'sam' or 'sampa' for standard "
+        "training)")
+  return bundle
+
+
+def check_all_parts(config: Mapping[str, Any]) -> None:
+  """Builds every registered part from ``config`` (each checks its own fields), whatever the method
+  uses, so that a bad value is reported before any run, as one named field."""
+  for registry in (adversary_lib.STOP_RULES, adversary_lib.BUDGETS, weighting.WEIGHTINGS,
+                   regularizers.REGULARIZERS, weight_adversaries.WEIGHT_ADVERSARIES):
+    registry.check_all(config)
+  for name in objectives.OBJECTIVES:
+    bind(objectives.make, config, name=name)
+  bind(adversary_lib.input_adversary, config, loss="ce", default_start="uniform",
+       core="pgd", stop=adversary_lib.never(), budget=adversary_lib.fixed())

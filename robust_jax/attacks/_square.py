@@ -38,9 +38,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from robust_jax import losses
 from robust_jax import validation
-from robust_jax.attacks import losses
-from robust_jax.attacks.apgd import as_pytree_fn
+from robust_jax.attacks._loop import as_pytree_fn
+from robust_jax.attacks._projections import bcast
 
 SQUARE_LOSSES = ("margin", "ce")
 _P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -74,10 +75,6 @@ def p_selection(p_init, i):
   return jnp.asarray(p_init, jnp.float32) / (2.0 ** m).astype(jnp.float32)
 
 
-def _bcast(v, like):
-  return v.reshape((-1,) + (1,) * (like.ndim - 1))
-
-
 def _margin_and_loss(logits_fn, x, y, loss):
   logits = logits_fn(x)
   z_y = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
@@ -96,7 +93,7 @@ def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, per_e
   k_init, k_loop = jax.random.split(key)
   stripes = jnp.sign(jax.random.uniform(k_init, (batch, 1, width, channels), x.dtype, -1.0, 1.0))
   x_best = jnp.clip(x + eps * stripes, 0.0, 1.0)
-  x_best = jnp.where(_bcast(active, x), x_best, x)
+  x_best = jnp.where(bcast(active, x), x_best, x)
   margin_min, loss_min = _margin_and_loss(logits_fn, x_best, y, loss)
   queries = active.astype(jnp.int32)
   hh = jnp.arange(height)[None, :, None]
@@ -126,7 +123,7 @@ def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, per_e
     loss_min = jnp.where(improved, loss_new, loss_min)
     take = improved | (todo & (margin <= 0))
     margin_min = jnp.where(take, margin, margin_min)
-    x_best = jnp.where(_bcast(take, x), x_new, x_best)
+    x_best = jnp.where(bcast(take, x), x_new, x_best)
     return i + 1, x_best, margin_min, loss_min, queries + todo.astype(jnp.int32)
 
   carry0 = (jnp.asarray(0, jnp.int32), x_best, margin_min, loss_min, queries)
@@ -134,6 +131,16 @@ def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, per_e
   x_best = jax.lax.stop_gradient(x_best)
   mis = jnp.argmax(logits_fn(x_best), axis=-1) != y
   return SquareResult(x_adv=x_best, margin=margin_min, misclassified=mis, num_queries=queries)
+
+
+def check_hyperparameters(*, eps, n_queries=5000, p_init=0.8, loss="margin", norm="linf",
+                          **_unchecked):
+  """Raises ValueError naming the first bad hyperparameter of :func:`square` (no data needed)."""
+  validation.check_choice("norm", norm, ("linf",))
+  validation.check_choice("loss", loss, SQUARE_LOSSES)
+  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_scalar("n_queries", n_queries, low=0, integer=True)
+  validation.check_scalar("p_init", p_init, low=0.0, high=1.0, low_open=True)
 
 
 def square(
@@ -171,7 +178,8 @@ def square(
     A :class:`SquareResult`.
 
   Raises:
-    ValueError: on a bad argument (named, with its valid range), when values are concrete.
+    ValueError: on a bad argument (named, with its valid range), when values are concrete; ``x``
+      not [B, H, W, C]; a ``norm`` other than ``"linf"``.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -181,22 +189,11 @@ def square(
     >>> bool(r.misclassified[0]), float(jnp.abs(r.x_adv - x).max()) <= 0.3 + 1e-6
     (True, True)
   """
-  validation.check_choice("norm", norm, ("linf",))
-  validation.check_choice("loss", loss, SQUARE_LOSSES)
-  validation.check_images("x", x)
+  check_hyperparameters(eps=eps, n_queries=n_queries, p_init=p_init, loss=loss, norm=norm)
+  validation.check_attack_inputs(logits_fn, x, y, active=active, key=key,
+                                 key_needed_by="Square's random search")
   if x.ndim != 4:
     raise ValueError(f"x must be NHWC images [B, H, W, C], got shape {x.shape}")
-  validation.check_scalar("eps", eps, low=0.0)
-  validation.check_scalar("n_queries", n_queries, low=0, integer=True)
-  validation.check_scalar("p_init", p_init, low=0.0, high=1.0, low_open=True)
-  if key is None:
-    raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
-  num_classes = None
-  if validation.is_concrete(x):
-    num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
-  validation.check_labels("y", y, x.shape[0], num_classes)
-  if active is not None and getattr(active, "shape", None) != (x.shape[0],):
-    raise ValueError(f"active must be a bool array of shape ({x.shape[0]},)")
   active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
   return _square(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, active,
                  jnp.asarray(eps, jnp.float32), jnp.asarray(n_queries, jnp.int32),

@@ -34,7 +34,7 @@ Paper versus official code (``variant``):
 
 * ``"paper"`` (default): checkpoints ceil(p_j N) exactly (integer arithmetic); Condition 1 with a
   strict ``<``; the first window compares f(x^1) with f(x^0); l2 iterates use the exact projection
-  onto the ball intersected with the box (:func:`robust_jax.attacks.projections.project_l2`).
+  onto the ball intersected with the box (:func:`robust_jax.attacks.project_l2`).
 * ``"official"``: the code's integer schedule (first interval max(int(0.22 N), 1), then shrinking by
   max(int(0.03 N), 1) down to max(int(0.06 N), 1); identical to the paper for N = 100); Condition 1
   with ``<=`` (``check_oscillation``); the first window compares f(x^1) with 0 (the code reads the
@@ -54,9 +54,11 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax import fosc as fosc_lib
+from robust_jax import losses
 from robust_jax import validation
-from robust_jax.attacks import losses, projections
-from robust_jax.attacks.loop import AttackResult, as_pytree_fn  # noqa: F401 (re-exported)
+from robust_jax.attacks import _projections as projections
+from robust_jax.attacks._loop import AttackResult, as_pytree_fn
+from robust_jax.attacks._projections import bcast, per_example_norm
 
 NORMS = ("linf", "l2")
 APGD_LOSSES = ("ce", "dlr")
@@ -126,23 +128,12 @@ def _next_checkpoint(current, interval, n_iter, variant):
   return current + k, k
 
 
-def _bcast(v, like):
-  return v.reshape((-1,) + (1,) * (like.ndim - 1))
-
-
-def _flat_norm(a, norm):
-  a = a.reshape(a.shape[0], -1)
-  if norm == "linf":
-    return jnp.max(jnp.abs(a), axis=1)
-  return jnp.sqrt(jnp.sum(a * a, axis=1))
-
-
 def _project(z, x, eps, norm, variant):
   if norm == "l2" and variant == "official":
     d = z - x
-    n = _flat_norm(d, "l2")
+    n = per_example_norm(d, "l2")
     scale = jnp.minimum(eps, n) / (n + 1e-12)
-    return jnp.clip(x + d * _bcast(scale, d), 0.0, 1.0)
+    return jnp.clip(x + d * bcast(scale, d), 0.0, 1.0)
   return projections.project(z, x, eps, norm)
 
 
@@ -174,8 +165,8 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
     t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
   else:
     t = jax.random.normal(key, x.shape, x.dtype)
-  x0 = jnp.clip(x + eps * t / _bcast(_flat_norm(t, norm) + 1e-12, t), 0.0, 1.0)
-  x0 = jnp.where(_bcast(active, x), x0, x)
+  x0 = jnp.clip(x + eps * t / bcast(per_example_norm(t, norm) + 1e-12, t), 0.0, 1.0)
+  x0 = jnp.where(bcast(active, x), x0, x)
   loss0, mis0, grad0 = evaluate(x0)
 
   zero_i = jnp.zeros((batch,), jnp.int32)
@@ -200,7 +191,7 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
 
   def body(c):
     upd = c["active"]
-    b = lambda v: _bcast(v, x)  # noqa: E731
+    b = lambda v: bcast(v, x)  # noqa: E731
     a = jnp.where(c["i"] == 0, 1.0, momentum).astype(x.dtype)
     x_k = c["x_k"]
     z = _project(x_k + b(c["step"]) * projections.ascent_direction(c["grad"], norm), x, eps, norm,
@@ -290,8 +281,8 @@ def _apgd(logits_fn, x, y, key, active, target, eps, n_iter, rho, momentum, n_re
     newly = todo & out.broken
     better = todo & ~out.broken & ~broken & (out.loss_best > best_loss)
     pick = newly | better
-    x_out = jnp.where(_bcast(newly, x), out.x_best_adv,
-                      jnp.where(_bcast(better, x), out.x_best, x_out))
+    x_out = jnp.where(bcast(newly, x), out.x_best_adv,
+                      jnp.where(bcast(better, x), out.x_best, x_out))
     best_loss = jnp.where(better, out.loss_best, best_loss)
     if has_target:
       used = jnp.where(pick, t, used)
@@ -318,31 +309,26 @@ def _apgd(logits_fn, x, y, key, active, target, eps, n_iter, rho, momentum, n_re
       loss=loss_out, misclassified=jnp.argmax(logits, axis=-1) != y, kappa=kappa)
 
 
-def _num_classes(logits_fn, x):
-  if not validation.is_concrete(x):
-    return None
-  return jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+def check_hyperparameters(*, eps, n_iter=100, norm="linf", loss="ce", n_restarts=1, rho=0.75,
+                          momentum=0.75, variant="paper", n_target_classes=None, **_unchecked):
+  """Raises ValueError naming the first bad hyperparameter of :func:`apgd` / :func:`apgd_targeted`.
 
-
-def _validate(logits_fn, x, y, *, eps, n_iter, norm, key, rho, momentum, n_restarts, variant,
-              active):
+  Needs no data (:func:`robust_jax.attacks.make` runs it before the first call); the class-count
+  bounds of ``loss="dlr"`` and ``n_target_classes`` are checked when the logits are seen.
+  """
   validation.check_choice("norm", norm, NORMS)
   validation.check_choice("variant", variant, VARIANTS)
-  validation.check_images("x", x)
+  validation.check_choice("loss", loss, APGD_LOSSES)
   validation.check_scalar("eps", eps, low=0.0)
   validation.check_scalar("n_iter", n_iter, low=1, integer=True)
   validation.check_scalar("rho", rho, low=0.0, high=1.0)
   validation.check_scalar("momentum", momentum, low=0.0, high=1.0)
   validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
-  if key is None:
-    raise ValueError("key must be a PRNG key (APGD starts at a random point): "
-                     "pass key=jax.random.key(...)")
-  num_classes = _num_classes(logits_fn, x)
-  validation.check_labels("y", y, x.shape[0], num_classes)
-  if active is not None and getattr(active, "shape", None) != (x.shape[0],):
-    raise ValueError(f"active must be a bool array of shape ({x.shape[0]},), got "
-                     f"{getattr(active, 'shape', type(active).__name__)}")
-  return num_classes
+  if n_target_classes is not None:
+    validation.check_scalar("n_target_classes", n_target_classes, low=1, integer=True)
+
+
+_KEY_NEEDED_BY = "APGD's random start"
 
 
 def apgd(
@@ -386,7 +372,7 @@ def apgd(
       and returns its most recent misclassified iterate.
 
   Returns:
-    An :class:`~robust_jax.attacks.loop.AttackResult` with ``x_adv`` = the misclassified iterate
+    An :class:`~robust_jax.attacks.AttackResult` with ``x_adv`` = the misclassified iterate
     (``x_best_adv``) for broken examples and the highest-loss point (``x_best``, over restarts) for
     the others; ``num_steps`` the iterations taken (over all runs); ``loss``, ``misclassified`` and
     ``fosc`` evaluated at ``x_adv`` (one extra gradient evaluation, FOSC measured from ``x``);
@@ -394,27 +380,26 @@ def apgd(
     ``x_adv``. Every iterate lies in the eps-ball and in [0, 1].
 
   Raises:
-    ValueError: on a bad argument (named, with its valid range), when values are concrete.
+    ValueError: on a bad argument (named, with its valid range), when values are concrete; no
+      ``key``; ``loss="dlr"`` with fewer than 3 classes (4 with a ``target``).
 
-  Example:
+  Example (the first point is 0.05 from the boundary in linf, the second 0.8):
     >>> import jax, jax.numpy as jnp
-    >>> w = jnp.eye(4)[:, :3]
-    >>> logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w
-    >>> x = jnp.full((2, 2, 2, 1), 0.5); y = jnp.array([0, 1])
-    >>> r = apgd(logits_fn, x, y, eps=0.1, n_iter=10, key=jax.random.key(0))
-    >>> bool(jnp.all(jnp.abs(r.x_adv - x) <= 0.1 + 1e-6))
-    True
+    >>> logits_fn = lambda x: 10.0 * x.reshape(x.shape[0], -1) @ jnp.eye(4)
+    >>> x = jnp.array([[0.55, 0.5, 0.1, 0.1], [0.9, 0.1, 0.1, 0.1]]).reshape(2, 2, 2, 1)
+    >>> r = apgd(logits_fn, x, jnp.array([0, 0]), eps=0.1, n_iter=10, key=jax.random.key(0))
+    >>> r.misclassified.tolist(), bool(jnp.all(jnp.abs(r.x_adv - x) <= 0.1 + 1e-6))
+    ([True, False], True)
   """
-  num_classes = _validate(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, key=key, rho=rho,
-                          momentum=momentum, n_restarts=n_restarts, variant=variant,
-                          active=active)
-  validation.check_choice("loss", loss, APGD_LOSSES)
+  check_hyperparameters(eps=eps, n_iter=n_iter, norm=norm, loss=loss, n_restarts=n_restarts,
+                        rho=rho, momentum=momentum, variant=variant)
+  num_classes = validation.check_attack_inputs(logits_fn, x, y, target=target, active=active,
+                                               key=key, key_needed_by=_KEY_NEEDED_BY)
   if loss == "dlr" and num_classes is not None:
     need = 4 if target is not None else 3
     if num_classes < need:
       raise ValueError(f"loss='dlr' needs at least {need} classes, the logits have {num_classes}")
   if target is not None:
-    validation.check_labels("target", target, x.shape[0], num_classes)
     target = jnp.asarray(target, jnp.int32)
   active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
   return _apgd(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, active, target,
@@ -433,7 +418,7 @@ def apgd_targeted(
     key: jax.Array,
     n_iter=100,
     norm: str = "linf",
-    n_target_classes=9,
+    n_target_classes=None,
     n_restarts=1,
     rho=0.75,
     momentum=0.75,
@@ -448,16 +433,19 @@ def apgd_targeted(
   unbroken (``APGDAttack_targeted.perturb``). Misclassification is untargeted: any class but ``y``.
 
   Args:
-    n_target_classes: targets per example, in [1, C - 1] (9 in AutoAttack; use C - 1 when C < 10).
+    n_target_classes: targets per example, in [1, C - 1]; default min(9, C - 1) (9 in AutoAttack).
     Others: as :func:`apgd` (the loss is always the targeted DLR, which needs >= 4 classes).
 
   Returns:
     As :func:`apgd`; for unbroken examples ``x_adv`` is the highest-loss point over all runs and
     ``loss`` is the targeted DLR towards the target of that run.
   """
-  num_classes = _validate(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, key=key, rho=rho,
-                          momentum=momentum, n_restarts=n_restarts, variant=variant,
-                          active=active)
+  check_hyperparameters(eps=eps, n_iter=n_iter, norm=norm, n_restarts=n_restarts, rho=rho,
+                        momentum=momentum, variant=variant, n_target_classes=n_target_classes)
+  num_classes = validation.check_attack_inputs(logits_fn, x, y, active=active, key=key,
+                                               key_needed_by=_KEY_NEEDED_BY)
+  if n_target_classes is None:
+    n_target_classes = min(9, validation.num_classes(logits_fn, x) - 1)
   if num_classes is not None:
     if num_classes < 4:
       raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes, the logits have "

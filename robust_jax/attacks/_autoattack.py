@@ -48,18 +48,19 @@ import warnings
 from typing import Callable, Optional, Sequence
 
 import flax.struct
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from robust_jax import validation
-apgd_lib = importlib.import_module("robust_jax.attacks.apgd")  # shadowed by a function
-fab_lib = importlib.import_module("robust_jax.attacks.fab")  # shadowed by a function
-square_lib = importlib.import_module("robust_jax.attacks.square")  # shadowed by a function
+from robust_jax.attacks import _apgd
+from robust_jax.attacks import _factory
+from robust_jax.attacks._loop import as_pytree_fn
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+# AutoAttack's stage names and the names of robust_jax.attacks.make.
+_FACTORY_NAMES = {"apgd-ce": "apgd_ce", "apgd-dlr": "apgd_dlr", "apgd-t": "apgd_t", "fab": "fab",
+                  "fab-t": "fab_t", "square": "square"}
 VERSIONS = ("standard", "plus", "custom")
 _VERSION_ATTACKS = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
@@ -114,30 +115,56 @@ def _max_dist(a, b, norm):
   return np.sqrt((d * d).sum(axis=1))
 
 
-def _run_attack(name, logits_fn, x, y, key, active, *, eps, norm, n_iter, n_restarts,
-                n_target_classes, n_queries, apgd_variant, square_per_example_windows):
-  """One attack on one padded batch; returns (x_adv, broken) device arrays."""
-  f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-  i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+def _stage_attack(name, *, eps, norm, n_iter, n_restarts, n_target_classes, n_queries,
+                  apgd_variant, square_per_example_windows):
+  """The attack of one stage, from :func:`robust_jax.attacks.make` with AutoAttack's settings.
+
+  It is called as ``attack(logits_fn, x, y, key, active=mask)`` on padded batches; every other
+  hyperparameter keeps the attack's default (APGD's rho and momentum 0.75, FAB's alpha_max 0.1,
+  eta 1.05, beta 0.9, Square's p_init 0.8 and margin loss), and each attack stops an example as soon
+  as it is broken.
+  """
+  if name == "square":
+    return _factory.make("square", eps=eps, n_queries=n_queries,
+                         per_example_windows=square_per_example_windows)
+  hyperparameters = dict(eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts)
   if name.startswith("apgd"):
-    targeted = name == "apgd-t"
-    r = apgd_lib._apgd(  # pylint: disable=protected-access
-        logits_fn, x, y, key, active, None, f32(eps), i32(n_iter), f32(0.75), f32(0.75),
-        i32(n_restarts), i32(n_target_classes if targeted else 0), norm=norm,
-        loss="ce" if name == "apgd-ce" else "dlr", variant=apgd_variant, early_stop=True,
-        targeted=targeted)
-    return r.x_adv, active & r.misclassified
-  if name.startswith("fab"):
-    targeted = name == "fab-t"
-    r = fab_lib._fab(  # pylint: disable=protected-access
-        logits_fn, x, y, key, active, f32(eps), i32(n_iter), i32(n_restarts),
-        i32(n_target_classes if targeted else 1), f32(0.1), f32(1.05), f32(0.9), norm=norm,
-        targeted=targeted, early_stop=True)
-    return r.x_adv, active & r.misclassified & (r.distance <= eps)
-  r = square_lib._square(  # pylint: disable=protected-access
-      logits_fn, x, y, key, active, f32(eps), i32(n_queries), f32(0.8), loss="margin",
-      per_example_windows=square_per_example_windows)
-  return r.x_adv, active & r.misclassified
+    hyperparameters["variant"] = apgd_variant
+  if name in ("apgd-t", "fab-t"):
+    hyperparameters["n_target_classes"] = n_target_classes
+  return _factory.make(_FACTORY_NAMES[name], **hyperparameters)
+
+
+def check_hyperparameters(*, eps, norm="linf", version="standard", attacks=None, n_iter=100,
+                          n_restarts=None, n_queries=5000, apgd_variant="paper",
+                          **_unchecked) -> tuple[str, ...]:
+  """Raises ValueError naming the first bad hyperparameter of :func:`autoattack` (no data needed).
+
+  Returns:
+    The names of the attacks to run, in order.
+  """
+  validation.check_choice("norm", norm, ("linf", "l2"))
+  validation.check_choice("version", version, VERSIONS)
+  validation.check_choice("apgd_variant", apgd_variant, _apgd.VARIANTS)
+  if version == "custom":
+    if not attacks:
+      raise ValueError(f"version='custom' needs attacks=(...), names from {ATTACKS}")
+    names = tuple(attacks)
+  else:
+    if attacks is not None:
+      raise ValueError("attacks is only used with version='custom'")
+    names = _VERSION_ATTACKS[version]
+  for a in names:
+    validation.check_choice("attacks", a, ATTACKS)
+  if norm == "l2" and "square" in names:
+    raise ValueError("Square is implemented for norm='linf' only: for l2 use version='custom' with "
+                     "attacks=('apgd-ce', 'apgd-t', 'fab-t')")
+  validation.check_scalar("eps", eps, low=0.0, low_open=True)
+  validation.check_scalar("n_iter", n_iter, low=1, integer=True)
+  validation.check_scalar("n_queries", n_queries, low=0, integer=True)
+  if n_restarts is not None:
+    validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
+  return names
 
 
 def autoattack(
@@ -179,8 +206,8 @@ def autoattack(
     n_queries: Square's queries (5,000).
     batch_size: points per attack call; default N (one batch).
     sharding: optional ``jax.sharding.Sharding`` to place each batch with (data parallelism).
-    apgd_variant: ``"paper"`` or ``"official"`` (:mod:`robust_jax.attacks.apgd`).
-    square_per_example_windows: see :func:`robust_jax.attacks.square.square`.
+    apgd_variant: ``"paper"`` or ``"official"`` (:func:`robust_jax.attacks.apgd`).
+    square_per_example_windows: see :func:`robust_jax.attacks.square`.
     verbose: print the robust accuracy and time after each attack, as AutoAttack does.
 
   Returns:
@@ -199,35 +226,16 @@ def autoattack(
     >>> r.robust.tolist(), r.broken_by.tolist(), r.attack_names[1]
     ([True, False], [-1, 1], 'apgd-ce')
   """
-  validation.check_choice("norm", norm, ("linf", "l2"))
-  validation.check_choice("version", version, VERSIONS)
-  validation.check_choice("apgd_variant", apgd_variant, apgd_lib.VARIANTS)
-  if version == "custom":
-    if not attacks:
-      raise ValueError(f"version='custom' needs attacks=(...), names from {ATTACKS}")
-    names = tuple(attacks)
-  else:
-    if attacks is not None:
-      raise ValueError("attacks is only used with version='custom'")
-    names = _VERSION_ATTACKS[version]
-  for a in names:
-    validation.check_choice("attacks", a, ATTACKS)
-  if norm == "l2" and "square" in names:
-    raise ValueError("Square is implemented for norm='linf' only: for l2 use version='custom' with "
-                     "attacks=('apgd-ce', 'apgd-t', 'fab-t')")
+  names = check_hyperparameters(eps=eps, norm=norm, version=version, attacks=attacks,
+                                n_iter=n_iter, n_restarts=n_restarts, n_queries=n_queries,
+                                apgd_variant=apgd_variant)
   validation.check_images("x", x)
-  validation.check_scalar("eps", eps, low=0.0, low_open=True)
-  validation.check_scalar("n_iter", n_iter, low=1, integer=True)
-  validation.check_scalar("n_queries", n_queries, low=0, integer=True)
-  if n_restarts is not None:
-    validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
-  if key is None:
-    raise ValueError("key must be a PRNG key: pass key=jax.random.key(...)")
+  validation.check_key(key, needed_by="AutoAttack")
   x_np = np.asarray(x, np.float32)
   n = x_np.shape[0]
-  logits_fn = apgd_lib.as_pytree_fn(logits_fn)
-  num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct((1,) + x_np.shape[1:],
-                                                                jnp.float32)).shape[-1]
+  logits_fn = as_pytree_fn(logits_fn)
+  num_classes = validation.num_classes(
+      logits_fn, jax.ShapeDtypeStruct((1,) + x_np.shape[1:], jnp.float32))
   validation.check_labels("y", y, n, num_classes)
   y_np = np.asarray(y, np.int32)
   if n_target_classes is None:
@@ -282,16 +290,19 @@ def autoattack(
     else:
       restarts = 1 if n_restarts is None else n_restarts
     stage_key = jax.random.fold_in(key, ATTACKS.index(name))
+    attack = _stage_attack(
+        name, eps=eps, norm=norm, n_iter=n_iter, n_restarts=restarts,
+        n_target_classes=n_target_classes, n_queries=n_queries, apgd_variant=apgd_variant,
+        square_per_example_windows=square_per_example_windows)
     todo = np.flatnonzero(robust)
     for c, sel, xb, yb, active in chunks(todo):
-      xa, broken = _run_attack(
-          name, logits_fn, xb, yb, jax.random.fold_in(stage_key, c), active, eps=eps, norm=norm,
-          n_iter=n_iter, n_restarts=restarts, n_target_classes=n_target_classes,
-          n_queries=n_queries, apgd_variant=apgd_variant,
-          square_per_example_windows=square_per_example_windows)
+      r = attack(logits_fn, xb, yb, jax.random.fold_in(stage_key, c), active=active)
+      broken = active & r.misclassified
+      if name.startswith("fab"):  # a minimum-norm attack: only a point within eps breaks
+        broken = broken & (r.distance <= eps)
       broken = np.asarray(broken)[:len(sel)]
       hit = sel[broken]
-      x_adv[hit] = np.asarray(xa)[:len(sel)][broken]
+      x_adv[hit] = np.asarray(r.x_adv)[:len(sel)][broken]
       robust[hit] = False
       broken_by[hit] = stage
     seconds.append(time.perf_counter() - t0)

@@ -1,4 +1,5 @@
-"""Per-example attack losses: what the inner maximisation ascends.
+"""Per-example losses on logits, shared by the attacks (what the inner maximisation ascends) and the
+objectives (CE, KL).
 
 Every loss maps logits [B, C] to a per-example value [B] that the attacker *maximises*. The ascent
 loop differentiates the *sum* over the batch, never the mean, so each example's gradient is the

@@ -1,4 +1,4 @@
-"""FGSM and PGD: thin configurations of the ascent loop (:mod:`robust_jax.attacks.loop`).
+"""FGSM and PGD: thin configurations of the ascent loop (:func:`robust_jax.attacks.ascent`).
 
 Both are pure functions, compiled with ``jax.jit`` on first use. The string options are static;
 eps, step size, the number of steps, the stop rule's thresholds, kappa and the key are traced, so
@@ -22,9 +22,10 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from robust_jax import losses
 from robust_jax import validation
-from robust_jax.attacks import losses, projections
-from robust_jax.attacks.loop import AttackResult, as_pytree_fn, ascent
+from robust_jax.attacks import _projections as projections
+from robust_jax.attacks._loop import AttackResult, as_pytree_fn, ascent
 
 NORMS = ("linf", "l2")
 STARTS = ("none", "uniform", "normal")
@@ -45,26 +46,28 @@ def _pgd(logits_fn, x, y, key, eps, step_size, num_steps, stop, target, kappa, s
                 compaction=compaction)
 
 
-def _validate(logits_fn, x, y, *, eps, step_size, num_steps, norm, loss, start, key, target,
-              fosc_reference):
+def check_hyperparameters(*, eps, step_size, num_steps, norm="linf", loss="ce", start="none",
+                          fosc_reference="natural", compaction=0, **_unchecked):
+  """Raises ValueError naming the first bad hyperparameter of :func:`pgd` and its valid range.
+
+  Needs no data, so :func:`robust_jax.attacks.make` runs it before the first call. The other
+  hyperparameters of :func:`pgd` (``stop``, ``kappa``, ``start_std``, ``final_eval``) are accepted
+  and not checked here.
+  """
   validation.check_choice("norm", norm, NORMS)
   validation.check_choice("loss", loss, losses.LOSSES)
   validation.check_choice("start", start, STARTS)
   validation.check_choice("fosc_reference", fosc_reference, ("natural", "start"))
-  validation.check_images("x", x)
   validation.check_scalar("eps", eps, low=0.0)
   validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
   validation.check_scalar("num_steps", num_steps, low=0, integer=True)
-  if start != "none" and key is None:
-    raise ValueError(f"start={start!r} needs a PRNG key: pass key=jax.random.key(...)")
-  num_classes = None
-  if validation.is_concrete(x):
-    num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
-  validation.check_labels("y", y, x.shape[0], num_classes)
-  if target is not None:
-    validation.check_labels("target", target, x.shape[0], num_classes)
-    if loss == "kl":
-      raise ValueError("loss='kl' is untargeted: pass target=None")
+  validation.check_scalar("compaction", compaction, low=0, integer=True)
+
+
+def check_fgsm_hyperparameters(*, eps, step_size=None, **hyperparameters):
+  """:func:`check_hyperparameters` for :func:`fgsm`: one step of ``step_size`` (default eps)."""
+  check_hyperparameters(eps=eps, step_size=eps if step_size is None else step_size, num_steps=1,
+                        **hyperparameters)
 
 
 def pgd(
@@ -97,7 +100,7 @@ def pgd(
     step_size: > 0 (linf: e.g. 2/255).
     num_steps: K >= 0 (traced: changing it does not recompile).
     norm: ``"linf"`` or ``"l2"``.
-    loss: an attack loss of :mod:`robust_jax.attacks.losses`: ``"ce"``, ``"cw"``, ``"margin"``,
+    loss: an attack loss of :mod:`robust_jax.losses`: ``"ce"``, ``"cw"``, ``"margin"``,
       ``"kl"`` (TRADES) or ``"dlr"``.
     start: ``"none"`` (x), ``"uniform"`` in the ball, or ``"normal"`` (x + start_std * N(0, I)).
     key: PRNG key, needed for a random start.
@@ -110,15 +113,17 @@ def pgd(
       False takes the last step without evaluating it (K evaluations, the reference loops' work);
       ``fosc``, ``loss`` and ``misclassified`` then describe the iterate before the last step.
     compaction: with a stop rule, how many times the loop may halve its batch as examples stop, so
-      that early stopping saves time (:mod:`robust_jax.attacks.loop`); 0 never compacts. Each level
-      compiles its own forward and backward pass. ``logits_fn`` must treat examples independently.
+      that early stopping saves time (:func:`~robust_jax.attacks.ascent`); 0 never compacts. Each
+      level compiles its own forward and backward pass. ``logits_fn`` must treat examples
+      independently.
 
   Returns:
-    An :class:`~robust_jax.attacks.loop.AttackResult`: ``x_adv`` in the ball and in [0, 1], and per
+    An :class:`~robust_jax.attacks.AttackResult`: ``x_adv`` in the ball and in [0, 1], and per
     example ``num_steps``, ``fosc``, ``loss``, ``misclassified`` and ``kappa`` at ``x_adv``.
 
   Raises:
-    ValueError: on a bad argument (named, with its valid range), when values are concrete.
+    ValueError: on a bad argument (named, with its valid range), when values are concrete; a random
+      ``start`` without a ``key``; a ``target`` with the untargeted ``loss="kl"``.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -129,8 +134,12 @@ def pgd(
     >>> bool(jnp.all(jnp.abs(r.x_adv - x) <= 0.1 + 1e-7)), r.num_steps.tolist()
     (True, [3, 3])
   """
-  _validate(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
-            loss=loss, start=start, key=key, target=target, fosc_reference=fosc_reference)
+  check_hyperparameters(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm, loss=loss,
+                        start=start, fosc_reference=fosc_reference, compaction=compaction)
+  validation.check_attack_inputs(logits_fn, x, y, target=target, key=key,
+                                 key_needed_by=None if start == "none" else f"start={start!r}")
+  if target is not None and loss == "kl":
+    raise ValueError("loss='kl' is untargeted: pass target=None")
   if key is None:
     key = jax.random.key(0)  # unused: start == "none"
   return _pgd(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, jnp.asarray(eps, jnp.float32),
@@ -164,7 +173,7 @@ def fgsm(
   Args: as :func:`pgd`; ``step_size`` defaults to ``eps``.
 
   Returns:
-    An :class:`~robust_jax.attacks.loop.AttackResult` (``num_steps`` is 1 for every example).
+    An :class:`~robust_jax.attacks.AttackResult` (``num_steps`` is 1 for every example).
   """
   step_size = eps if step_size is None else step_size
   return pgd(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=1, norm=norm, loss=loss,

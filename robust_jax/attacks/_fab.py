@@ -51,7 +51,8 @@ import jax
 import jax.numpy as jnp
 
 from robust_jax import validation
-from robust_jax.attacks.apgd import as_pytree_fn
+from robust_jax.attacks._loop import as_pytree_fn
+from robust_jax.attacks._projections import bcast, per_example_norm
 
 NORMS = ("linf", "l2")
 _BISECTION_STEPS = 32
@@ -73,17 +74,6 @@ class FabResult:
   distance: jax.Array
   misclassified: jax.Array
   num_steps: jax.Array
-
-
-def _bcast(v, like):
-  return v.reshape((-1,) + (1,) * (like.ndim - 1))
-
-
-def _norm(a, norm):
-  a = a.reshape(a.shape[0], -1)
-  if norm == "linf":
-    return jnp.max(jnp.abs(a), axis=1)
-  return jnp.sqrt(jnp.sum(a * a, axis=1))
 
 
 def _hyperplane_box(t, w, b, norm):
@@ -156,15 +146,8 @@ def project_linf_hyperplane_box(t: jax.Array, w: jax.Array, b: jax.Array) -> jax
 def project_l2_hyperplane_box(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
   """The minimal-l2 displacement d onto {z : <w, z> = b} intersected with [0, 1]^D.
 
-  The same minimiser as ``fab_projections.projection_l2`` (see :func:`_hyperplane_box`).
-
-  Args:
-    t: points [B, D].
-    w: hyperplane normals [B, D].
-    b: offsets [B].
-
-  Returns:
-    d [B, D] (zero where w is zero).
+  The same minimiser as ``fab_projections.projection_l2`` (see :func:`_hyperplane_box`); arguments
+  and result as :func:`project_linf_hyperplane_box`.
   """
   return _hyperplane_box(t, w, b, "l2")
 
@@ -186,8 +169,8 @@ def _single_run(logits_fn, x, y, target, key, active, use_rand_start, best_dist,
   else:
     t = jax.random.normal(key, x.shape, x.dtype)
   radius = 0.5 * jnp.minimum(best_dist, eps)
-  x_rand = jnp.clip(x + _bcast(radius / (_norm(t, norm) + 1e-12), x) * t, 0.0, 1.0)
-  x_start = jnp.where(use_rand_start & _bcast(active, x), x_rand, x)
+  x_rand = jnp.clip(x + bcast(radius / (per_example_norm(t, norm) + 1e-12), x) * t, 0.0, 1.0)
+  x_start = jnp.where(use_rand_start & bcast(active, x), x_rand, x)
 
   def hyperplane(x1):
     """(w, b) of the linearised boundary at x1: <w, z> = b."""
@@ -227,18 +210,18 @@ def _single_run(logits_fn, x, y, target, key, active, use_rand_start, best_dist,
     w, b = hyperplane(x1)
     d1 = _project(x1.reshape(batch, -1), w, b, norm)
     d2 = _project(x0, w, b, norm)
-    a1 = jnp.maximum(_norm(d1, norm), 1e-8)
-    a2 = jnp.maximum(_norm(d2, norm), 1e-8)
+    a1 = jnp.maximum(per_example_norm(d1, norm), 1e-8)
+    a2 = jnp.maximum(per_example_norm(d2, norm), 1e-8)
     alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
     x_new = jnp.clip((x1.reshape(batch, -1) + eta * d1) * (1.0 - alpha) + (x0 + eta * d2) * alpha,
                      0.0, 1.0).reshape(x.shape)
     is_adv = jnp.argmax(logits_fn(x_new), axis=-1) != y
-    d_new = _norm(x_new - x, norm)
+    d_new = per_example_norm(x_new - x, norm)
     better = act & is_adv & (d_new < dist)
-    adv = jnp.where(_bcast(better, x), x_new, adv)
+    adv = jnp.where(bcast(better, x), x_new, adv)
     dist = jnp.where(better, d_new, dist)
-    x_new = jnp.where(_bcast(is_adv, x), x + beta * (x_new - x), x_new)
-    x1 = jnp.where(_bcast(act, x), x_new, x1)
+    x_new = jnp.where(bcast(is_adv, x), x + beta * (x_new - x), x_new)
+    x1 = jnp.where(bcast(act, x), x_new, x1)
     steps = steps + act.astype(jnp.int32)
     act = act & ~(early_stop & (dist <= eps))
     return i + 1, x1, adv, dist, act, steps
@@ -275,15 +258,33 @@ def _fab(logits_fn, x, y, key, active, eps, n_iter, n_restarts, n_target_classes
         logits_fn, x, y, target, jax.random.fold_in(key, r), todo, restart > 0, dist, eps, n_iter,
         alpha_max, eta, beta, norm=norm, targeted=targeted, early_stop=early_stop)
     better = todo & (dist_r < dist)
-    return (jnp.where(_bcast(better, x), adv_r, adv), jnp.where(better, dist_r, dist),
+    return (jnp.where(bcast(better, x), adv_r, adv), jnp.where(better, dist_r, dist),
             steps + steps_r)
 
   carry0 = (x, jnp.where(mis_clean, 0.0, jnp.inf).astype(x.dtype), jnp.zeros((batch,), jnp.int32))
   adv, dist, steps = jax.lax.fori_loop(0, n_runs, one_run, carry0)
   broken = dist <= eps
-  x_adv = jax.lax.stop_gradient(jnp.where(_bcast(broken, x), adv, x))
+  x_adv = jax.lax.stop_gradient(jnp.where(bcast(broken, x), adv, x))
   mis = jnp.argmax(logits_fn(x_adv), axis=-1) != y
   return FabResult(x_adv=x_adv, distance=dist, misclassified=mis, num_steps=steps)
+
+
+def check_hyperparameters(*, eps, norm="linf", n_target_classes=None, n_iter=100, n_restarts=1,
+                          alpha_max=0.1, eta=1.05, beta=0.9, **_unchecked):
+  """Raises ValueError naming the first bad hyperparameter of :func:`fab` and its valid range.
+
+  Needs no data (:func:`robust_jax.attacks.make` runs it before the first call); the upper bound
+  C - 1 of ``n_target_classes`` is checked when the logits are seen.
+  """
+  validation.check_choice("norm", norm, NORMS)
+  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_scalar("n_iter", n_iter, low=1, integer=True)
+  validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
+  validation.check_scalar("alpha_max", alpha_max, low=0.0, high=1.0)
+  validation.check_scalar("eta", eta, low=1.0)
+  validation.check_scalar("beta", beta, low=0.0, high=1.0)
+  if n_target_classes is not None:
+    validation.check_scalar("n_target_classes", n_target_classes, low=1, integer=True)
 
 
 def fab(
@@ -294,7 +295,7 @@ def fab(
     eps,
     norm: str = "linf",
     targeted: bool = True,
-    n_target_classes=9,
+    n_target_classes=None,
     n_iter=100,
     n_restarts=1,
     alpha_max=0.1,
@@ -316,7 +317,7 @@ def fab(
     targeted: FAB-T (one hyperplane towards each of the top ``n_target_classes`` classes, one
       backward pass per iteration) or the untargeted FAB (closest of the C - 1 hyperplanes, C
       backward passes per iteration).
-    n_target_classes: targets for FAB-T, in [1, C - 1] (9 in AutoAttack).
+    n_target_classes: targets for FAB-T, in [1, C - 1]; default min(9, C - 1) (9 in AutoAttack).
     n_iter: iterations per run, >= 1 (100).
     n_restarts: runs per target, >= 1 (1 in AutoAttack's standard version); run 0 starts at x, the
       others at a random point (module docstring).
@@ -332,7 +333,8 @@ def fab(
     A :class:`FabResult`.
 
   Raises:
-    ValueError: on a bad argument (named, with its valid range), when values are concrete.
+    ValueError: on a bad argument (named, with its valid range), when values are concrete;
+      ``n_target_classes`` above C - 1; ``n_restarts > 1`` without a ``key``.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -343,27 +345,19 @@ def fab(
     >>> round(float(r.distance[0]), 3), bool(r.misclassified[0])  # the boundary is 0.05 away
     (0.05, True)
   """
-  validation.check_choice("norm", norm, NORMS)
-  validation.check_images("x", x)
-  validation.check_scalar("eps", eps, low=0.0)
-  validation.check_scalar("n_iter", n_iter, low=1, integer=True)
-  validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
-  validation.check_scalar("alpha_max", alpha_max, low=0.0, high=1.0)
-  validation.check_scalar("eta", eta, low=1.0)
-  validation.check_scalar("beta", beta, low=0.0, high=1.0)
-  num_classes = None
-  if validation.is_concrete(x):
-    num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
-  validation.check_labels("y", y, x.shape[0], num_classes)
+  check_hyperparameters(eps=eps, norm=norm, n_target_classes=n_target_classes, n_iter=n_iter,
+                        n_restarts=n_restarts, alpha_max=alpha_max, eta=eta, beta=beta)
+  restarts = validation.is_concrete(n_restarts) and int(n_restarts) > 1
+  num_classes = validation.check_attack_inputs(
+      logits_fn, x, y, active=active, key=key,
+      key_needed_by="n_restarts > 1 (random starts)" if restarts else None)
+  if targeted and n_target_classes is None:
+    n_target_classes = min(9, validation.num_classes(logits_fn, x) - 1)
   if targeted and num_classes is not None:
     validation.check_scalar("n_target_classes", n_target_classes, low=1, high=num_classes - 1,
                             integer=True)
   if key is None:
-    if validation.is_concrete(n_restarts) and int(n_restarts) > 1:
-      raise ValueError("n_restarts > 1 needs a PRNG key for the random starts: pass key=...")
     key = jax.random.key(0)  # unused: run 0 starts at x
-  if active is not None and getattr(active, "shape", None) != (x.shape[0],):
-    raise ValueError(f"active must be a bool array of shape ({x.shape[0]},)")
   active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
   f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
   i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731

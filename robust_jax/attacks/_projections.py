@@ -8,6 +8,9 @@ attack lies in the ball and in the box (the invariant the tests check):
   d = clip(t * z, -x0, 1 - x0) for the largest t in [0, 1] with ||d||_2 <= eps (t = 1/(1 + mu)).
   ||clip(t z)|| is non-decreasing in t, so t is found by bisection; the lower end of the bracket is
   returned, which is always feasible. Project-then-clip (the usual shortcut) is not the projection.
+
+The per-example geometry every attack shares lives here too, defined once: :func:`bcast` (a [B]
+vector against [B, ...] images) and :func:`per_example_norm` (linf or l2 of each example).
 """
 
 from __future__ import annotations
@@ -18,12 +21,30 @@ import jax.numpy as jnp
 _L2_BISECTION_STEPS = 40
 
 
-def _per_example_norm(a: jax.Array) -> jax.Array:
-  return jnp.sqrt(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1))
+def bcast(v: jax.Array, like: jax.Array) -> jax.Array:
+  """Reshapes a per-example ``v`` [B] to [B, 1, ..., 1], broadcastable against ``like`` [B, ...].
 
-
-def _bcast(v: jax.Array, like: jax.Array) -> jax.Array:
+  Example:
+    >>> import jax.numpy as jnp
+    >>> bcast(jnp.arange(2), jnp.zeros((2, 3, 3, 1))).shape
+    (2, 1, 1, 1)
+  """
   return v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def per_example_norm(a: jax.Array, norm: str = "l2") -> jax.Array:
+  """The norm of each example ``a[i]`` flattened, [B]: ``"l2"`` (default) or ``"linf"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> a = jnp.array([[3.0, -4.0], [0.5, 0.0]])
+    >>> per_example_norm(a).tolist(), per_example_norm(a, "linf").tolist()
+    ([5.0, 0.5], [4.0, 0.5])
+  """
+  a = a.reshape(a.shape[0], -1)
+  if norm == "linf":
+    return jnp.max(jnp.abs(a), axis=1)
+  return jnp.sqrt(jnp.sum(a * a, axis=1))
 
 
 def project_linf(x: jax.Array, x0: jax.Array, eps) -> jax.Array:
@@ -37,7 +58,7 @@ def project_l2(x: jax.Array, x0: jax.Array, eps) -> jax.Array:
   lo_box, hi_box = -x0, 1.0 - x0
 
   def norm_at(t):
-    return _per_example_norm(jnp.clip(_bcast(t, z) * z, lo_box, hi_box))
+    return per_example_norm(jnp.clip(bcast(t, z) * z, lo_box, hi_box))
 
   eps_b = jnp.broadcast_to(jnp.asarray(eps, z.dtype), (z.shape[0],))
   feasible_at_one = norm_at(jnp.ones(z.shape[0], z.dtype)) <= eps_b
@@ -52,7 +73,7 @@ def project_l2(x: jax.Array, x0: jax.Array, eps) -> jax.Array:
       0, _L2_BISECTION_STEPS, bisect,
       (jnp.zeros(z.shape[0], z.dtype), jnp.ones(z.shape[0], z.dtype)))
   t = jnp.where(feasible_at_one, 1.0, lo)
-  return x0 + jnp.clip(_bcast(t, z) * z, lo_box, hi_box)
+  return x0 + jnp.clip(bcast(t, z) * z, lo_box, hi_box)
 
 
 def project(x: jax.Array, x0: jax.Array, eps, norm: str) -> jax.Array:
@@ -69,7 +90,7 @@ def ascent_direction(grad: jax.Array, norm: str) -> jax.Array:
   if norm == "linf":
     return jnp.sign(grad)
   if norm == "l2":
-    return grad / (_bcast(_per_example_norm(grad), grad) + 1e-12)
+    return grad / (bcast(per_example_norm(grad), grad) + 1e-12)
   raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
@@ -99,10 +120,10 @@ def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: f
     else:
       k1, k2 = jax.random.split(key)
       direction = jax.random.normal(k1, x.shape, x.dtype)
-      direction = direction / _bcast(_per_example_norm(direction) + 1e-12, x)
+      direction = direction / bcast(per_example_norm(direction) + 1e-12, x)
       d = direction[0].size
       radius = eps * jax.random.uniform(k2, (x.shape[0],), x.dtype) ** (1.0 / d)
-      delta = direction * _bcast(radius, x)
+      delta = direction * bcast(radius, x)
   elif kind == "normal":
     delta = std * jax.random.normal(key, x.shape, x.dtype)
   else:

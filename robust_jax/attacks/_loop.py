@@ -49,8 +49,9 @@ import jax.numpy as jnp
 
 from robust_jax import fosc as fosc_lib
 from robust_jax import validation
-from robust_jax.attacks import projections
-from robust_jax.attacks.stop_rules import IterateInfo, NeverStop
+from robust_jax.attacks import _projections as projections
+from robust_jax.attacks._projections import bcast
+from robust_jax.attacks._stop_rules import IterateInfo, NeverStop
 
 
 @flax.struct.dataclass
@@ -90,10 +91,6 @@ def as_pytree_fn(logits_fn: Callable) -> jax.tree_util.Partial:
 _MIN_COMPACTED_BATCH = 4
 
 
-def _bcast(v, like):
-  return v.reshape((-1,) + (1,) * (like.ndim - 1))
-
-
 def ascent(
     logits_fn: Callable[[jax.Array], jax.Array],
     loss_fn: Callable[..., jax.Array],
@@ -116,7 +113,7 @@ def ascent(
 
   Args:
     logits_fn: ``x -> logits`` [B, C].
-    loss_fn: a per-example loss of :mod:`robust_jax.attacks.losses`.
+    loss_fn: a per-example loss of :mod:`robust_jax.losses`.
     x: the natural images [B, ...] in [0, 1] (the centre of the ball).
     y: int32 labels [B].
     x_start: the starting point, in the ball and the box.
@@ -124,7 +121,8 @@ def ascent(
     step_size: scalar > 0.
     num_steps: the step budget K >= 0 (may be traced).
     norm: ``"linf"`` (sign steps) or ``"l2"`` (normalised-gradient steps).
-    stop: a stop rule of :mod:`robust_jax.attacks.stop_rules`; None never stops early.
+    stop: a stop rule (:func:`~robust_jax.attacks.fosc_stop`,
+      :func:`~robust_jax.attacks.misclassified_stop`); None never stops early.
     target: int32 target labels [B] for a targeted attack, else None.
     fosc_reference: ``"natural"`` measures FOSC from x (the paper), ``"start"`` from ``x_start`` (the
       official Dynamic AT code).
@@ -178,7 +176,7 @@ def ascent(
     kappa = st["kappa"] + (active & ~st["info"].misclassified).astype(jnp.int32)
     moved = projections.project(
         st["x"] + step_size * projections.ascent_direction(st["grad"], norm), c["x"], eps, norm)
-    x_new = jnp.where(_bcast(active, st["x"]), moved, st["x"])
+    x_new = jnp.where(bcast(active, st["x"]), moved, st["x"])
     return dict(st, x=x_new, steps=st["steps"] + active.astype(jnp.int32), kappa=kappa)
 
   def body(k, st, c):
@@ -187,7 +185,7 @@ def ascent(
     grad_new, info_new = evaluate(st["x"], c)
     # A stopped example's point did not move, so its gradient and diagnostics are those of x_k; keep
     # them bit-exact rather than trusting the forward pass to be deterministic.
-    grad_new = jnp.where(_bcast(active, grad), grad_new, grad)
+    grad_new = jnp.where(bcast(active, grad), grad_new, grad)
     info_new = jax.tree.map(lambda n, o: jnp.where(active, n, o), info_new, info)
     k = k + 1
     active_new, rule_state = stop.update(k, active, info_new, st["rule"])

@@ -2,7 +2,7 @@
 
 Madry et al. (2018) evaluate PGD with several random restarts and count an example as broken if any
 restart breaks it. :func:`pgd_restarts` runs R restarts of the masked ascent loop
-(:func:`robust_jax.attacks.loop.ascent`) from independent random starts (restart r uses
+(:func:`robust_jax.attacks.ascent`) from independent random starts (restart r uses
 ``fold_in(key, r)``) inside one ``lax.fori_loop`` and keeps, per example, the worst case: a
 misclassified result beats a correct one, and between two of the same kind the higher attack loss
 wins. R = 1 is the plain randomly started PGD.
@@ -22,17 +22,14 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from robust_jax import losses
 from robust_jax import validation
-from robust_jax.attacks import losses, projections
-from robust_jax.attacks.apgd import as_pytree_fn
-from robust_jax.attacks.loop import AttackResult, ascent
+from robust_jax.attacks import _projections as projections
+from robust_jax.attacks._loop import AttackResult, as_pytree_fn, ascent
+from robust_jax.attacks._projections import bcast
 
 NORMS = ("linf", "l2")
 STARTS = ("uniform", "normal", "none")
-
-
-def _bcast(v, like):
-  return v.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "loss", "start"))
@@ -51,11 +48,33 @@ def _pgd_restarts(logits_fn, x, y, key, eps, step_size, num_steps, num_restarts,
     take = (new.misclassified & ~best.misclassified) | (
         (new.misclassified == best.misclassified) & (new.loss > best.loss))
     merged = jax.tree.map(
-        lambda n, o: jnp.where(_bcast(take, n) if n.ndim > 1 else take, n, o), new, best)
+        lambda n, o: jnp.where(bcast(take, n) if n.ndim > 1 else take, n, o), new, best)
     return merged.replace(num_steps=best.num_steps + new.num_steps)
 
   first = one(0)
   return jax.lax.fori_loop(1, num_restarts, body, first)
+
+
+def check_hyperparameters(*, eps, step_size, num_steps, num_restarts=1, norm="linf", loss="ce",
+                          start="uniform", kappa=50.0, **_unchecked):
+  """Raises ValueError naming the first bad hyperparameter of :func:`pgd_restarts` (no data)."""
+  validation.check_choice("norm", norm, NORMS)
+  validation.check_choice("loss", loss, losses.LOSSES)
+  validation.check_choice("start", start, STARTS)
+  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
+  validation.check_scalar("num_steps", num_steps, low=0, integer=True)
+  validation.check_scalar("num_restarts", num_restarts, low=1, integer=True)
+  validation.check_scalar("kappa", kappa, low=0.0)
+
+
+def check_cw_hyperparameters(*, eps, step_size=None, num_steps=30, **hyperparameters):
+  """:func:`check_hyperparameters` for :func:`cw_inf` (the CW loss; step eps / 4 by default)."""
+  if step_size is None:
+    validation.check_scalar("eps", eps, low=0.0, low_open=True)
+    step_size = eps / 4.0
+  check_hyperparameters(eps=eps, step_size=step_size, num_steps=num_steps,
+                        **dict(hyperparameters, loss="cw"))
 
 
 def pgd_restarts(
@@ -86,47 +105,35 @@ def pgd_restarts(
     key: PRNG key; restart r starts from ``random_start(fold_in(key, r), ...)``.
     num_restarts: R >= 1.
     norm: ``"linf"`` or ``"l2"``.
-    loss: an attack loss of :mod:`robust_jax.attacks.losses` (``"ce"``, ``"cw"``, ``"margin"``,
+    loss: an attack loss of :mod:`robust_jax.losses` (``"ce"``, ``"cw"``, ``"margin"``,
       ``"kl"``, ``"dlr"``).
     start: ``"uniform"`` (default), ``"normal"`` or ``"none"`` (then every restart is the same).
     kappa: the confidence of the ``"cw"`` loss.
     target: optional int32 [B] targets for a targeted loss.
 
   Returns:
-    An :class:`~robust_jax.attacks.loop.AttackResult`: per example the fields of the worst restart
+    An :class:`~robust_jax.attacks.AttackResult`: per example the fields of the worst restart
     (misclassified first, then the highest loss), except ``num_steps``, the steps summed over all
     restarts.
 
   Raises:
-    ValueError: on a bad argument (named, with its valid range), when values are concrete.
+    ValueError: on a bad argument (named, with its valid range), when values are concrete, and
+      without a ``key`` (every restart draws its own start).
 
-  Example:
+  Example (two points 0.05 and 0.8 away from the boundary in linf; eps = 0.1 breaks the first):
     >>> import jax, jax.numpy as jnp
-    >>> w = jnp.eye(4)[:, :3]
-    >>> logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w
-    >>> x = jnp.full((2, 2, 2, 1), 0.5); y = jnp.array([0, 1])
-    >>> r = pgd_restarts(logits_fn, x, y, eps=0.1, step_size=0.05, num_steps=3, num_restarts=2,
-    ...                  key=jax.random.key(0))
-    >>> r.num_steps.tolist()
-    [6, 6]
+    >>> logits_fn = lambda x: x.reshape(x.shape[0], -1) @ jnp.eye(4)
+    >>> x = jnp.array([[0.55, 0.5, 0.1, 0.1], [0.9, 0.1, 0.1, 0.1]]).reshape(2, 2, 2, 1)
+    >>> r = pgd_restarts(logits_fn, x, jnp.array([0, 0]), eps=0.1, step_size=0.05, num_steps=3,
+    ...                  num_restarts=2, key=jax.random.key(0))
+    >>> r.num_steps.tolist(), r.misclassified.tolist()  # steps summed over the restarts
+    ([6, 6], [True, False])
   """
-  validation.check_choice("norm", norm, NORMS)
-  validation.check_choice("loss", loss, losses.LOSSES)
-  validation.check_choice("start", start, STARTS)
-  validation.check_images("x", x)
-  validation.check_scalar("eps", eps, low=0.0)
-  validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
-  validation.check_scalar("num_steps", num_steps, low=0, integer=True)
-  validation.check_scalar("num_restarts", num_restarts, low=1, integer=True)
-  validation.check_scalar("kappa", kappa, low=0.0)
-  if key is None:
-    raise ValueError("key must be a PRNG key for the random starts: pass key=jax.random.key(...)")
-  num_classes = None
-  if validation.is_concrete(x):
-    num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
-  validation.check_labels("y", y, x.shape[0], num_classes)
+  check_hyperparameters(eps=eps, step_size=step_size, num_steps=num_steps,
+                        num_restarts=num_restarts, norm=norm, loss=loss, start=start, kappa=kappa)
+  validation.check_attack_inputs(logits_fn, x, y, target=target, key=key,
+                                 key_needed_by="the random starts")
   if target is not None:
-    validation.check_labels("target", target, x.shape[0], num_classes)
     target = jnp.asarray(target, jnp.int32)
   return _pgd_restarts(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key,
                        jnp.asarray(eps, jnp.float32), jnp.asarray(step_size, jnp.float32),

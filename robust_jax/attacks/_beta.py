@@ -15,8 +15,17 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from robust_jax.attacks.fgsm_pgd import pgd
-from robust_jax.attacks.loop import AttackResult
+from robust_jax import validation
+from robust_jax.attacks import _fgsm_pgd
+from robust_jax.attacks._fgsm_pgd import pgd
+from robust_jax.attacks._loop import AttackResult
+
+
+def check_hyperparameters(*, eps, step_size, num_steps, norm="linf", start="uniform",
+                          **_unchecked):
+  """Raises ValueError naming the first bad hyperparameter of :func:`beta_attack` (no data)."""
+  _fgsm_pgd.check_hyperparameters(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm,
+                                  loss="margin", start=start)
 
 
 def beta_attack(
@@ -46,7 +55,7 @@ def beta_attack(
     An :class:`AttackResult` whose ``loss`` is the largest final margin max_j M(x', y)_j, and, with
     ``return_class``, the int32 [B] class j* that achieved it.
   """
-  num_classes = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+  num_classes = validation.num_classes(logits_fn, x)
   if num_classes < 2:
     raise ValueError(f"BETA needs at least 2 classes, got {num_classes}")
   y = jnp.asarray(y, jnp.int32)

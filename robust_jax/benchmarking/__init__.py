@@ -1,0 +1,76 @@
+r"""Speed of the real training steps and of the attacks: compile time, step time, examples/s, memory.
+
+What ``python -m launch.benchmark`` runs (:func:`run`). Every training step is the library's own:
+``robust_jax.training.step.make_train_step`` on a ``base_config()`` with per-model and per-method
+overrides, jitted with the state donated, compiled ahead of time (``compile_s`` = trace + lower +
+compile), then run on one fixed synthetic batch: ``warmup`` untimed calls, then ``repeats`` timed
+calls (``jax.block_until_ready``), whose median is ``step_ms``. Calling the AOT-compiled step with
+the state it returned also proves that the step does not need a second compilation (a changed
+input type would raise). ``peak_mem_mb`` is the process's peak resident set during that measurement
+(``/proc/self/clear_refs`` resets the high-water mark, read back by ``resource.getrusage``; it
+includes the JAX runtime and every live buffer) or, on an accelerator,
+``device.memory_stats()["peak_bytes_in_use"]``; ``xla_temp_mb`` is XLA's scratch memory of the
+program (``compiled.memory_analysis()``).
+
+Methods are names of the method registry, optionally with a weight adversary and config overrides:
+``pgd_at``, ``pgd_at+awp``, ``trades+awp``, ``standard+sam``, ``dart@fosc_c_max=2`` (``@field=value``
+sets any ``base_config()`` field). Attacks alone (eval mode, labels = the model's own predictions so
+that every example starts correctly classified):
+
+========================= ====================================================================
+``fwd_bwd``               one forward + backward pass to the input (the attack's unit of work)
+``pgd10``, ``pgd20``      the library's PGD (``lax.while_loop``), uniform start
+``pgd10_unrolled``        the same 10 steps (and the same K + 1 = 11 gradient evaluations) as a
+                          Python-unrolled loop
+``pgd10_default_vjp``     ``pgd10`` against the model built with ``conv_vjp="jax"``: JAX's own
+                          convolution gradient instead of the custom VJP of
+                          ``robust_jax.models.kernels`` (conv models only; slow on CPU)
+``pgd10_fat``             PGD-10 with FAT's early stop, tau = 0 (stops at the first misclassified
+                          iterate), every other label off by one (half the batch starts
+                          misclassified); ``steps_mean`` / ``steps_max`` show the work saved
+``pgd10_fat_compact``     the same with ``compaction=3`` (the batch halves as examples stop): the
+                          saved steps become saved time
+``pgd10_fosc``            PGD-10 with Dynamic AT's FOSC stop, c = ``fosc_c``
+``apgd_ce``               APGD-CE, ``apgd_iter`` iterations, full budget (``early_stop=False``)
+``autoattack``            AutoAttack ``standard`` with ``aa_n_iter`` iterations and
+                          ``aa_n_queries`` Square queries (not jittable: ``compile_s`` = first call
+                          minus a steady call)
+========================= ====================================================================
+
+The PyTorch comparison (a Python with ``torch``; optional, outside the core install) adds the TRADES
+SmallCNN and PreActResNet-18 PGD-10 AT steps in PyTorch eager (``launch/benchmark_torch.py``), with
+and without ``channels_last`` and glibc malloc tuning, measured alternately with the JAX steps in
+the same session. BENCHMARKS.md is always generated, never edited by hand.
+
+Modules:
+  specs         what is measured: model shapes and budgets, method variants, attacks, labels.
+  timing        clocks, peak memory, synthetic batches, the machine.
+  measure       one training step, or one attack alone.
+  torch_worker  the PyTorch worker process and the alternating JAX / PyTorch session.
+  ratios        step-time ratios from the same run.
+  report        BENCHMARKS.md, the findings, the console lines, reading JSON lines back.
+  runs          a whole session: :func:`run`, :func:`run_benchmarks`, :func:`rerender`.
+"""
+
+from robust_jax.benchmarking import measure, ratios, report, runs, specs, timing, torch_worker
+from robust_jax.benchmarking.measure import bench_attack, bench_train_step
+from robust_jax.benchmarking.ratios import compute_ratios
+from robust_jax.benchmarking.report import (ATTACK_HEADERS, EARLY_HEADERS, RATIO_HEADERS,
+                                            TORCH_HEADERS, TRAIN_HEADERS, WHILE_HEADERS, findings,
+                                            read_jsonl, render_markdown)
+from robust_jax.benchmarking.runs import alternate_while_unrolled, rerender, run, run_benchmarks
+from robust_jax.benchmarking.specs import (ATTACKS, DEFAULT_MODELS, LIB_FAST_LABEL, LIB_LABEL,
+                                           MIN_LABEL, MODEL_SPECS, REQUIRED_KEYS, TORCH_MODELS,
+                                           ModelSpec, make_config)
+from robust_jax.benchmarking.timing import machine_info, synthetic_batch
+from robust_jax.benchmarking.torch_worker import TorchWorker, torch_comparison
+
+__all__ = [
+    "ATTACKS", "ATTACK_HEADERS", "DEFAULT_MODELS", "EARLY_HEADERS", "LIB_FAST_LABEL", "LIB_LABEL",
+    "MIN_LABEL", "MODEL_SPECS", "ModelSpec", "RATIO_HEADERS", "REQUIRED_KEYS", "TORCH_HEADERS",
+    "TORCH_MODELS", "TRAIN_HEADERS", "TorchWorker", "WHILE_HEADERS", "alternate_while_unrolled",
+    "bench_attack", "bench_train_step", "compute_ratios", "findings", "machine_info", "make_config",
+    "measure", "ratios", "read_jsonl", "render_markdown", "report", "rerender", "run",
+    "run_benchmarks", "runs", "specs", "synthetic_batch", "timing", "torch_comparison",
+    "torch_worker",
+]

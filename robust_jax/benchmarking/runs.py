@@ -1,0 +1,176 @@
+"""A benchmark session: every measurement of a run, the PyTorch comparison, the ratios, the files.
+
+:func:`run` is what ``python -m launch.benchmark`` calls: :func:`run_benchmarks` measures the
+training steps and the attacks of each model (:mod:`robust_jax.benchmarking.measure`), the PyTorch
+comparison alternates JAX and PyTorch steps (:mod:`robust_jax.benchmarking.torch_worker`), the
+ratios are derived from the same run (:mod:`robust_jax.benchmarking.ratios`) and BENCHMARKS.md is
+rendered from it (:mod:`robust_jax.benchmarking.report`); :func:`rerender` rewrites the markdown
+from the JSON lines of an earlier run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from robust_jax import models
+from robust_jax.benchmarking.measure import bench_attack, bench_train_step
+from robust_jax.benchmarking.ratios import compute_ratios
+from robust_jax.benchmarking.report import format_record, read_jsonl, render_markdown
+from robust_jax.benchmarking.specs import ALTERNATED_WHILE, TORCH_MODELS, spec_for
+from robust_jax.benchmarking.timing import loadavg, machine_info, matmul_gflops, time_calls
+from robust_jax.benchmarking.torch_worker import torch_comparison
+
+
+def run_benchmarks(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
+                   attack_names: Optional[Sequence[str]], batch: int, repeats: int, warmup: int,
+                   options: Dict[str, Any], emit: Callable[[Dict[str, Any]], None] = lambda r: None
+                   ) -> List[Dict[str, Any]]:
+  """Runs the measurements; ``emit`` sees each record as soon as it exists.
+
+  For each model: every method variant's training step (the ``standard`` one's final state, or
+  the first, is what the attacks attack), then every attack alone, then, when both were measured,
+  the while-loop and unrolled PGD-10 alternated (:func:`alternate_while_unrolled`).
+
+  Args:
+    model_names: models of the registry.
+    methods: method variants; None: each model's default subset.
+    attack_names: attacks; None: each model's default subset (empty: none).
+    batch: the batch size; 0: each model's default.
+    repeats: the minimum number of timed calls per measurement.
+    warmup: untimed calls after the first one.
+    options: attack budgets (``apgd_iter``, ``aa_n_iter``, ``aa_n_queries``, ``fosc_c``).
+    emit: called with each record.
+
+  Returns:
+    The records of the training steps and attacks (:func:`compute_ratios` derives the ratios
+    from them).
+
+  Raises:
+    ValueError: for a model that is not in the registry.
+  """
+  records = []
+  for m in model_names:
+    if m not in models.MODELS:
+      raise ValueError(f"unknown model {m!r}; valid: {sorted(models.MODELS)}")
+    spec = spec_for(m)
+    b = batch or spec.batch
+    state = None
+    for variant in (spec.methods if methods is None else methods):
+      rec, st = bench_train_step(m, variant, batch=b, repeats=repeats, warmup=warmup)
+      if variant == "standard" or state is None:
+        state = st
+      records.append(rec)
+      emit(rec)
+    todo = spec.attacks if attack_names is None else attack_names
+    if todo and state is None:
+      _, state = bench_train_step(m, "standard", batch=b, repeats=1, warmup=1)
+    calls: Dict[str, Callable] = {}
+    for a in todo:
+      rec = bench_attack(m, a, state, batch=b, repeats=repeats, warmup=warmup, options=options,
+                         calls=calls)
+      if rec is not None:
+        records.append(rec)
+        emit(rec)
+    if "pgd10" in calls and "pgd10_unrolled" in calls:
+      rec = alternate_while_unrolled(calls["pgd10"], calls["pgd10_unrolled"], model=m, batch=b)
+      records.append(rec)
+      emit(rec)
+  return records
+
+
+def alternate_while_unrolled(while_call, unrolled_call, *, model: str, batch: int,
+                             rounds: int = 5) -> Dict[str, Any]:
+  """while_loop / unrolled PGD-10 timed back to back in ``rounds`` rounds (median of the per-round
+  ratios), so that a load change on a shared machine hits both sides alike."""
+  ratios = []
+  for _ in range(rounds):
+    w = statistics.median(time_calls(while_call, 1, 0.5))
+    u = statistics.median(time_calls(unrolled_call, 1, 0.5))
+    ratios.append(w / u)
+  return dict(name=ALTERNATED_WHILE, kind="ratio", model=model, batch=batch,
+              value=round(statistics.median(ratios), 3), ideal="~1.0", note="",
+              of="pgd10 / pgd10_unrolled", rounds=rounds,
+              per_round=[round(r, 3) for r in ratios])
+
+
+def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
+        attack_names: Optional[Sequence[str]], batch: int, repeats: int, warmup: int,
+        options: Dict[str, Any], torch_python: str = "", torch_script: Optional[str] = None,
+        torch_models: Sequence[str] = TORCH_MODELS, torch_rounds: int = 3, torch_steps: int = 3,
+        json_lines: bool = False, markdown_path: Optional[str] = None,
+        command: str = "") -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+  """One benchmark session: the measurements, the PyTorch comparison, the ratios, the markdown.
+
+  Prints each record as it is measured (one JSON line with ``json_lines``, else a readable line),
+  then the ratios, then (``json_lines``) a final ``kind="meta"`` line that
+  :func:`~robust_jax.benchmarking.report.read_jsonl` reads back.
+
+  Args:
+    model_names, methods, attack_names, batch, repeats, warmup, options: see
+      :func:`run_benchmarks`.
+    torch_python: a Python with ``torch``; non-empty adds the PyTorch comparison
+      (:func:`~robust_jax.benchmarking.torch_worker.torch_comparison`) for each of
+      ``torch_models``.
+    torch_script: the path of ``launch/benchmark_torch.py`` (needed with ``torch_python``).
+    torch_models: models of the comparison.
+    torch_rounds: alternation rounds of the comparison.
+    torch_steps: timed steps per implementation and round.
+    json_lines: print JSON lines instead of readable ones.
+    markdown_path: if given, BENCHMARKS.md is written there.
+    command: the command line recorded in the meta and the markdown.
+
+  Returns:
+    ``(records, meta)``: every record (ratios included) and the machine description.
+
+  Raises:
+    ValueError: for an unknown model, or ``torch_python`` without ``torch_script``.
+  """
+  if torch_python and not torch_script:
+    raise ValueError("the PyTorch comparison needs torch_script (launch/benchmark_torch.py)")
+  t_start = time.perf_counter()
+  meta = machine_info()
+  meta["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  meta["command"] = command
+  meta["matmul_gflops"] = round(matmul_gflops(), 1)
+
+  def emit(rec):
+    print(json.dumps(rec) if json_lines else format_record(rec), flush=True)
+
+  records = run_benchmarks(
+      model_names=model_names, methods=methods, attack_names=attack_names, batch=batch,
+      repeats=repeats, warmup=warmup, emit=emit, options=options)
+  if torch_python:
+    for m in torch_models:
+      for rec in torch_comparison(torch_python, script=torch_script, rounds=torch_rounds,
+                                  steps=torch_steps, model_name=m):
+        records.append(rec)
+        emit(rec)
+        meta["torch"] = rec.get("torch") or meta.get("torch")
+  for rec in compute_ratios(records):
+    records.append(rec)
+    if json_lines:
+      print(json.dumps(rec), flush=True)
+    else:
+      print(format_record(rec))
+  meta["loadavg_end"] = loadavg()
+  meta["wall_s"] = round(time.perf_counter() - t_start, 1)
+  if json_lines:
+    print(json.dumps(dict(meta, kind="meta")), flush=True)
+  if markdown_path:
+    with open(markdown_path, "w") as f:
+      f.write(render_markdown(records, meta))
+  return records, meta
+
+
+def rerender(jsonl_path: str, markdown_path: str) -> str:
+  """Measures nothing: writes BENCHMARKS.md to ``markdown_path`` from the JSON lines (with their
+  final meta line) that an earlier ``json_lines`` run printed. Returns the markdown."""
+  records, meta = read_jsonl(jsonl_path)
+  md = render_markdown(records, meta)
+  with open(markdown_path, "w") as f:
+    f.write(md)
+  return md

@@ -1,0 +1,369 @@
+r"""Reproduces the seeds' claims at small scale on the embedded digits and writes REPRODUCTION.md.
+
+:func:`run` is what ``python -m launch.reproduce --out=runs/reproduce --seeds=0,1,2`` calls. It
+trains standard training, PGD-AT, Dynamic AT (``dart``), FAT, GAIRAT, TRADES, MART and PGD-AT + AWP
+(``pgd_at_awp``) on scikit-learn's 8x8 digits with the recipe of ``launch/configs/digits.py``
+(passed in as ``recipe``: MLP 256-256, linf eps = 0.2, PGD-10 with step eps / 4, SGD 0.1, batch
+64), every schedule of the recipe (learning-rate decays, FAT's tau, GAIRAT's start epoch; Dynamic
+AT's T' = 0.8 T) scaled from 60 epochs to ``epochs`` (:mod:`robust_jax.experiments.suite`). Each
+(method, seed) is one ``train_and_evaluate`` run in ``OUT/runs/<method>/seed<k>``; a run that
+already finished is resumed, i.e. not trained again.
+
+Every best checkpoint (selected by PGD-10 accuracy on the validation split, never the test set) is
+evaluated on the whole test split with :func:`robust_jax.evaluation.default_attacks` at reduced
+budgets: FGSM, PGD-20, PGD-100, CW-inf (30 steps), APGD-CE and APGD-T (``n_iter`` iterations) and
+AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; ``n_iter`` iterations, ``n_queries``
+Square queries); the robust accuracy reported is the per-example worst case over all of them.
+
+Analyses, all written into ``OUT/REPRODUCTION.md`` and ``OUT/reproduction.json``:
+
+* mean +- std over seeds of the clean, PGD-20 and worst-case accuracy (and every column);
+* FOSC quantiles of the training adversarial examples over the epochs, PGD-AT versus Dynamic AT,
+  from the ``"train"`` records of ``metrics.jsonl`` (:mod:`robust_jax.analysis.fosc_tracking`);
+* flatness, PGD-AT versus AWP: the adversarial loss (PGD-10 regenerated at every weight,
+  :func:`robust_jax.analysis.adversarial.adversarial_metrics_fn`) at alpha = -1, -0.5, 0, 0.5, 1
+  along ``directions`` filter-normalised random directions (:mod:`robust_jax.analysis.landscape`),
+  on the test split;
+* the robust generalisation gap: PGD-20 accuracy on training examples minus on the test split at the
+  best checkpoint, and per epoch (PGD-10 on a fixed training batch minus validation PGD-10; the
+  training-batch numbers come from the loop's catastrophic-overfitting monitor, run here with
+  ``co_guard_drop = 1.0``, which can never fire, only to log them);
+* one verdict per seed claim, with the numbers and their spread
+  (:mod:`robust_jax.experiments.verdicts`); the markdown is :mod:`robust_jax.experiments.report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import jax
+import numpy as np
+
+from robust_jax import evaluation
+from robust_jax import metrics as metrics_lib
+from robust_jax.analysis import adversarial, fosc_tracking, gap, landscape, reports
+from robust_jax.data import pipeline
+from robust_jax.experiments import report, suite, verdicts
+from robust_jax.experiments.verdicts import mean_std
+from robust_jax.training import loop, restore
+
+
+# ----------------------------------------------------------------------------------------------
+# Training.
+
+
+def train(config, workdir: str) -> Dict[str, Any]:
+  """``train_and_evaluate(config, workdir)`` with its output in ``workdir/train.log``; a finished run
+  is resumed, i.e. not trained again. Returns the training summary."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "train.log"), "a") as f, contextlib.redirect_stdout(f):
+    return loop.train_and_evaluate(config, workdir)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation of a best checkpoint.
+
+
+def _arrays(split: Dict[str, np.ndarray], n: int = 0) -> Dict[str, np.ndarray]:
+  """The first ``n`` examples (0: all) of a split, images as float32 in [0, 1]."""
+  if n:
+    split = {k: v[:n] for k, v in split.items()}
+  return {"image": pipeline.to_float(split["image"]), "label": np.asarray(split["label"], np.int32)}
+
+
+def evaluate_run(workdir: str, attacks: Dict[str, Any], ds, *, eps: float, eval_examples: int,
+                 seed: int) -> Dict[str, Any]:
+  """Test-split table of the best checkpoint, plus PGD-20 on as many training examples.
+
+  Args:
+    workdir: a finished run.
+    attacks: ``name -> attack`` (:func:`robust_jax.evaluation.default_attacks`; needs ``"PGD-20"``).
+    ds: the dataset (``ds.train``, ``ds.test``).
+    eps: the radius.
+    eval_examples: test examples evaluated (0: the whole split); as many training examples.
+    seed: the run's seed (the attacks' key is ``10_000 + seed``).
+
+  Returns:
+    Clean, per-attack and worst-case accuracy, invalid counts, seconds, the worst class, PGD-20 and
+    clean accuracy on training examples, and the best epoch.
+  """
+  tm = restore.load_trained(workdir, which="best")
+  # A Partial over one jitted apply per architecture: every checkpoint reuses the compiled attacks.
+  fn, _ = restore.as_classifier(tm)
+  test = _arrays(ds.test, eval_examples)
+  n = len(test["label"])
+  key = jax.random.key(10_000 + seed)
+  rep = evaluation.evaluate(fn, test, attacks, batch_size=n, key=key, eps=eps)
+  train_sub = _arrays(ds.train, n)
+  rep_train = evaluation.evaluate(fn, train_sub, {"PGD-20": attacks["PGD-20"]}, batch_size=n,
+                                  key=key, eps=eps)
+  return {
+      "clean": rep.clean_accuracy,
+      "attacks": dict(rep.attack_accuracy),
+      "worst_case": rep.robust_accuracy,
+      "invalid": dict(rep.invalid),
+      "seconds": dict(rep.seconds),
+      "num_examples": rep.num_examples,
+      "worst_class": rep.worst_class_name,
+      "train_pgd20": rep_train.attack_accuracy["PGD-20"],
+      "train_clean": rep_train.clean_accuracy,
+      "best_epoch": int(tm.meta.get("epoch", 0)),
+  }
+
+
+# ----------------------------------------------------------------------------------------------
+# Flatness.
+
+
+_METRICS_AT: Dict[Any, Any] = {}
+
+
+def flatness(workdir: str, ds, *, directions: int, seed: int,
+             eval_examples: int) -> Dict[str, Any]:
+  """Adversarial loss and accuracy at ``suite.ALPHAS`` along filter-normalised random directions.
+
+  On the test split, the run's training attack regenerated at every weight, common random starts.
+
+  Args:
+    workdir: a finished run (its best checkpoint is used).
+    ds: the dataset.
+    directions: random directions, each drawn from ``fold_in(key(1234 + seed), d)``.
+    seed: the run's seed.
+    eval_examples: test examples (0: the whole split), one batch.
+
+  Returns:
+    ``{"alphas", "loss": [directions][alphas], "robust_acc": [directions][alphas], "attack"}``.
+  """
+  tm = restore.load_trained(workdir, which="best")
+  kw = reports.attack_settings(tm.config)
+  test = _arrays(ds.test, eval_examples)
+  batches = list(pipeline.eval_batches(test, batch_size=len(test["label"])))
+  model = tm.model
+  apply_fn = lambda variables, x, train=False: model.apply(variables, x, train=train)  # noqa: E731
+  make = lambda: adversarial.adversarial_metrics_fn(  # noqa: E731
+      apply_fn, tm.batch_stats, batches, key=jax.random.key(7), **kw)
+  if tm.batch_stats:
+    metrics_at = make()
+  else:  # one compiled landscape per architecture, attack and data (parameters are arguments)
+    cache_key = (tm.config.model, tuple(sorted(kw.items())), len(test["label"]))
+    if cache_key not in _METRICS_AT:
+      _METRICS_AT[cache_key] = make()
+    metrics_at = _METRICS_AT[cache_key]
+  losses, accs = [], []
+  for d in range(directions):
+    direction = landscape.filter_normalized_direction(
+        jax.random.fold_in(jax.random.key(1234 + seed), d), tm.params)
+    out = landscape.loss_landscape_1d(metrics_at, tm.params, direction, np.asarray(suite.ALPHAS),
+                                      batch_size=1)
+    losses.append(np.asarray(out["loss"], np.float64).tolist())
+    accs.append(np.asarray(out["robust_acc"], np.float64).tolist())
+  return {"alphas": list(suite.ALPHAS), "loss": losses, "robust_acc": accs, "attack": kw}
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-epoch records.
+
+
+def fosc_over_epochs(workdirs: Sequence[str]) -> Dict[str, Any]:
+  """Per-epoch FOSC quantiles averaged over seeds, with Dynamic AT's c_t and the attack steps.
+
+  Args:
+    workdirs: the runs of one method (one per seed), whose ``metrics.jsonl`` hold the training
+      FOSC histograms.
+
+  Returns:
+    ``{"epochs": [...], "quantiles": {"fosc_q10": [...], ...}, "attack_steps": [...]}`` over the
+    epochs every seed logged, plus ``"fosc_c"`` (c_t per epoch) when every run logged it.
+  """
+  per_seed = [fosc_tracking.epoch_histograms(w) for w in workdirs]
+  steps = []
+  for w in workdirs:
+    recs = [r for r in metrics_lib.read(w) if r.get("kind") == "train"]
+    steps.append({int(r["epoch"]): r.get("attack_steps", float("nan")) for r in recs})
+  epochs = sorted(set.intersection(*[set(d["epochs"]) for d in per_seed]))
+  out = {"epochs": epochs, "quantiles": {}, "attack_steps": []}
+  for k in per_seed[0]["quantiles"]:
+    out["quantiles"][k] = [float(np.mean([d["quantiles"][k][d["epochs"].index(e)]
+                                          for d in per_seed])) for e in epochs]
+  if all("fosc_c" in d for d in per_seed):
+    out["fosc_c"] = [float(per_seed[0]["fosc_c"][per_seed[0]["epochs"].index(e)]) for e in epochs]
+  out["attack_steps"] = [float(np.mean([s.get(e, float("nan")) for s in steps])) for e in epochs]
+  return out
+
+
+def gap_curve(workdir: str) -> Dict[str, Any]:
+  """The per-epoch robust generalisation gap of a run, from its catastrophic-overfitting monitor."""
+  return gap.robust_generalization_gap(workdir, train_source="co_guard")
+
+
+# ----------------------------------------------------------------------------------------------
+# The suite.
+
+
+def _flatness_summary(per_seed: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+  """Pools :func:`flatness` over seeds x directions: the curves, the loss rise at +-0.5 and +-1
+  ((L(a) + L(-a)) / 2 - L(0), mean and std) and the robust accuracy at +-1."""
+  alphas = suite.ALPHAS
+  loss = np.asarray([l for f in per_seed for l in f["loss"]])  # [seeds x dirs, alphas]
+  acc = np.asarray([a for f in per_seed for a in f["robust_acc"]])
+  i0 = alphas.index(0.0)
+  rise = {}
+  for a in (0.5, 1.0):
+    r_ = (loss[:, alphas.index(a)] + loss[:, alphas.index(-a)]) / 2 - loss[:, i0]
+    rise[str(a)] = [float(r_.mean()), float(r_.std(ddof=1)) if len(r_) > 1 else 0.0]
+  acc1 = (acc[:, alphas.index(1.0)] + acc[:, alphas.index(-1.0)]) / 2
+  return {"alphas": list(alphas), "loss": loss.tolist(), "robust_acc": acc.tolist(),
+          "rise": rise, "acc_at_1": acc1.tolist(), "attack": per_seed[0]["attack"]}
+
+
+def _gap_summary(curves: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+  """The last and the largest per-epoch gap of each seed's :func:`gap_curve`, and the curves."""
+  return {"last": [c["gap"][-1] for c in curves if c["gap"]],
+          "max": [max(c["gap"]) for c in curves if c["gap"]],
+          "curves": [{"epochs": c["epochs"], "gap": c["gap"]} for c in curves]}
+
+
+def rewrite_report(out: str, *, notes_path: Optional[str] = None) -> str:
+  """Recomputes the verdicts from ``OUT/reproduction.json``, saves it and rewrites REPRODUCTION.md
+  (nothing is trained or evaluated). Returns the markdown."""
+  path = os.path.join(out, "reproduction.json")
+  with open(path) as f:
+    data = json.load(f)
+  data["verdicts"] = verdicts.verdicts(data["fosc"], data["flatness"], data["results"],
+                                       data["gaps"])
+  with open(path, "w") as f:
+    json.dump(data, f, indent=1)
+  return report.write_report(out, data, notes_path=notes_path)
+
+
+def _jsonable(obj):
+  """A JSON round trip (arrays as lists, anything else unknown as its str)."""
+  return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist")
+                               else str(o)))
+
+
+def run(out: str, *, recipe: suite.Recipe, seeds: Sequence[int], methods: Sequence[str],
+        epochs: int, eps: float = 0.2, awp_gamma: float = 0.005, n_iter: int = 50,
+        n_queries: int = 1000, cw_steps: int = 30, pgd_steps: Sequence[int] = (20, 100),
+        eval_examples: int = 0, directions: int = 3, command: Optional[str] = None,
+        notes_path: Optional[str] = None) -> Dict[str, Any]:
+  """Trains, evaluates, analyses and writes ``OUT/REPRODUCTION.md`` and ``OUT/reproduction.json``.
+
+  Args:
+    out: the output directory; run ``(method, seed)`` trains into ``OUT/runs/<method>/seed<k>``
+      and is resumed (not trained again) when it already finished.
+    recipe: ``get_config`` of the recipe every method starts from (``launch/configs/digits.py``);
+      its dataset is the suite's.
+    seeds: training seeds, not empty.
+    methods: keys of :data:`robust_jax.experiments.suite.METHODS`.
+    epochs: epochs per run (the recipe's schedules are scaled to it).
+    eps: linf radius for training and evaluation.
+    awp_gamma: AWP's relative per-layer weight perturbation.
+    n_iter: APGD-CE / APGD-T / AutoAttack iterations.
+    n_queries: Square queries inside AutoAttack.
+    cw_steps: CW-inf steps.
+    pgd_steps: PGD columns; must include 20.
+    eval_examples: test examples evaluated (0: the whole test split).
+    directions: random directions per flatness measurement.
+    command: the command line printed in the report (default: ``sys.argv``).
+    notes_path: hand-written notes included in the report (:func:`report.write_report`).
+
+  Returns:
+    The JSON data, also written to ``OUT/reproduction.json``: ``params`` (the arguments),
+    ``results`` (``method -> one`` :func:`evaluate_run` ``dict per seed``, with the seed, the
+    workdir, the training time and the best and last validation numbers), ``summary`` (mean and std
+    per method and column), ``fosc`` (:func:`fosc_over_epochs` of ``pgd_at`` and ``dart``),
+    ``flatness`` (pooled :func:`flatness` of ``pgd_at`` and ``pgd_at_awp``), ``gaps`` (per-epoch
+    gap curves of every method), ``verdicts``, and the command, machine, date, timings and load.
+
+  Raises:
+    ValueError: for an unknown method, ``pgd_steps`` without 20, or no seeds.
+  """
+  suite.check_methods(methods)
+  if 20 not in pgd_steps:
+    raise ValueError(f"pgd_steps must include 20 (the PGD-20 column), got {list(pgd_steps)}")
+  if not seeds:
+    raise ValueError("seeds is empty")
+  os.makedirs(out, exist_ok=True)
+  t0 = time.time()
+  cpu0 = report.cpu_seconds()
+  load0 = os.getloadavg()
+  base = recipe()
+  ds = pipeline.load_dataset(base.dataset, validation_fraction=base.validation_fraction)
+  attacks = evaluation.default_attacks(eps, pgd_steps=tuple(pgd_steps), cw_steps=cw_steps,
+                                       n_iter=n_iter, n_queries=n_queries)
+  results: Dict[str, List[Dict[str, Any]]] = {}
+  workdirs: Dict[str, List[str]] = {}
+  train_s = eval_s = 0.0
+  for m in methods:
+    for s in seeds:
+      wd = os.path.join(out, "runs", m, f"seed{s}")
+      config = suite.make_config(recipe, m, s, epochs=epochs, eps=eps, awp_gamma=awp_gamma)
+      t = time.time()
+      summary = train(config, wd)
+      dt_train = time.time() - t
+      train_s += dt_train
+      t = time.time()
+      r = evaluate_run(wd, attacks, ds, eps=eps, eval_examples=eval_examples, seed=s)
+      eval_s += time.time() - t
+      val = [x for x in metrics_lib.read(wd)
+             if x.get("kind") == "eval" and x.get("split") == "validation"]
+      r.update(seed=s, workdir=os.path.relpath(wd, out), train_wall_s=dt_train,
+               val_best=summary.get("best"),
+               val_last={"clean": val[-1]["clean_acc"], "pgd10": val[-1]["robust_acc"]})
+      results.setdefault(m, []).append(r)
+      workdirs.setdefault(m, []).append(wd)
+      print(f"[reproduce] {m} seed {s}: clean {100 * r['clean']:.1f}, PGD-20 "
+            f"{100 * r['attacks']['PGD-20']:.1f}, worst case {100 * r['worst_case']:.1f} "
+            f"(train {dt_train:.0f}s, {time.time() - t0:.0f}s elapsed)", flush=True)
+
+  t = time.time()
+  fosc = {}
+  for m in ("pgd_at", "dart"):
+    if m in workdirs:
+      fosc[m] = fosc_over_epochs(workdirs[m])
+  flat = {}
+  for m in ("pgd_at", "pgd_at_awp"):
+    if m in workdirs:
+      flat[m] = _flatness_summary(
+          [flatness(w, ds, directions=directions, seed=s, eval_examples=eval_examples)
+           for w, s in zip(workdirs[m], seeds)])
+  gaps = {m: _gap_summary([gap_curve(w) for w in wds]) for m, wds in workdirs.items()}
+  analysis_s = time.time() - t
+  claims = verdicts.verdicts(fosc, flat, results, gaps)
+  runtime = time.time() - t0
+  data = {
+      "out": out,
+      "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+      "machine": report.machine_description(),
+      "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+      "runtime_s": runtime, "cpu_s": report.cpu_seconds() - cpu0,
+      "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()),
+      "train_s": train_s, "eval_s": eval_s, "analysis_s": analysis_s,
+      "num_test": next(iter(results.values()))[0]["num_examples"],
+      "params": {"seeds": list(seeds), "methods": list(methods), "epochs": epochs, "eps": eps,
+                 "awp_gamma": awp_gamma, "n_iter": n_iter, "n_queries": n_queries,
+                 "cw_steps": cw_steps, "pgd_steps": list(pgd_steps),
+                 "eval_examples": eval_examples, "directions": directions},
+      "results": results,
+      "summary": {m: {"clean": mean_std([r["clean"] for r in rs])[:2],
+                      "worst_case": mean_std([r["worst_case"] for r in rs])[:2],
+                      **{c: mean_std([r["attacks"][c] for r in rs])[:2]
+                         for c in rs[0]["attacks"]}}
+                  for m, rs in results.items()},
+      "fosc": fosc, "flatness": flat, "gaps": gaps, "verdicts": claims,
+  }
+  data = _jsonable(data)
+  with open(os.path.join(out, "reproduction.json"), "w") as f:
+    json.dump(data, f, indent=1)
+  report.write_report(out, data, notes_path=notes_path)
+  print(f"[reproduce] wrote {os.path.join(out, 'REPRODUCTION.md')} ({runtime / 60:.1f} min)",
+        flush=True)
+  return data

@@ -1,0 +1,84 @@
+"""The attack invariants shared by the attack tests, for float32 and bfloat16 inputs (test helper).
+
+* :func:`check_in_ball_and_box`: the iterate keeps the input's shape and dtype, lies in the eps-ball
+  around the input and in [0, 1]. float32 iterates are held to ``eps * (1 + 1e-5) + 1e-6``; a
+  bfloat16 iterate is a float32 projection rounded to bfloat16, so it is allowed one bfloat16 ulp
+  more per coordinate, at the magnitude of the larger of the two values (for l2, the l2 norm of
+  those ulps). The box needs no slack in either dtype: 0 and 1 are bfloat16 numbers.
+* :func:`attack_or_xfail`: runs an attack; on bfloat16 inputs, the known errors of the library's
+  missing bfloat16 support mark the test as an expected failure (``pytest.xfail``, visible in the
+  summary with the error) instead of failing it. Any other error, and any error on float32
+  inputs, fails the test; once bfloat16 inputs run, the invariants are checked on them.
+* :func:`traced_at_most_once`: "one compilation across these calls", with
+  ``chex.assert_max_traces``.
+"""
+
+import inspect
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+DTYPES = ("float32", "bfloat16")
+
+# Why bfloat16 inputs fail today (issue 12):
+# 1. validation.check_images rejects them: np.issubdtype(bfloat16, np.floating) is False for the
+#    ml_dtypes scalar type (jnp.issubdtype(bfloat16, jnp.floating) is True);
+# 2. past that check, the float32 step size and eps promote the iterate to float32 inside the
+#    loop, so the while loop's carry changes dtype (a TypeError for start="none" and for APGD), or
+#    the attack returns float32 iterates for bfloat16 inputs (random starts).
+_KNOWN_BF16_ERRORS = (
+    "must be a float array of images",
+    "carry input and carry output must have equal types",
+)
+
+
+def attack_or_xfail(dtype, attack, *args, **kwargs):
+  """``attack(*args, **kwargs)``; a known bfloat16 error becomes ``pytest.xfail`` (see above)."""
+  try:
+    return attack(*args, **kwargs)
+  except (ValueError, TypeError) as e:
+    if dtype != "bfloat16" or not any(m in str(e) for m in _KNOWN_BF16_ERRORS):
+      raise
+    pytest.xfail(f"bfloat16 inputs are not supported yet: {str(e).splitlines()[0]}")
+
+
+def _per_example(a, norm):
+  a = a.reshape(a.shape[0], -1)
+  return np.max(np.abs(a), 1) if norm == "linf" else np.linalg.norm(a, axis=1)
+
+
+def dist(a, b, norm):
+  """Per-example linf or l2 distance [B], computed in float32 (exact for bfloat16 values)."""
+  d = (jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32)).reshape(a.shape[0], -1)
+  return jnp.max(jnp.abs(d), 1) if norm == "linf" else jnp.linalg.norm(d, axis=1)
+
+
+def check_in_ball_and_box(x_adv, x, eps, norm):
+  """Asserts the shape and dtype of ``x``, the eps-ball around ``x`` and the [0, 1] box."""
+  assert x_adv.shape == x.shape and x_adv.dtype == x.dtype, (x_adv.shape, x_adv.dtype)
+  slack = 0.0
+  if x.dtype == jnp.bfloat16:
+    mag = np.maximum(np.abs(np.asarray(x_adv)), np.abs(np.asarray(x)))
+    slack = _per_example(np.spacing(mag).astype(np.float64), norm)
+  d = np.asarray(dist(x_adv, x, norm), np.float64)
+  assert np.all(d <= eps * (1 + 1e-5) + 1e-6 + slack), float(np.max(d - slack))
+  assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+
+
+def traced_at_most_once(jitted):
+  """A fresh ``jax.jit`` of the function behind ``jitted``, wrapped in
+  ``chex.assert_max_traces(n=1)``: its second trace (a recompilation) raises AssertionError.
+
+  The attacks' compiled cores take their static options keyword-only, so those are the static
+  arguments. Clears chex's trace counters; ``chex.clear_trace_counter()`` opens a new window. Swap
+  it in for the core (``monkeypatch.setattr(module, "_core", traced_at_most_once(module._core))``)
+  and call the public function.
+  """
+  fn = jitted.__wrapped__
+  static = [p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+  chex.clear_trace_counter()
+  return jax.jit(chex.assert_max_traces(fn, n=1), static_argnames=static)
