@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 
 
 def load_classifier(checkpoint_dir: str, *, which: str = "best"):
-  """``(logits_fn, info)`` of a trained checkpoint; see :func:`robust_jax.training.loop.load_classifier`."""
-  from robust_jax.training import loop  # pylint: disable=g-import-not-at-top
-  return loop.load_classifier(checkpoint_dir, which=which)
+  """``(logits_fn, info)`` of a trained checkpoint; see
+  :func:`robust_jax.training.restore.load_classifier`."""
+  from robust_jax.training import restore  # pylint: disable=g-import-not-at-top
+  return restore.load_classifier(checkpoint_dir, which=which)
 
 
 __all__ = ["attacks", "fosc", "load_classifier"]

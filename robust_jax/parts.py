@@ -123,7 +123,7 @@ class Registry:
 
   Example:
     >>> reg = Registry("regularizer")
-    >>> reg.register("zero", lambda: "built")
+    >>> _ = reg.register("zero", lambda: "built")  # returns the factory (usable as a decorator)
     >>> reg.build("zero", {})
     'built'
   """

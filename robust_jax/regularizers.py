@@ -15,7 +15,7 @@
   the endpoints (``config.elle_endpoints``, :func:`elle_points`):
 
   - ``"random"`` (default): x_a, x_b ~ x + U(-eps, eps), independent, not clipped: the paper's
-    Eq. (3) and the official code (LIONS-EPFL/ELLE, ``core/utils/train.py``, ``Trainer.loss``,
+    definition and the official code (LIONS-EPFL/ELLE, ``core/utils/train.py``, ``Trainer.loss``,
     ``reg == 'ELLE'``: ``x_ab = x.repeat([2,1,1,1]) + eps * (2 * rand - 1)``);
   - ``"clean"``: x_a = x, x_b ~ x + U(-eps, eps): the lecture's form (seed 003, Eq. (21):
     ELLE(x^k, a) = (L(a_hat) - alpha L(a) - (1 - alpha) L(a_tilde))^2 with a_hat = alpha a +
@@ -33,9 +33,13 @@
 scripts). So do these parts by default: they read ``config.eps`` when they are built. With
 ``config.reg_lambda_follows_schedule = True`` lambda is recomputed at every step from the scheduled
 eps (:class:`~robust_jax.parts.StepInfo` ``eps``, which differs from ``config.eps`` under
-``eps_warmup_epochs`` or ``periodic_eps``). In both cases the regulariser samples its points in the
-ball of the scheduled eps (the official scripts never schedule eps together with a regulariser, so
-there is no official behaviour to follow there).
+``eps_warmup_epochs`` or ``periodic_eps``): GradAlign's lambda(eps_t) and, on inputs of the published
+size, ELLE's table at eps_t. ELLE-A's lambda_max does not depend on eps (4000 for every eps), and
+the transport of ELLE's lambda to other inputs (below) is a calibration to the recipe, always from
+``config.eps``: lambda ~ eps_t^-4 would multiply the float32 rounding of E_lin (about 1e-7 of the
+loss) without bound as eps_t -> 0, where periodic schedules start. In every case the regulariser
+samples its points in the ball of the scheduled eps (the official scripts never schedule eps
+together with a regulariser, so there is no official behaviour to follow there).
 
 **Lambda on other inputs than the published ones.** The published ELLE lambdas were tuned on
 CIFAR-10 (32x32x3 = 3072 inputs, :data:`PUBLISHED_INPUT_DIM`) for eps from 2/255 to 26/255. Why
@@ -52,20 +56,24 @@ they fail elsewhere, measured on the embedded digits (8x8x1 = 64 inputs, MLP 256
 * The published table is a tuning against CIFAR-10's catastrophic overfitting, not a scaling law:
   from 8/255 to 26/255 it multiplies lambda by 10 while E_lin grows by 110; above 20/255 it says
   10000, which the library used to extrapolate to any larger eps. At eps 0.2 that lambda makes the
-  regulariser's gradient some 600 times the cross-entropy's on a trained digits MLP (norms 0.25 *
-  10^4 / 0.41 per unit lambda) and training diverges at step 11 (E_lin 3e-5 at step 0, 4.0 at step
-  8, 7e22 at step 10). The lambdas that train at eps 0.2 (30 epochs, PGD-20 test accuracy; FGSM
-  from zero, no regulariser: 50.4%): 0.6 -> 49.6%, 6 -> 50.1%, 60 -> 50.7%, 100 -> 47.6%,
-  300 -> 37.6%, 1000 -> 21.2%; 3000 collapses to a constant output, 10000 diverges.
+  regulariser's gradient some 6000 times the cross-entropy's on a trained digits MLP (norms
+  0.25 per unit lambda against 0.41), and training diverges at step 11 (E_lin 3e-5 at step 0,
+  4.0 at step 8, 7e22 at step 10). ELLE at eps 0.2, the digits recipe shortened to 30 epochs,
+  PGD-20 test accuracy (FGSM from zero without a regulariser: 50.4%): lambda 0.6 -> 49.6%,
+  6 -> 50.1%, 60 -> 50.7%, 100 -> 47.6%, 300 -> 37.6%, 1000 -> 21.2%; in the full recipe 3000
+  collapses to a constant output within 150 steps and 10000 diverges. ELLE-A, lambda_max 2.4 ->
+  50.7%, 24 -> 51.8%, 240 -> 42.3%, 1000 -> 32.9%, 4000 -> 16.7%. (FGSM does not overfit
+  catastrophically on the digits, so no lambda can do better than FGSM there.)
 * At the calibration point itself the published lambda is fine on the digits: lambda = 1000 at
   eps 8/255 trains the MLP normally (adversarial loss 0.011 after 600 steps).
 
 So, on inputs of another size than the published one, lambda is the paper's main calibration point
 (:data:`ELLE_REFERENCE_EPS` = 8/255, lambda 1000) carried along E_lin's eps^4 law,
 lambda(eps) = 1000 (8/255 / eps)^4 (:func:`elle_lambda_fn`), which gives a given curvature the
-penalty it gets at 8/255; the input size only decides whether the published table applies. For the
-digits at eps 0.2 that is 0.61 (ELLE-A's lambda_max: 4000 (8/255 / eps)^4 = 2.4). Nothing is clipped.
-The lambda given explicitly (``elle_lambda > 0``) is always used as it is.
+penalty it gets at 8/255; the input size only decides whether the published table applies, and
+the eps is the recipe's (``config.eps``). For the digits at eps 0.2 that is 0.61 (ELLE-A's
+lambda_max: 4000 (8/255 / eps)^4 = 2.4). Nothing is clipped. A lambda given explicitly
+(``elle_lambda > 0``) is always used as it is.
 
 Each is a :class:`Regularizer` part of the training step, built from its config fields by the
 factories of :data:`REGULARIZERS` (``gradalign_part(eps=..., gradalign_lambda=...,
@@ -81,10 +89,10 @@ References:
 Example:
 
 >>> import jax, jax.numpy as jnp
->>> f = lambda x: jnp.concatenate([jnp.zeros((x.shape[0], 1)), x.reshape(x.shape[0], -1)], 1)
->>> x, y = jnp.full((2, 2, 2, 1), 0.5), jnp.zeros(2, jnp.int32)
->>> err = local_linearity_error(f, x, y, jax.random.key(0), eps=0.1, endpoints="clean")
->>> bool(err >= 0)
+>>> # Logits (0, 40 + sum(x)) with label 0: the loss is 40 + sum(x) up to e^-40, linear in x.
+>>> f = lambda x: jnp.stack([jnp.zeros(x.shape[0]), 40.0 + x.reshape(x.shape[0], -1).sum(1)], 1)
+>>> x, y = jnp.full((4, 2, 2, 1), 0.5), jnp.zeros(4, jnp.int32)
+>>> bool(local_linearity_error(f, x, y, jax.random.key(0), eps=0.1, endpoints="clean") < 1e-8)
 True
 """
 
@@ -107,7 +115,7 @@ ELLE_REFERENCE_EPS = 8.0 / 255.0
 ELLE_REFERENCE_LAMBDA = 1000.0
 """The published ELLE lambda at :data:`ELLE_REFERENCE_EPS`."""
 PUBLISHED_INPUT_DIM = 32 * 32 * 3
-"""Inputs per example of the datasets on which the published lambdas were tuned (CIFAR-10)."""
+"""Inputs per example (32x32x3) of CIFAR-10, on which the published lambdas were tuned."""
 ELLE_ENDPOINTS = ("random", "clean")
 """The values of ``config.elle_endpoints`` (:func:`elle_points`)."""
 
@@ -131,35 +139,28 @@ def _published_elle_lambda(eps):
   return jnp.where(e <= 8.0 + 1e-6, 1000.0, jnp.where(e <= 20.0 + 1e-6, 5000.0, 10000.0))
 
 
-def _transport_root(eps):
-  """sqrt((ELLE_REFERENCE_EPS / eps)^4); 0 at eps = 0, where E_lin is exactly 0 too."""
-  eps = jnp.asarray(eps, jnp.float32)
-  positive = eps > 0
-  return jnp.where(positive, (ELLE_REFERENCE_EPS / jnp.where(positive, eps, 1.0)) ** 2, 0.0)
-
-
-def elle_transport(eps, input_dim: int = PUBLISHED_INPUT_DIM) -> jax.Array:
+def elle_transport(eps: float, input_dim: int = PUBLISHED_INPUT_DIM) -> float:
   """The factor that carries ELLE's calibration at 8/255 to ``eps`` on inputs of another size.
 
   Args:
-    eps: the linf radius in [0, 1] units (a float or a traced scalar), >= 0.
+    eps: the recipe's linf radius in (0, 1] units (a Python float: the factor is computed once).
     input_dim: inputs per example (H * W * C), a Python int.
 
   Returns:
-    1 for ``input_dim ==`` :data:`PUBLISHED_INPUT_DIM` (the published lambdas apply as they are);
-    otherwise (ELLE_REFERENCE_EPS / eps)^4, E_lin's eps^4 law (0 at eps = 0). See the module
-    docstring for the reasoning and the measurements.
+    1.0 for ``input_dim ==`` :data:`PUBLISHED_INPUT_DIM` (the published lambdas apply as they are);
+    otherwise (ELLE_REFERENCE_EPS / eps)^4, E_lin's eps^4 law. The module docstring gives the
+    reasoning and the measurements.
   """
   if input_dim == PUBLISHED_INPUT_DIM:
-    return jnp.asarray(1.0, jnp.float32)
-  return _transport_root(eps) ** 2
+    return 1.0
+  return (ELLE_REFERENCE_EPS / eps) ** 4
 
 
 def elle_lambda_fn(eps, input_dim: int = PUBLISHED_INPUT_DIM) -> jax.Array:
   """ELLE's default lambda for ``eps`` on inputs of ``input_dim`` values per example.
 
   Args:
-    eps: the linf radius in [0, 1] units (a float or a traced scalar).
+    eps: the linf radius in (0, 1] units; a traced scalar only on inputs of the published size.
     input_dim: inputs per example (H * W * C), a Python int.
 
   Returns:
@@ -177,11 +178,11 @@ def elle_lambda_fn(eps, input_dim: int = PUBLISHED_INPUT_DIM) -> jax.Array:
   return ELLE_REFERENCE_LAMBDA * elle_transport(eps, input_dim)
 
 
-def elle_a_lambda_max_fn(eps, input_dim: int = PUBLISHED_INPUT_DIM) -> jax.Array:
+def elle_a_lambda_max_fn(eps: float, input_dim: int = PUBLISHED_INPUT_DIM) -> float:
   """ELLE-A's default lambda_max: :data:`ELLE_A_LAMBDA_MAX` times :func:`elle_transport`.
 
   Args:
-    eps: the linf radius in [0, 1] units (a float or a traced scalar).
+    eps: the recipe's linf radius in (0, 1] units (a Python float).
     input_dim: inputs per example (H * W * C), a Python int.
 
   Returns:
@@ -320,9 +321,12 @@ def none() -> Regularizer:
   return Regularizer(init=EmptyState, apply=apply, update=_no_update)
 
 
-def _check_common(name, value, eps, follows):
+def _check_lambda(name, value, eps):
   require(value >= 0, name, "must be >= 0 (0 = the published lambda(eps))", value)
   require(eps > 0, "eps", "must be > 0 (the regularisers' lambda is a function of it)", eps)
+
+
+def _check_follows(follows):
   require(isinstance(follows, bool), "reg_lambda_follows_schedule", "must be True or False",
           follows)
 
@@ -332,11 +336,6 @@ def _check_endpoints(endpoints):
           endpoints)
 
 
-def _lambda_eps(eps, follows, info):
-  """The eps that lambda is computed from: the recipe's (official) or the scheduled one."""
-  return info.eps if follows else eps
-
-
 def gradalign_part(*, eps: float, gradalign_lambda: float = 0.0,
                    gradalign_detach_first: bool = False,
                    reg_lambda_follows_schedule: bool = False) -> Regularizer:
@@ -344,37 +343,31 @@ def gradalign_part(*, eps: float, gradalign_lambda: float = 0.0,
 
   Args:
     eps: the recipe's eps (``config.eps``); the published lambda is computed from it once.
-    gradalign_lambda: lambda >= 0; 0 = :func:`gradalign_lambda_fn` (0.2 at 8/255).
+    gradalign_lambda: lambda >= 0, used as it is; 0 = :func:`gradalign_lambda_fn` (0.2 at 8/255).
     gradalign_detach_first: no backprop through grad_x l(x) (the official code).
-    reg_lambda_follows_schedule: False (official, ``--grad_align_cos_lambda`` is a constant):
-      lambda from ``eps``; True: lambda(eps_t) from the scheduled eps of each step. Omega samples
+    reg_lambda_follows_schedule: False (official: ``--grad_align_cos_lambda`` is a constant):
+      lambda(eps) of the recipe; True: lambda(eps_t) of each step's scheduled eps. Omega samples
       eta in the ball of the scheduled eps either way.
 
   Returns:
     A :class:`Regularizer` whose metrics are ``gradalign`` (Omega) and ``reg_lambda``.
 
   Raises:
-    ValueError: a negative lambda or eps <= 0 (named by :func:`robust_jax.parts.bind`).
+    ValueError: a negative lambda, eps <= 0 or a non-boolean switch (named ``config.<field>`` by
+      :func:`robust_jax.parts.bind`).
   """
-  _check_common("gradalign_lambda", gradalign_lambda, eps, reg_lambda_follows_schedule)
+  _check_lambda("gradalign_lambda", gradalign_lambda, eps)
+  _check_follows(reg_lambda_follows_schedule)
   fixed = gradalign_lambda or float(gradalign_lambda_fn(eps))
+  follows = reg_lambda_follows_schedule and not gradalign_lambda
 
   def apply(loss, logits_fn, x, y, key, state, info):
     del state
-    if gradalign_lambda or not reg_lambda_follows_schedule:
-      lam = fixed
-    else:
-      lam = gradalign_lambda_fn(info.eps)
+    lam = gradalign_lambda_fn(info.eps) if follows else fixed
     omega = gradalign(logits_fn, x, y, key, eps=info.eps, detach_first=gradalign_detach_first)
     return loss + lam * omega, {"gradalign": omega, "reg_lambda": jnp.asarray(lam, jnp.float32)}
 
   return Regularizer(init=EmptyState, apply=apply, update=_no_update)
-
-
-def _elle_penalty(lam, root, errors):
-  """lam * mean((root * e)^2) = (lam root^2) E_lin: the transport applied to e before squaring, so
-  that a tiny scheduled eps (root ~ eps^-2, e ~ eps^2) cannot overflow lambda into inf * 0."""
-  return lam * jnp.mean((errors * root) ** 2)
 
 
 def elle_part(*, eps: float, elle_lambda: float = 0.0, elle_endpoints: str = "random",
@@ -384,36 +377,36 @@ def elle_part(*, eps: float, elle_lambda: float = 0.0, elle_endpoints: str = "ra
   Args:
     eps: the recipe's eps (``config.eps``); the default lambda is computed from it.
     elle_lambda: lambda >= 0, used as it is; 0 = :func:`elle_lambda_fn` of eps and of the input size
-      (the published table on 32x32x3 inputs, its eps^4 transport on others).
+      (the published table on 32x32x3 inputs, 1000 (8/255 / eps)^4 on others).
     elle_endpoints: ``"random"`` (paper, official code) or ``"clean"`` (lecture), as
       :func:`elle_points`.
-    reg_lambda_follows_schedule: False (official, ``--lin_reg`` is a constant): lambda from ``eps``;
-      True: from the scheduled eps of each step. The points are sampled in the ball of the scheduled
-      eps either way.
+    reg_lambda_follows_schedule: False (official: ``--lin_reg`` is a constant): lambda of the
+      recipe's eps; True: on inputs of the published size, the table at each step's scheduled eps
+      (on other inputs lambda stays calibrated to the recipe's eps; see the module docstring). The
+      points are sampled in the ball of the scheduled eps either way.
 
   Returns:
     A :class:`Regularizer` whose metrics are ``lin_err`` (E_lin) and ``reg_lambda`` (the lambda
     that multiplied it).
 
   Raises:
-    ValueError: a negative lambda, eps <= 0 or unknown endpoints.
+    ValueError: a negative lambda, eps <= 0, a non-boolean switch or unknown endpoints.
   """
-  _check_common("elle_lambda", elle_lambda, eps, reg_lambda_follows_schedule)
+  _check_lambda("elle_lambda", elle_lambda, eps)
+  _check_follows(reg_lambda_follows_schedule)
   _check_endpoints(elle_endpoints)
 
   def apply(loss, logits_fn, x, y, key, state, info):
     del state
-    errors = linearity_errors(logits_fn, x, y, key, eps=info.eps, endpoints=elle_endpoints)
-    eps_lam = _lambda_eps(eps, reg_lambda_follows_schedule, info)
+    input_dim = math.prod(x.shape[1:])
     if elle_lambda:
-      lam, root = elle_lambda, 1.0
-    elif math.prod(x.shape[1:]) == PUBLISHED_INPUT_DIM:
-      lam, root = _published_elle_lambda(eps_lam), 1.0
+      lam = elle_lambda
+    elif input_dim == PUBLISHED_INPUT_DIM and reg_lambda_follows_schedule:
+      lam = elle_lambda_fn(info.eps)
     else:
-      lam, root = ELLE_REFERENCE_LAMBDA, _transport_root(eps_lam)
-    err = jnp.mean(errors ** 2)
-    return loss + _elle_penalty(lam, root, errors), {
-        "lin_err": err, "reg_lambda": jnp.asarray(lam * root ** 2, jnp.float32)}
+      lam = float(elle_lambda_fn(eps, input_dim))
+    err = local_linearity_error(logits_fn, x, y, key, eps=info.eps, endpoints=elle_endpoints)
+    return loss + lam * err, {"lin_err": err, "reg_lambda": jnp.asarray(lam, jnp.float32)}
 
   return Regularizer(init=EmptyState, apply=apply, update=_no_update)
 
@@ -423,8 +416,8 @@ class ElleAState(NamedTuple):
 
   Attributes:
     lam: float32 scalar, the lambda of the next step on the published scale (0 at the start,
-      lambda_max after a spike); the step multiplies it by :func:`elle_transport` when lambda_max
-      is the default and the inputs are not of the published size.
+      lambda_max after a spike); on inputs of another size than the published one the step
+      multiplies it by :func:`elle_transport` of the recipe's eps (when lambda_max is the default).
     count: float32 scalar, the number of errors seen.
     mean: float32 scalar, their mean.
     m2: float32 scalar, the sum of squared deviations (variance = m2 / count).
@@ -436,32 +429,33 @@ class ElleAState(NamedTuple):
 
 
 def elle_a_part(*, eps: float, elle_lambda: float = 0.0, elle_a_sensitivity: float = 2.0,
-                elle_a_decay: float = 0.99, elle_endpoints: str = "random",
-                reg_lambda_follows_schedule: bool = False) -> Regularizer:
+                elle_a_decay: float = 0.99, elle_endpoints: str = "random") -> Regularizer:
   """ELLE-A: ELLE with lambda switched on at spikes of the linearity error and decayed otherwise.
 
   After each step with error e, with mu and sigma the mean and standard deviation of all earlier
   errors: lambda <- lambda_max if more than 2 were seen and e > mu + s * sigma, else
   lambda <- decay * lambda (LIONS-EPFL/ELLE, ``core/utils/train.py``, ``lambda_schedule ==
-  'onoff'``; the spike test is scale-free, so the transport of lambda does not change it).
+  'onoff'``). The spike test is scale-free, so the transport of lambda_max does not change it.
+  lambda_max does not depend on eps (4000 for every eps in the scripts), so
+  ``config.reg_lambda_follows_schedule`` has nothing to change here.
 
   Args:
     eps: the recipe's eps (``config.eps``), for the transport of the default lambda_max.
-    elle_lambda: lambda_max >= 0, used as it is; 0 = :data:`ELLE_A_LAMBDA_MAX` (4000, every eps in
-      the scripts) on 32x32x3 inputs, times :func:`elle_transport` on others
-      (:func:`elle_a_lambda_max_fn`).
+    elle_lambda: lambda_max >= 0, used as it is; 0 = :data:`ELLE_A_LAMBDA_MAX` (4000) on 32x32x3
+      inputs, times :func:`elle_transport` on others (:func:`elle_a_lambda_max_fn`).
     elle_a_sensitivity: s >= 0 (paper: 2).
     elle_a_decay: the decay in [0, 1] (paper: 0.99).
-    elle_endpoints: ``"random"`` (paper, official code) or ``"clean"`` (lecture).
-    reg_lambda_follows_schedule: False: the transport from ``eps``; True: from the scheduled eps.
+    elle_endpoints: ``"random"`` (paper, official code) or ``"clean"`` (lecture), as
+      :func:`elle_points`.
 
   Returns:
-    A :class:`Regularizer` with state :class:`ElleAState`; metrics ``lin_err`` and ``reg_lambda``.
+    A :class:`Regularizer` with state :class:`ElleAState`; metrics ``lin_err`` and ``reg_lambda``
+    (the lambda that multiplied this step's error).
 
   Raises:
     ValueError: a bad lambda, sensitivity, decay, eps or endpoints.
   """
-  _check_common("elle_lambda", elle_lambda, eps, reg_lambda_follows_schedule)
+  _check_lambda("elle_lambda", elle_lambda, eps)
   require(elle_a_sensitivity >= 0, "elle_a_sensitivity", "must be >= 0", elle_a_sensitivity)
   require(0 <= elle_a_decay <= 1, "elle_a_decay", "must be in [0, 1]", elle_a_decay)
   _check_endpoints(elle_endpoints)
@@ -473,14 +467,10 @@ def elle_a_part(*, eps: float, elle_lambda: float = 0.0, elle_a_sensitivity: flo
     return ElleAState(lam=z(), count=z(), mean=z(), m2=z())
 
   def apply(loss, logits_fn, x, y, key, state, info):
-    errors = linearity_errors(logits_fn, x, y, key, eps=info.eps, endpoints=elle_endpoints)
-    if elle_lambda or math.prod(x.shape[1:]) == PUBLISHED_INPUT_DIM:
-      root = 1.0
-    else:
-      root = _transport_root(_lambda_eps(eps, reg_lambda_follows_schedule, info))
-    err = jnp.mean(errors ** 2)
-    return loss + _elle_penalty(state.lam, root, errors), {
-        "lin_err": err, "reg_lambda": jnp.asarray(state.lam * root ** 2, jnp.float32)}
+    scale = 1.0 if elle_lambda else elle_transport(eps, math.prod(x.shape[1:]))
+    lam = state.lam * scale
+    err = local_linearity_error(logits_fn, x, y, key, eps=info.eps, endpoints=elle_endpoints)
+    return loss + lam * err, {"lin_err": err, "reg_lambda": jnp.asarray(lam, jnp.float32)}
 
   def update(state, metrics):
     err = jax.lax.stop_gradient(metrics["lin_err"])

@@ -15,6 +15,7 @@ import numbers
 from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -49,7 +50,7 @@ def check_scalar(name: str, v, *, low=None, high=None, low_open=False, high_open
 
 def check_images(name: str, x):
   """Float NHWC images with every value in [0, 1] and no NaN."""
-  if not hasattr(x, "dtype") or not np.issubdtype(np.dtype(x.dtype), np.floating):
+  if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):  # bfloat16 included
     raise ValueError(f"{name} must be a float array of images in [0, 1], got dtype "
                      f"{getattr(x, 'dtype', type(x).__name__)}")
   if np.ndim(x) < 2:

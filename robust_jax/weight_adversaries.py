@@ -265,8 +265,8 @@ def sam(*, sam_rho: float = 0.05, sam_weight_decay: str = "official", sam_m: int
   * **m-sharpness.** The official dual vector is computed from each device's gradient on its own
     shard of the batch, not averaged over devices (``--sync_perturbations`` defaults to False, lines
     84 and 539-545); each device takes its gradient at its own w + v_g and the update is their mean
-    (``pmean``, line 564). The devices' BatchNorm layers have no ``axis_name``
-    (``sam_jax/models/utils.py``, ``activation``), so each normalises over its own shard. With
+    (``pmean``, line 564). The CIFAR models' BatchNorm has no ``axis_name`` (``sam_jax/models/
+    utils.py``, ``activation``, lines 48-51), so each device normalises over its own shard. With
     ``sam_m = m`` the batch is split into B/m groups of m consecutive examples and each group is one
     device of that code: its own forward passes (BatchNorm over the m examples), its own v_g from
     its own gradient, its gradient at w + v_g; the update gradient, loss and metrics are the means
@@ -274,12 +274,12 @@ def sam(*, sam_rho: float = 0.05, sam_weight_decay: str = "official", sam_m: int
     groups' ascent-pass statistics (:func:`merge_groups`); the optimizer is applied at
     w + mean_g v_g (``"official"``), where the decay equals the mean of the groups' L2 gradients.
     Each group draws its own dropout and regulariser keys. ``sam_m = 0`` (or B) is one perturbation
-    for the whole batch, computed without splitting. The paper (Foret et al., section 4.1 and
-    figure 3) finds small m generalise markedly better.
+    for the whole batch, computed without splitting. The paper's m-sharpness experiments find
+    that small m generalises markedly better.
   * Not reproduced here (recipe-level, outside the weight adversary): the official global-norm
     gradient clipping of the update (``--gradient_clipping`` 5.0, lines 45 and 567) and its Nesterov
     momentum (``config.nesterov=True`` gives the same update rule). The official dual vector divides
-    by ||g|| with no epsilon (line 460-462); here ||g|| + 1e-12 (0 instead of NaN for g = 0).
+    by ||g|| with no epsilon (lines 460-462); here ||g|| + 1e-12 (0 instead of NaN for g = 0).
 
   Args:
     sam_rho: rho >= 0 (0.05 in the SAM README).

@@ -34,7 +34,9 @@ of the pytree, accumulated in float32.
   with the global norm over the whole pytree and every leaf perturbed. The official code divides by
   ||g|| with no epsilon (NaN for a zero gradient); here ||g|| + 1e-12, which changes nothing
   otherwise. The official code does not average g over devices (``--sync_perturbations`` is off:
-  m-sharpness with m the per-device batch); that choice belongs to the caller.
+  m-sharpness with m the per-device batch); the training step's SAM
+  (:func:`robust_jax.weight_adversaries.sam`) offers that as ``sam_m``, and documents how the
+  official weight decay enters the dual vector.
 * SAMPa (Xie, Pethick and Cevher, NeurIPS 2024, Algorithm 1): see :class:`SampaState`.
 
 References:
@@ -188,6 +190,9 @@ class SampaState(NamedTuple):
     one.
   * The official code recovers grad f(y_t) as (aggregate - perturbed part) / lam from the previous
     all-reduce; here it is stored, so lam = 0 works and nothing is divided.
+  * Weight decay: the official code moves the weights back to x_t before ``optimizer.step()``
+    (``train.py`` lines 93-99), so the optimizer's coupled weight decay is wd * x_t, not wd * x~_t;
+    the training step's SAMPa (:func:`robust_jax.weight_adversaries.sampa`) does the same.
   * Initialisation: the paper sets y_0 = x_0, which needs grad f(x_0) before the first step
     (``sampa_init(params, grad_at_init)``). Without it the state starts at 0: step 0 is then
     unperturbed (x~_0 = x_0) and its look-ahead is y_1 = x_0.

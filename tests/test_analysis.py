@@ -4,6 +4,7 @@ the robust gap and the figures (tiny models; independent references)."""
 import json
 import os
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -321,7 +322,7 @@ def test_load_trained_and_reports(tmp_path, tiny):
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records()))
   tm = reports.load_trained(str(workdir))
   assert tm.workdir == str(workdir) and tm.config.eps == EPS
-  jax.tree.map(np.testing.assert_array_equal, tm.params, params)
+  chex.assert_trees_all_equal(tm.params, params)
   batches = reports.analysis_batches(tm.config, split="test", num_examples=20, batch_size=16)
   assert len(batches) == 2 and int(batches[1]["mask"].sum()) == 4
   out = str(tmp_path / "analysis")

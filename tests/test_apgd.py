@@ -10,7 +10,7 @@ from robust_jax import attacks
 from robust_jax import fosc as fosc_lib
 from robust_jax import losses
 from robust_jax.attacks import _apgd as apgd
-from tests.invariants import DTYPES, attack_or_xfail, check_in_ball_and_box, traced_at_most_once
+from tests.invariants import DTYPES, run_attack, check_in_ball_and_box, traced_at_most_once
 
 N_TEST = 128
 
@@ -98,7 +98,7 @@ def test_apgd_points_in_ball_and_box(model, norm, eps, variant, dtype):
   # With the same key, APGD-k's output is an iterate of APGD-K (x_best or x_best_adv). The official
   # variant runs without early stopping (as the code; it shares the transcription test's program).
   for k in (1, 3, 8):
-    r = attack_or_xfail(dtype, apgd.apgd, logits_fn, x, y, eps=eps, n_iter=k, norm=norm, key=key,
+    r = run_attack(dtype, apgd.apgd, logits_fn, x, y, eps=eps, n_iter=k, norm=norm, key=key,
                         variant=variant, early_stop=variant == "paper")
     check_in_ball_and_box(r.x_adv, x, eps, norm)
 
@@ -109,10 +109,10 @@ def test_apgd_dlr_and_targeted_points_in_ball_and_box(model, dtype):
   x = x.astype(dtype)
   key = jax.random.key(1)
   for k in (1, 5):
-    r = attack_or_xfail(dtype, apgd.apgd, logits_fn, x, y, eps=0.1, n_iter=k, key=key,
+    r = run_attack(dtype, apgd.apgd, logits_fn, x, y, eps=0.1, n_iter=k, key=key,
                         loss="dlr")
     check_in_ball_and_box(r.x_adv, x, 0.1, "linf")
-    r = attack_or_xfail(dtype, apgd.apgd_targeted, logits_fn, x, y, eps=0.1, n_iter=k, key=key,
+    r = run_attack(dtype, apgd.apgd_targeted, logits_fn, x, y, eps=0.1, n_iter=k, key=key,
                         n_target_classes=3)
     check_in_ball_and_box(r.x_adv, x, 0.1, "linf")
 
@@ -135,7 +135,7 @@ def test_inactive_examples_are_untouched(model, dtype):
   logits_fn, x, y = model
   x = x.astype(dtype)
   active = jnp.arange(N_TEST) % 2 == 0
-  r = attack_or_xfail(dtype, apgd.apgd, logits_fn, x, y, eps=0.1, n_iter=10,
+  r = run_attack(dtype, apgd.apgd, logits_fn, x, y, eps=0.1, n_iter=10,
                       key=jax.random.key(3), active=active)
   np.testing.assert_array_equal(r.x_adv[~active], x[~active])
   assert int(r.num_steps[~active].max()) == 0 and int(r.num_steps[active].max()) > 0

@@ -1,7 +1,7 @@
 """CAT (Cai et al. 2018) as the official code runs it: batch mixing with PGD-0 ... PGD-k chunks.
 
 Official code: sunblaze-ucb/curriculum-adversarial-training-CAT, ``advtrain_all.py``
-(``regularLoss``, lines 284-311; the attack object, lines 201-205) and ``PGDAttack.py``
+(``regularLoss``, lines 284-310; the attack object, lines 201-205) and ``PGDAttack.py``
 (``perturb_true``, lines 44-81). The transcription below follows those lines; it is fed the
 library's random draws (:func:`robust_jax.training.adversary.cat_plan`), whose distribution is
 tested on its own.
@@ -241,3 +241,24 @@ def test_the_training_step_mixes_chunks_under_one_compilation():
   assert step._cache_size() == 1
   assert seen[:spe] == [pytest.approx(_official_chunks(batch, 1).mean())] * spe
   assert seen[spe:] == [pytest.approx(_official_chunks(batch, 3).mean())] * spe
+
+
+def test_a_batch_smaller_than_k_plus_1_is_refused_for_cat_only():
+  with pytest.raises(ValueError, match=r"config.batch_size must exceed CAT's largest k \(7"):
+    _config(batch_size=7, cat_steps_boundaries=(1,), cat_steps_values=(2, 7))
+  _config(batch_size=8, cat_steps_boundaries=(1,), cat_steps_values=(2, 7))
+  _config(method="step_curriculum", batch_size=4, cat_steps_values=(7,))  # no chunks
+
+
+def test_step_limits_compose_with_another_stop_rule():
+  """``AllStop``: an example moves while every rule keeps it (here FOSC <= inf stops everyone
+  after the first step, which Dynamic AT's rule always takes)."""
+  from robust_jax import attacks, losses  # pylint: disable=import-outside-toplevel
+  params = _params()
+  x, y = _batch(4)
+  limits = adv.StepLimitStop(limits=jnp.array([0, 1, 3, 3]))
+  run = lambda stop: attacks.ascent(lambda xx: _logits(params, xx), losses.get_loss("ce"), x, y,
+                                    x, eps=EPS, step_size=0.02, num_steps=3, stop=stop)
+  assert run(limits).num_steps.tolist() == [0, 1, 3, 3]
+  both = adv.AllStop(rules=(limits, attacks.fosc_stop(float("inf"))))
+  assert run(both).num_steps.tolist() == [0, 1, 1, 1]

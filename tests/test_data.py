@@ -1,5 +1,6 @@
 """Datasets, splits, the resumable and host-sharded batch iterators, and CIFAR augmentation."""
 
+import chex
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -91,7 +92,8 @@ def test_load_dataset_bad_input():
     data.load_dataset("digits", validation_fraction=1.5)
   with pytest.raises(ValueError, match="split_seed"):
     data.load_dataset("digits", split_seed=-3)
-  assert set(data.DATASETS) == {"digits", "mnist", "cifar10", "cifar100", "svhn_cropped"}
+  assert set(data.DATASETS) == {"digits", "mnist5k", "mnist", "cifar10", "cifar100",
+                                "svhn_cropped"}
 
 
 # ------------------------------------------------------------------------------------------- tfds
@@ -151,9 +153,7 @@ def test_train_order_is_a_pure_function_of_seed_and_epoch(augment_name):
   run = lambda **kw: list(data.train_batches(arrays, batch_size=8, augment=augment_name, **kw))
   a, b = run(seed=1, epoch=2), run(seed=1, epoch=2)
   assert len(a) == 50 // 8
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x["image"], y["image"])
-    np.testing.assert_array_equal(x["label"], y["label"])
+  chex.assert_trees_all_equal(a, b)
   labels = lambda bs: np.concatenate([x["label"] for x in bs])
   seen = labels(a)
   assert len(set(seen)) == len(seen) == 48           # no repeats, the remainder (2) dropped
@@ -174,9 +174,7 @@ def test_resume_equals_tail_of_the_full_epoch(start_step):
   full = list(data.train_batches(arrays, **kw))
   tail = list(data.train_batches(arrays, start_step=start_step, **kw))
   assert len(tail) == len(full) - start_step
-  for x, y in zip(full[start_step:], tail):
-    np.testing.assert_array_equal(x["image"], y["image"])
-    np.testing.assert_array_equal(x["label"], y["label"])
+  chex.assert_trees_all_equal(full[start_step:], tail)
 
 
 @pytest.mark.parametrize("augment_name", ["none", "crop_flip"])

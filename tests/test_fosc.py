@@ -2,6 +2,8 @@
 
 import itertools
 
+from absl.testing import parameterized
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,31 +70,38 @@ def test_matches_generic_solver(norm, seed):
   np.testing.assert_allclose(got, _solver(xk[0], x0[0], g[0], eps, norm), rtol=1e-4, atol=1e-5)
 
 
-def test_zero_at_the_linear_optimum_vertex():
-  rng = np.random.default_rng(0)
-  eps = 0.1
-  x0 = jnp.asarray(rng.uniform(0.2, 0.8, (8, 3, 3, 2)), jnp.float32)
-  g = jnp.asarray(rng.normal(size=x0.shape), jnp.float32)
-  vertex = x0 + eps * jnp.sign(g)
-  np.testing.assert_allclose(fosc_lib.fosc(vertex, x0, g, eps=eps), 0.0, atol=1e-5)
-  l2_opt = x0 + eps * g / jnp.linalg.norm(g.reshape(8, -1), axis=1).reshape(8, 1, 1, 1)
-  np.testing.assert_allclose(fosc_lib.fosc(l2_opt, x0, g, eps=eps, norm="l2"), 0.0, atol=1e-5)
+class ClosedFormVariantsTest(chex.TestCase):
+  """Properties of the closed form that hold called directly and inside ``jax.jit`` (eps
+  traced), as the attacks call it."""
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_zero_at_the_linear_optimum_vertex(self):
+    fosc = self.variant(fosc_lib.fosc, static_argnames="norm")
+    rng = np.random.default_rng(0)
+    eps = 0.1
+    x0 = jnp.asarray(rng.uniform(0.2, 0.8, (8, 3, 3, 2)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=x0.shape), jnp.float32)
+    vertex = x0 + eps * jnp.sign(g)
+    np.testing.assert_allclose(fosc(vertex, x0, g, eps=eps), 0.0, atol=1e-5)
+    l2_opt = x0 + eps * g / jnp.linalg.norm(g.reshape(8, -1), axis=1).reshape(8, 1, 1, 1)
+    np.testing.assert_allclose(fosc(l2_opt, x0, g, eps=eps, norm="l2"), 0.0, atol=1e-5)
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_nonnegative_inside_the_ball(norm):
-  rng = np.random.default_rng(1)
-  eps = 0.2
-  x0 = rng.uniform(0, 1, (256, 6))
-  d = rng.normal(size=x0.shape)
-  scale = np.abs(d).max(1, keepdims=True) if norm == "linf" else np.linalg.norm(d, axis=1,
-                                                                                   keepdims=True)
-  xk = x0 + d / scale * eps * rng.uniform(size=(256, 1))
-  g = np.asarray(_grad(jnp.asarray(xk[:, :4], jnp.float32)))
-  g = np.concatenate([g, rng.normal(size=(256, 2))], axis=1)
-  f = fosc_lib.fosc(jnp.asarray(xk, jnp.float32), jnp.asarray(x0, jnp.float32),
-                    jnp.asarray(g, jnp.float32), eps=eps, norm=norm)
-  assert float(f.min()) >= -1e-5
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters("linf", "l2")
+  def test_nonnegative_inside_the_ball(self, norm):
+    fosc = self.variant(fosc_lib.fosc, static_argnames="norm")
+    rng = np.random.default_rng(1)
+    eps = 0.2
+    x0 = rng.uniform(0, 1, (256, 6))
+    d = rng.normal(size=x0.shape)
+    scale = np.abs(d).max(1, keepdims=True) if norm == "linf" else np.linalg.norm(d, axis=1,
+                                                                                     keepdims=True)
+    xk = x0 + d / scale * eps * rng.uniform(size=(256, 1))
+    g = np.asarray(_grad(jnp.asarray(xk[:, :4], jnp.float32)))
+    g = np.concatenate([g, rng.normal(size=(256, 2))], axis=1)
+    f = fosc(jnp.asarray(xk, jnp.float32), jnp.asarray(x0, jnp.float32),
+             jnp.asarray(g, jnp.float32), eps=eps, norm=norm)
+    assert float(f.min()) >= -1e-5
 
 
 def test_per_example_and_linear_in_gradient_scale():

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import chex
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,7 +80,6 @@ def test_two_processes_on_loopback_equal_one_process(tmp_path):
       raise
     assert p.returncode == 0, err.decode()[-2000:]
   p0, p1 = _load(outs[0]), _load(outs[1])
-  for a, b in zip(p0, p1):
-    np.testing.assert_array_equal(a, b)  # both processes hold the same replicated state
+  chex.assert_trees_all_equal(p0, p1)  # both processes hold the same replicated state
   single, init = _single(tmp_path, 1, 1)
   _assert_close(single, p0, init)

@@ -1,7 +1,7 @@
 """Periodic adversarial scheduling (Liu et al. 2020): the attack's step and start follow eps_t.
 
 Official code: liuchen11/AdversaryLossLandscape ``util/attack.py``: ``PGD.adjust_threshold``
-(lines 73-80) rescales the step with the scheduled threshold, ``PGD.attack`` (lines 82-129) starts
+(lines 73-80) rescales the step with the scheduled threshold, ``PGD.attack`` (lines 82-127) starts
 within +-step and takes sign steps projected onto the ball and the box; ``util/train.py`` line 46
 calls ``adjust_threshold`` with the schedule's value. The transcriptions below follow those lines.
 """
@@ -40,7 +40,7 @@ class OfficialPGD:
     self.step_size = self.meta_step_size * threshold / (self.meta_threshold + 1e-6)
     self.threshold = threshold
 
-  def attack(self, grad_fn, data_batch, label_batch, rand):  # lines 82-129, order = inf
+  def attack(self, grad_fn, data_batch, label_batch, rand):  # lines 82-127, order = inf
     if self.threshold < 1e-6:
       return data_batch
     ori_batch = data_batch

@@ -249,3 +249,33 @@ def test_sampa_init_zero_state_is_unperturbed_and_official_lookahead():
   want = jax.tree.map(lambda w, gg, b: w - 0.1 * (gg + 0.9 * b + 5e-4 * w), params, g, buf)
   for a, b in zip(jax.tree.leaves(y_next), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-8)
+
+
+# ---- m-sharpness: the batch as groups of consecutive examples, and back. ----
+
+def test_split_into_groups_and_merge_groups():
+  from robust_jax import weight_adversaries as wa  # pylint: disable=import-outside-toplevel
+  b, groups = 12, 3
+  x = jnp.arange(b * 2, dtype=jnp.float32).reshape(b, 2)
+  y = jnp.arange(b, dtype=jnp.int32)
+  w = jnp.linspace(0.5, 1.5, b)
+  w = w * b / jnp.sum(w)  # the weighting's convention: mean 1 over the batch
+  ex = wa.Examples(x=x, x_adv=None, y=y, weights=w, keys=(jax.random.key(0), jax.random.key(1)))
+  g = wa.split_into_groups(ex, groups)
+  assert g.x.shape == (3, 4, 2) and g.y.shape == (3, 4) and g.x_adv is None
+  np.testing.assert_array_equal(g.y, np.arange(b).reshape(3, 4))  # consecutive examples
+  for k in g.keys:  # one key per group, all different
+    data = np.asarray(jax.random.key_data(k)).reshape(groups, -1)
+    assert len({tuple(r) for r in data}) == groups
+  # The mean over groups of the groups' weighted means is the batch's weighted mean.
+  per_example = (y.astype(jnp.float32) - 4.0) ** 2
+  groups_mean = jnp.mean(jnp.mean(g.weights * per_example.reshape(3, 4), axis=1))
+  np.testing.assert_allclose(groups_mean, jnp.mean(w * per_example), rtol=1e-6)
+  aux = wa.LossAux(batch_stats={"mean": jnp.arange(6.0).reshape(3, 2)}, logits=g.x,
+                   metrics={"lin_err": jnp.array([1.0, 2.0, 6.0])})
+  merged = wa.merge_groups(aux)
+  np.testing.assert_array_equal(merged.logits, x)  # back in example order
+  np.testing.assert_allclose(merged.batch_stats["mean"], [2.0, 3.0])
+  np.testing.assert_allclose(merged.metrics["lin_err"], 3.0)
+  with pytest.raises(ValueError, match="does not split into 5 equal groups"):
+    wa.split_into_groups(ex, 5)

@@ -19,7 +19,7 @@ Conversions:
   epoch index): ``periodic_bounds = (0, 100, 150, 200)``; the learning rate restarts with the eps at
   epochs 100 and 150 (``lr_schedule = "periodic_cosine"``).
 * The attack follows eps_t as ``PGD.adjust_threshold`` (util/attack.py lines 73-80) and
-  ``PGD.attack`` (lines 82-129) do: the step is ``2/255 * eps_t / (8/255 + 1e-6)``
+  ``PGD.attack`` (lines 82-127) do: the step is ``2/255 * eps_t / (8/255 + 1e-6)``
   (``attack_step_follows_eps = True``; 8/255 is the constructor's threshold, ``eps`` here) and the
   start is ``x + U(-step_t, step_t)``, clipped to the eps_t-ball and to [0, 1]
   (``attack_start = "uniform_step"``), then 10 sign steps projected onto the eps_t-ball and the

@@ -65,7 +65,7 @@ def fosc_distribution(
   """FOSC of PGD adversarial examples on given data (one value per real example).
 
   Args:
-    logits_fn: ``x -> logits`` [B, C] (e.g. from :func:`robust_jax.training.loop.load_classifier`).
+    logits_fn: ``x -> logits`` [B, C] (e.g. from :func:`robust_jax.training.restore.load_classifier`).
     batches: dicts ``{"image": float32 [B, H, W, C] in [0, 1], "label": int [B]}``, optionally with
       a bool ``"mask"`` of real examples (:func:`robust_jax.data.pipeline.eval_batches`).
     eps, step_size, num_steps, norm, loss, start, stop, fosc_reference: as

@@ -133,7 +133,7 @@ def _project(z, x, eps, norm, variant):
     d = z - x
     n = per_example_norm(d, "l2")
     scale = jnp.minimum(eps, n) / (n + 1e-12)
-    return jnp.clip(x + d * bcast(scale, d), 0.0, 1.0)
+    return jnp.clip(x + d * bcast(scale, d), 0.0, 1.0).astype(x.dtype)
   return projections.project(z, x, eps, norm)
 
 
@@ -165,7 +165,7 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
     t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
   else:
     t = jax.random.normal(key, x.shape, x.dtype)
-  x0 = jnp.clip(x + eps * t / bcast(per_example_norm(t, norm) + 1e-12, t), 0.0, 1.0)
+  x0 = jnp.clip(x + eps * t / bcast(per_example_norm(t, norm) + 1e-12, t), 0.0, 1.0).astype(x.dtype)
   x0 = jnp.where(bcast(active, x), x0, x)
   loss0, mis0, grad0 = evaluate(x0)
 
@@ -292,7 +292,7 @@ def _apgd(logits_fn, x, y, key, active, target, eps, n_iter, rho, momentum, n_re
   zero_i = jnp.zeros((batch,), jnp.int32)
   has_target = targeted or target is not None
   used0 = target if target is not None else zero_i
-  carry0 = (x, jnp.full((batch,), -jnp.inf, x.dtype), jnp.zeros((batch,), bool), zero_i, zero_i,
+  carry0 = (x, jnp.full((batch,), -jnp.inf, jnp.float32), jnp.zeros((batch,), bool), zero_i, zero_i,
             used0)
   x_out, _, _, steps, kappa, used = jax.lax.fori_loop(0, n_runs, one_run, carry0)
   x_out = jax.lax.stop_gradient(x_out)

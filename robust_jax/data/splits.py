@@ -63,3 +63,28 @@ def stratified_split(
   mask = np.ones((n,), bool)
   mask[held_out] = False
   return np.flatnonzero(mask).astype(np.int64), held_out.astype(np.int64)
+
+
+def train_validation_test(images: np.ndarray, labels: np.ndarray, *, validation_fraction: float,
+                          test_fraction: float, split_seed: int) -> dict[str, dict[str, np.ndarray]]:
+  """The embedded datasets' split: ``test_fraction`` of all examples is the test set, then
+  ``validation_fraction`` of the rest the validation set, both stratified and seeded by
+  ``split_seed`` only (the validation split by ``split_seed + 1``).
+
+  Args:
+    images: [N, ...] examples; labels: int [N].
+    validation_fraction, test_fraction: in [0, 1).
+    split_seed: an int >= 0.
+
+  Returns:
+    ``{"train": arrays, "validation": arrays, "test": arrays}``, each ``{"image", "label"}``;
+    disjoint, together all N examples.
+  """
+  rest, test = stratified_split(labels, test_fraction, seed=split_seed)
+  train, val = stratified_split(labels[rest], validation_fraction, seed=split_seed + 1)
+  train, val = rest[train], rest[val]
+  return {
+      name: {"image": images[idx], "label": labels[idx]}
+      for name, idx in (("train", train), ("validation", val), ("test", test))
+  }
+

@@ -18,6 +18,7 @@ name                          architecture (reference code)                   in
 ``cnn4``                      Dynamic AT's MNIST 4-layer CNN (Keras)          28x28x1 421,834
 ``cnn8``                      Dynamic AT's CIFAR 8-layer CNN (FAT's port)     32x32x3 1,639,282
 ``small_cnn``                 TRADES' MNIST SmallCNN, dropout 0.5             28x28x1 312,202
+``mnist_net``                 Wong et al.'s MNIST network (fast_adversarial)  28x28x1 166,406
 ``preact_resnet18``           robust_overfitting/AT-AWP/ELLE PreAct ResNet-18 32x32x3 11,172,170
 ``preact_resnet18_fast``      fast_adversarial's: shortcut sees the raw x     32x32x3 11,172,170
 ``preact_resnet18_gradalign`` GradAlign's: raw x, no final BN-ReLU, He init   32x32x3 11,171,146
@@ -42,7 +43,7 @@ import jax
 import numpy as np
 
 from robust_jax.models import kernels, layers
-from robust_jax.models.cnn import CNN4, CNN8, MLP, SmallCNN
+from robust_jax.models.cnn import CNN4, CNN8, MLP, MNISTNet, SmallCNN
 from robust_jax.models.layers import Conv, conv2d, global_avg_pool, max_pool_2x2
 from robust_jax.models.resnet import PreActResNet18, ResNet18
 from robust_jax.models.wide_resnet import WideResNet, blocks_per_group
@@ -52,6 +53,7 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "cnn4": CNN4,
     "cnn8": CNN8,
     "small_cnn": SmallCNN,
+    "mnist_net": MNISTNet,
     "preact_resnet18": PreActResNet18,
     "preact_resnet18_fast": functools.partial(PreActResNet18, shortcut_input="raw"),
     "preact_resnet18_gradalign": functools.partial(
@@ -111,7 +113,7 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
-    "MODELS", "get_model", "count_params", "MLP", "CNN4", "CNN8", "SmallCNN", "PreActResNet18",
-    "ResNet18", "WideResNet", "blocks_per_group", "Conv", "conv2d", "max_pool_2x2",
+    "MODELS", "get_model", "count_params", "MLP", "CNN4", "CNN8", "SmallCNN", "MNISTNet",
+    "PreActResNet18", "ResNet18", "WideResNet", "blocks_per_group", "Conv", "conv2d", "max_pool_2x2",
     "global_avg_pool", "layers",
 ]

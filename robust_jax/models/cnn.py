@@ -1,4 +1,4 @@
-"""Small models: the digits MLP and the CNNs of Dynamic AT (MNIST, CIFAR-10) and TRADES (MNIST).
+"""Small models: the digits MLP and the CNNs of Dynamic AT, TRADES and Wong et al. (MNIST, CIFAR-10).
 
 Every model maps float32 NHWC images in [0, 1] ([B, H, W, C]) to float32 logits [B, num_classes] with
 ``__call__(x, train=False)``. ``train`` switches BatchNorm to batch statistics (apply with
@@ -206,6 +206,49 @@ class SmallCNN(nn.Module):
     x = nn.relu(_torch_dense(200, x, self.dtype, "fc2")(x))
     x = Dense(self.num_classes, kernel_init=nn.initializers.zeros_init(), dtype=self.dtype,
               name="fc3")(x)
+    return x.astype(jnp.float32)
+
+
+class MNISTNet(nn.Module):
+  """Wong et al.'s MNIST network (``locuslab/fast_adversarial``, ``MNIST/mnist_net.py``).
+
+  ``conv16(4x4, stride 2, pad 1) -> ReLU -> conv32(4x4, stride 2, pad 1) -> ReLU -> flatten ->
+  dense100 -> ReLU -> dense(num_classes)``, with biases, no BatchNorm, no dropout. 28x28x1 input:
+  maps 14x14x16, then 7x7x32 = 1568 features, and 166,406 parameters (272 + 8,224 + 156,900 +
+  1,010). PyTorch's default initialisation, as the reference (``nn.Conv2d`` / ``nn.Linear``
+  defaults: kernels and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))). It is the network of the
+  paper's MNIST FGSM and PGD runs ("Fast is better than free", Wong, Rice and Kolter, ICLR 2020;
+  ``MNIST/train_mnist.py``), and of the MNIST catastrophic-overfitting recipes
+  (``launch/configs/mnist5k.py``). ``train`` is accepted for a uniform interface and ignored.
+
+  Attributes:
+    num_classes: number of logits.
+    dtype: compute dtype.
+    mean, std: optional per-channel input standardisation (the reference has none).
+    conv_vjp: how the convolutions are differentiated, ``"custom"`` or ``"jax"`` (see
+      :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
+  """
+  num_classes: int = 10
+  dtype: Any = jnp.float32
+  mean: Optional[Tuple[float, ...]] = None
+  std: Optional[Tuple[float, ...]] = None
+  conv_vjp: str = "custom"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """x: [B, H, W, C] in [0, 1] (28x28x1 for MNIST). Returns float32 logits [B, num_classes]."""
+    del train
+    _check_images(x, "MNISTNet")
+    x = layers.normalize_input(x, self.mean, self.std)
+    for i, width in enumerate((16, 32)):
+      fan_in = 16 * x.shape[-1]  # 4x4 kernel
+      x = Conv(width, 4, strides=2, padding=1, kernel_init=layers.torch_default_kernel_init(),
+               bias_init=layers.torch_default_bias_init(fan_in), dtype=self.dtype,
+               vjp=self.conv_vjp, name=f"conv{i + 1}")(x)
+      x = nn.relu(x)
+    x = _flatten(x)
+    x = nn.relu(_torch_dense(100, x, self.dtype, "fc1")(x))
+    x = _torch_dense(self.num_classes, x, self.dtype, "fc2")(x)
     return x.astype(jnp.float32)
 
 

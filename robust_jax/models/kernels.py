@@ -4,7 +4,7 @@ Why a custom convolution. XLA's CPU backend often compiles the input-gradient co
 transposed convolutions of the backward pass, kernel layout ``01oi``) inside a ``lax.while_loop`` body
 as naive loop nests instead of calling its fast convolution; outside a loop it inserts a transposed
 copy of the kernel (``01io``) and calls the fast path. The attack loop of
-:mod:`robust_jax.attacks.loop` is a while loop (for its early exit), so with ``flax.linen.Conv`` the
+:func:`robust_jax.attacks.ascent` is a while loop (for its early exit), so with ``flax.linen.Conv`` the
 attack is several times slower on CPU than the same loop unrolled (shared/reference/environment.md,
 section 12; jax-ml/jax#12868). Measured on the project's 2-core CPU, 10 input-gradient steps through
 SmallCNN at batch 128 with the parameters as jit arguments: about 3.3 s in a while loop with JAX's

@@ -84,8 +84,10 @@ class StopRule(NamedTuple):
 
 
 class Budget(NamedTuple):
-  """``schedule(info) -> (K, step_size)`` for the step's attack."""
+  """``schedule(info) -> (K, step_size)`` for the step's attack; ``max_steps``: the largest K of the
+  schedule where the budget knows it (CAT's chunks need a batch of at least k + 1 examples)."""
   schedule: Callable[[Any], Tuple[Any, Any]]
+  max_steps: Optional[int] = None
 
 
 # Stop rules.
@@ -275,8 +277,8 @@ def curriculum(*, cat_steps_boundaries=(), cat_steps_values=(10,),
       _k_of_epoch(info, cat_steps_boundaries, cat_steps_values), step_size))
 
 
-def cat(*, cat_steps_boundaries=(), cat_steps_values=(10,), cat_step_factor: float = 2.0,
-        batch_size: int = 128) -> Budget:
+def cat(*, cat_steps_boundaries=(), cat_steps_values=(10,),
+        cat_step_factor: float = 2.0) -> Budget:
   """CAT's budget (Cai et al. 2018): the curriculum's k and the base step ``cat_step_factor * eps``.
 
   k is piecewise constant in the epoch (``cat_steps_values[i]`` from epoch
@@ -288,28 +290,27 @@ def cat(*, cat_steps_boundaries=(), cat_steps_values=(10,), cat_step_factor: flo
 
   Args:
     cat_steps_boundaries: 0-based epochs at which k changes.
-    cat_steps_values: integers >= 0 (k per interval), one more than the boundaries, each below
-      ``batch_size`` (k + 1 chunks of at least one example; the official code skips a batch with
-      fewer than k + 1 examples).
+    cat_steps_values: integers >= 0 (k per interval), one more than the boundaries. With the
+      ``chunks`` core each must be below ``config.batch_size`` (k + 1 chunks of at least one
+      example; :func:`input_adversary` checks it; the official code skips a batch with fewer than
+      k + 1 examples).
     cat_step_factor: > 0, the base step over eps (official: 2).
-    batch_size: the training batch (the check above).
 
   Returns:
-    A :class:`Budget` whose schedule is ``(k, cat_step_factor * eps_t)``.
+    A :class:`Budget` whose schedule is ``(k, cat_step_factor * eps_t)``, with ``max_steps`` the
+    largest k.
 
   References:
     Cai et al., "Curriculum Adversarial Training", IJCAI 2018;
     sunblaze-ucb/curriculum-adversarial-training-CAT ``advtrain_all.py`` lines 201-205 (eps and
-    the base step 2 eps: 0.3/0.6 MNIST, 0.032/0.064 CIFAR-10, 0.047/0.094 SVHN) and 183 (k = 0 at
+    the base step 2 eps: 0.3/0.6 MNIST, 0.032/0.064 CIFAR-10, 0.047/0.094 SVHN) and 166 (k = 0 at
     the start); the plateau rule is ``validnSaveModel``, lines 337-387.
   """
   _check_k_schedule(cat_steps_boundaries, cat_steps_values)
   require(cat_step_factor > 0, "cat_step_factor", "must be > 0", cat_step_factor)
-  require(max(cat_steps_values) < batch_size, "cat_steps_values",
-          f"must stay below batch_size ({batch_size}): k + 1 chunks of at least one example",
-          cat_steps_values)
   return Budget(schedule=lambda info: (
-      _k_of_epoch(info, cat_steps_boundaries, cat_steps_values), cat_step_factor * info.eps))
+      _k_of_epoch(info, cat_steps_boundaries, cat_steps_values), cat_step_factor * info.eps),
+      max_steps=int(max(cat_steps_values)))
 
 
 def single_step(*, fgsm_step_factor: float = 1.25) -> Budget:
@@ -384,7 +385,7 @@ def cat_chunks(batch_size: int, k) -> jax.Array:
     [0, 0, 1, 1, 2, 2, 2, 2]
   """
   k = jnp.asarray(k, jnp.int32)
-  m = jnp.maximum(batch_size // (k + 1), 1)  # >= 1 when k < B (the ``cat`` budget checks it)
+  m = jnp.maximum(batch_size // (k + 1), 1)  # >= 1 when k < B (input_adversary checks it)
   return jnp.minimum(jnp.arange(batch_size, dtype=jnp.int32) // m, k)
 
 
@@ -533,7 +534,7 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
                     core: str = "pgd", norm: str = "linf", attack_start: str = "default",
                     attack_bn_mode: str = "eval", attack_compaction: int = 3,
                     fosc_reference: str = "natural", train_diagnostics: bool = True,
-                    method: str = "") -> InputAdversary:
+                    batch_size: int = 128, method: str = "") -> InputAdversary:
   """The method's attack, as a part of the step.
 
   Args:
@@ -552,6 +553,8 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
       used only with a stop rule, eval-mode BatchNorm and one device (trajectories unchanged).
     fosc_reference: ``"natural"`` (paper) or ``"start"`` (Dynamic AT's official code).
     train_diagnostics: also evaluate x_adv (FOSC at x_adv, its histogram): K + 1 gradients.
+    batch_size: the training batch; with CAT's ``chunks`` core it must exceed the budget's largest
+      k (k + 1 chunks of at least one example).
     method: the config's method name, used only to name it in errors.
 
   Returns:
@@ -568,7 +571,7 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
       only chunk j's statistics; ``advtrain_all.py`` lines 290-294), which one whole-batch loop
       with a traced k cannot reproduce; CAT here attacks in eval mode, where every example is
       attacked independently and the chunked loop is the official one exactly. ``uniform_step``
-      with the ``beta`` core.
+      with the ``beta`` core. A batch of at most k examples with the ``chunks`` core.
   """
   require(norm in NORMS, "norm", f"must be one of {NORMS}", norm)
   require(attack_start in ATTACK_STARTS, "attack_start", f"must be one of {ATTACK_STARTS}",
@@ -589,6 +592,10 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
           f"must be 'eval' for config.method={method!r} ({why}): in train mode the stopped "
           "examples would stay in the BatchNorm batch statistics while their gradients are "
           "frozen, which no reference code does", attack_bn_mode)
+  if core in EARLY_STOPPING_CORES and budget.max_steps is not None:
+    require(budget.max_steps < batch_size, "batch_size",
+            f"must exceed CAT's largest k ({budget.max_steps}, config.cat_steps_values) for "
+            f"config.method={method!r}: k + 1 chunks of at least one example", batch_size)
   start = default_start if attack_start == "default" else attack_start
   require(not (core == "beta" and start == "uniform_step"), "attack_start",
           "cannot be 'uniform_step' with BETA's attack", start)

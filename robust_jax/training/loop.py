@@ -16,12 +16,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +31,7 @@ from absl import logging
 from robust_jax import checkpoint as ckpt_lib
 from robust_jax import metrics as metrics_lib
 from robust_jax import fosc as fosc_lib
-from robust_jax import models, parallel
+from robust_jax import parallel
 from robust_jax.parts import PartStates
 from robust_jax.data import pipeline
 from robust_jax.training import config as config_lib
@@ -42,13 +41,6 @@ from robust_jax.training import state as state_lib
 from robust_jax.training import step as step_lib
 
 STOPPED_FILE = "STOPPED"
-
-
-def _model_for(config, num_classes):
-  kwargs = {}
-  if config.dtype == "bfloat16":
-    kwargs["dtype"] = jnp.bfloat16
-  return models.get_model(config.model, num_classes=num_classes, **kwargs)
 
 
 def initial_parts(config, params) -> PartStates:
@@ -95,7 +87,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
   ds = pipeline.load_dataset(config.dataset, data_dir=config.data_dir or None,
                              validation_fraction=config.validation_fraction)
-  model = _model_for(config, ds.num_classes)
+  model = restore_lib.build_model(config, ds.num_classes)
   spe = pipeline.steps_per_epoch(len(ds.train["label"]), config.batch_size)
   tx, lr_fn = step_lib.make_optimizer(config, spe)
   sample = jnp.zeros((1,) + tuple(ds.image_shape), jnp.float32)

@@ -37,16 +37,24 @@ The starts are those of the official code (TRADES, MART and their FAT variants s
 x + 0.001 N(0, I); the others uniformly in the ball). ``config.attack_start`` overrides them.
 
 CAT (``cat``) is the batch mixing of sunblaze-ucb/curriculum-adversarial-training-CAT
-(``advtrain_all.py``, ``regularLoss``, lines 284-311): the batch is split into k + 1 chunks, chunk j
+(``advtrain_all.py``, ``regularLoss``, lines 284-310): the batch is split into k + 1 chunks, chunk j
 attacked with j PGD steps of the randomised size (2 eps / j) U(1, 10 / j) (``PGDAttack.py`` line
 47), one CE step on the whole batch; ``tests/test_cat.py`` checks the chunks' step counts, the step
 distribution and a transcription of the official loop. Its differences: k follows a fixed per-epoch
-schedule (``cat_steps_boundaries`` / ``cat_steps_values``) where the official code adds 1 to k when
-the validation accuracy has not improved for 10 epochs (and reloads the best checkpoint); the
-attack runs in eval mode where the official one runs each chunk in train mode on its own batch
-statistics (train mode is refused, see :func:`robust_jax.training.adversary.input_adversary`);
-the start is clamped to the box. ``step_curriculum`` is the method ``cat`` was before: the same k
-schedule applied to the whole batch, K steps of ``step_size`` for every example.
+schedule (``cat_steps_boundaries`` / ``cat_steps_values``) where the official code starts at k = 0
+and adds 1 when the validation accuracy (PGD-k on 16-level quantised inputs) has not improved for
+10 epochs while the training accuracy is above 0.9, reloading the best checkpoint
+(``validnSaveModel``, lines 337-387); the attack runs in eval mode where the official one runs each
+chunk in train mode on that chunk's batch statistics, updating the running statistics as it goes
+(train mode is refused, see :func:`robust_jax.training.adversary.input_adversary`); the start is
+clamped to the box. ``step_curriculum`` is the method ``cat`` was before: the same k schedule
+applied to the whole batch, K steps of ``step_size`` for every example.
+
+Liu et al.'s periodic adversarial scheduling is ``pgd_at`` with a periodic eps
+(``config.periodic_eps``), the step following eps_t (``attack_step_follows_eps``) and the start
+within +-step_t (``attack_start="uniform_step"``), as ``PGD.adjust_threshold`` and ``PGD.attack``
+of liuchen11/AdversaryLossLandscape (``launch/configs/cifar10_pas_preact18.py``;
+``tests/test_periodic_eps.py`` transcribes them).
 
 Where things go (each addition touches only these files):
 
