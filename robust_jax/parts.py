@@ -9,7 +9,7 @@ input adversary    :mod:`robust_jax.training.adversary`  x -> x_adv and the atta
 weighting          :mod:`robust_jax.weighting`           diagnostics -> per-example weights [B]
 objective          :mod:`robust_jax.objectives`          logits (clean, adversarial) -> outer loss
 regularizer        :mod:`robust_jax.regularizers`        loss -> loss + lambda * Omega; typed state
-weight adversary   :mod:`robust_jax.weight_adversaries`  params -> params + v; SAMPa's 2nd gradient
+weight adversary   :mod:`robust_jax.weight_adversaries`  loss -> update gradient at w + v, stats
 =================  ===================================  ===========================================
 
 Each part is a NamedTuple of pure functions, built by a keyword-only factory. **The factory's keyword

@@ -6,7 +6,6 @@ but never uses (``sub_block1`` of the TRADES WideResNet); :func:`_wrn_params` re
 WideResNet numbers by arithmetic. Big models are only traced (``jax.eval_shape``), never materialised.
 """
 
-import doctest
 import math
 import re
 
@@ -179,11 +178,6 @@ def test_unknown_model_name_lists_the_valid_names():
     models.get_model("resnet1000")
   for name in models.MODELS:
     assert name in str(err.value)
-
-
-def test_docstring_examples():
-  failures, _ = doctest.testmod(models, verbose=False)
-  assert failures == 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -745,8 +739,3 @@ def test_preact_rejects_unknown_variant_names():
   with pytest.raises(ValueError, match="initialization"):
     jax.eval_shape(models.resnet.PreActResNet18(initialization="kaiming").init, jax.random.key(0),
                    jnp.zeros((1, 8, 8, 3)))
-
-
-def test_resnet_module_docstring_examples():
-  failures, _ = doctest.testmod(models.resnet, verbose=False)
-  assert failures == 0

@@ -130,11 +130,24 @@ def _next_checkpoint(current, interval, n_iter, variant):
 
 def _project(z, x, eps, norm, variant):
   if norm == "l2" and variant == "official":
+    # autopgd_base.py: clamp(x + normalize(z - x) * min(eps, ||z - x||), 0, 1), in that order.
     d = z - x
     n = per_example_norm(d, "l2")
-    scale = jnp.minimum(eps, n) / (n + 1e-12)
-    return jnp.clip(x + d * bcast(scale, d), 0.0, 1.0).astype(x.dtype)
+    return jnp.clip(x + d / bcast(n + 1e-12, d) * bcast(jnp.minimum(eps, n), d), 0.0,
+                    1.0).astype(x.dtype)
   return projections.project(z, x, eps, norm)
+
+
+def _official_first_reference(loss0, n_iter):
+  """What the official code compares f(x^1) with in the first window of Condition 1.
+
+  ``check_oscillation(loss_steps, j, k)`` at the first checkpoint (j = k - 1) compares
+  ``loss_steps[0]`` = f(x^1) with ``loss_steps[-1]``, the last row of the zero-initialised history
+  of the N iterates' losses (``autopgd_base.py``, ``attack_single_run`` and ``check_oscillation``):
+  0 for N >= 2 (that row is written at the last iteration only), f(x^1) itself for N = 1 (the only
+  row), and f(x^1) > f(x^1) is False, as f(x^1) > +inf.
+  """
+  return jnp.where(n_iter == 1, jnp.inf, 0.0).astype(loss0.dtype) * jnp.ones_like(loss0)
 
 
 class _RunOut(NamedTuple):
@@ -144,6 +157,7 @@ class _RunOut(NamedTuple):
   x_best_adv: jax.Array
   steps: jax.Array
   kappa: jax.Array
+  step_size: jax.Array  # [B], the step size at the end of the run (the transcription tests)
 
 
 def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho, momentum, *,
@@ -165,7 +179,9 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
     t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
   else:
     t = jax.random.normal(key, x.shape, x.dtype)
-  x0 = jnp.clip(x + eps * t / bcast(per_example_norm(t, norm) + 1e-12, t), 0.0, 1.0).astype(x.dtype)
+  # As autopgd_base.py: x + eps * normalize(t), normalize(t) = t / (||t|| + 1e-12).
+  x0 = jnp.clip(x + eps * (t / bcast(per_example_norm(t, norm) + 1e-12, t)), 0.0,
+                1.0).astype(x.dtype)
   x0 = jnp.where(bcast(active, x), x0, x)
   loss0, mis0, grad0 = evaluate(x0)
 
@@ -174,7 +190,7 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
   next0, interval0 = _next_checkpoint(jnp.asarray(0, jnp.int32), None, n_iter, variant)
   carry0 = dict(
       i=jnp.asarray(0, jnp.int32), x_k=x0, x_prev=x0, grad=grad0,
-      loss_cmp=loss0 if variant == "paper" else jnp.zeros_like(loss0),
+      loss_cmp=loss0 if variant == "paper" else _official_first_reference(loss0, n_iter),
       correct_k=~mis0,
       x_best=x0, grad_best=grad0, loss_best=loss0, best_correct=~mis0,
       x_best_adv=x0, broken=broken0,
@@ -247,7 +263,8 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
 
   c = jax.lax.while_loop(cond, body, carry0)
   return _RunOut(x_best=c["x_best"], loss_best=c["loss_best"], broken=c["broken"],
-                 x_best_adv=c["x_best_adv"], steps=c["steps"], kappa=c["kappa"])
+                 x_best_adv=c["x_best_adv"], steps=c["steps"], kappa=c["kappa"],
+                 step_size=c["step"])
 
 
 @functools.partial(

@@ -37,8 +37,9 @@ STARTS = ("none", "uniform", "normal")
 def _pgd(logits_fn, x, y, key, eps, step_size, num_steps, stop, target, kappa, start_std, *,
          norm, loss, start, fosc_reference, final_eval=True, compaction=0) -> AttackResult:
   loss_fn = losses.get_loss(loss, kappa=kappa)
+  # fosc_reference="start": the official Dynamic AT code's start, unclipped (see ``ascent``).
   x_start = x if start == "none" else projections.random_start(
-      key, x, eps, norm, start, std=start_std)
+      key, x, eps, norm, start, std=start_std, project_start=fosc_reference != "start")
   clean_logits = logits_fn(x) if losses.needs_clean_logits(loss) else None
   return ascent(logits_fn, loss_fn, x, y, x_start, eps=eps, step_size=step_size,
                 num_steps=num_steps, norm=norm, stop=stop, target=target,
@@ -108,7 +109,8 @@ def pgd(
     target: int32 [B] target classes for a targeted attack (the loss then pulls towards them).
     kappa: confidence of the ``cw`` loss (50, as the seeds' CW-inf evaluation).
     start_std: std of the ``"normal"`` start (0.001 in TRADES and MART).
-    fosc_reference: ``"natural"`` (paper) or ``"start"`` (official Dynamic AT code).
+    fosc_reference: ``"natural"`` (paper) or ``"start"`` (official Dynamic AT code: FOSC measured
+      from the random start as drawn, before the [0, 1] clip, and the first gradient taken there).
     final_eval: True (default) evaluates ``x_adv`` itself: K + 1 gradient evaluations for K steps.
       False takes the last step without evaluating it (K evaluations, the reference loops' work);
       ``fosc``, ``loss`` and ``misclassified`` then describe the iterate before the last step.

@@ -116,7 +116,8 @@ def ascent(
     loss_fn: a per-example loss of :mod:`robust_jax.losses`.
     x: the natural images [B, ...] in [0, 1] (the centre of the ball).
     y: int32 labels [B].
-    x_start: the starting point, in the ball and the box.
+    x_start: the starting point, in the ball and the box; with ``fosc_reference="start"`` it may
+      lie outside the box (the official Dynamic AT code's unclipped start, see below).
     eps: radius, scalar >= 0.
     step_size: scalar > 0.
     num_steps: the step budget K >= 0 (may be traced).
@@ -124,8 +125,12 @@ def ascent(
     stop: a stop rule (:func:`~robust_jax.attacks.fosc_stop`,
       :func:`~robust_jax.attacks.misclassified_stop`); None never stops early.
     target: int32 target labels [B] for a targeted attack, else None.
-    fosc_reference: ``"natural"`` measures FOSC from x (the paper), ``"start"`` from ``x_start`` (the
-      official Dynamic AT code).
+    fosc_reference: ``"natural"`` measures FOSC from x (the paper, the default); ``"start"`` from
+      ``x_start`` as given, the official Dynamic AT code (``LinfPGDAttack.perturb``, which keeps
+      ``original_batch_x``, the random start x + U(-eps, eps) *before* any clipping, and takes its
+      first gradient there, clipping to the ball and [0, 1] only after the first step; so its FOSC
+      can be negative). :func:`~robust_jax.attacks.pgd` then passes the unclipped start. An example
+      that takes no step (K = 0) returns the projection of ``x_start``.
     clean_logits: logits of the natural input [B, C], for losses that need them (``kl``).
     final_eval: evaluate the returned iterate (K + 1 gradients for K steps; see the module
       docstring). False saves one forward and backward pass; the diagnostics then lag one step.
@@ -216,6 +221,8 @@ def ascent(
   if not final_eval:
     st = step(st, consts)
   x_adv, steps, kappa, info = st["x"], st["steps"], st["kappa"], st["info"]
+  if fosc_reference == "start":  # an unclipped start that never moved: back into the ball and box
+    x_adv = jnp.where(bcast(steps == 0, x_adv), projections.project(x_adv, x, eps, norm), x_adv)
   return AttackResult(
       x_adv=jax.lax.stop_gradient(x_adv), num_steps=steps, fosc=info.fosc, loss=info.loss,
       misclassified=info.misclassified, kappa=kappa)

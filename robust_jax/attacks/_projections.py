@@ -95,8 +95,9 @@ def ascent_direction(grad: jax.Array, norm: str) -> jax.Array:
   raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
-def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: float = 1e-3):
-  """A random starting point, projected onto the ball and the box.
+def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: float = 1e-3,
+                 *, project_start: bool = True):
+  """A random starting point, projected onto the ball and the box (unless ``project_start=False``).
 
   Args:
     key: PRNG key.
@@ -107,6 +108,10 @@ def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: f
       linf as Madry et al.; uniform in volume for l2) or ``"normal"`` (x + std * N(0, I), TRADES and
       MART use std = 0.001).
     std: the standard deviation of the ``"normal"`` start.
+    project_start: False returns the start as drawn, ``x + delta``, without the projection (in the
+      ball up to rounding, possibly outside [0, 1]): the official Dynamic AT code's start, from which
+      it measures FOSC and takes its first gradient (``LinfPGDAttack.perturb``; see
+      :func:`robust_jax.attacks.ascent`, ``fosc_reference="start"``).
 
   Returns:
     The start, in the ball and the box. The official TRADES/MART code does not clamp its normal start
@@ -129,4 +134,6 @@ def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: f
     delta = std * jax.random.normal(key, x.shape, x.dtype)
   else:
     raise ValueError(f"start must be one of ('none', 'uniform', 'normal'), got {kind!r}")
+  if not project_start:
+    return x + delta.astype(x.dtype)
   return project(x + delta, x, eps, norm)
