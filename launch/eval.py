@@ -3,7 +3,10 @@ r"""Evaluates a trained model: ``python -m launch.eval --workdir=DIR`` (or ``--c
 Runs the seeds' table (Clean | FGSM | PGD-20 | PGD-100 | CW-inf | APGD-CE | APGD-T | AA, plus the
 worst class) on the test split at the training eps, prints it, and writes ``eval_<which>.json`` and
 ``eval_<which>.md`` next to the checkpoints. ``--attacks`` selects columns, ``--num_examples`` a
-prefix of the test split, ``--n_iter`` / ``--n_queries`` the APGD/AutoAttack budgets.
+prefix of the test split, ``--n_iter`` / ``--n_queries`` the APGD/AutoAttack budgets,
+``--apgd_variant`` the APGD algorithm of the APGD and AA columns (``official``: fra31/auto-attack's
+``autopgd_base.py``, the default; ``paper``). The JSON record holds, besides the numbers, the
+library version, the seed and every hyperparameter of every column (``attack_settings``).
 """
 
 import json
@@ -27,6 +30,8 @@ _EPS = flags.DEFINE_float("eps", None, "Radius (default: the training eps).")
 _N_ITER = flags.DEFINE_integer("n_iter", 100, "APGD / AutoAttack iterations.")
 _N_QUERIES = flags.DEFINE_integer("n_queries", 5000, "Square queries inside AutoAttack.")
 _SEED = flags.DEFINE_integer("seed", 0, "Attack randomness.")
+_APGD_VARIANT = flags.DEFINE_enum("apgd_variant", "official", ["official", "paper"],
+                                  "APGD algorithm of the APGD and AA columns.")
 
 
 def main(argv):
@@ -47,7 +52,8 @@ def main(argv):
   test = {"image": pipeline.to_float(test["image"]), "label": test["label"]}
   eps = _EPS.value if _EPS.value is not None else info["eps"]
   table = evaluation.default_attacks(eps, norm=info["norm"], n_iter=_N_ITER.value,
-                                     n_queries=_N_QUERIES.value)
+                                     n_queries=_N_QUERIES.value,
+                                     apgd_variant=_APGD_VARIANT.value)
   unknown = [a for a in _ATTACKS.value if a not in table]
   if unknown:
     raise app.UsageError(f"--attacks: unknown {unknown}; valid: {list(table)}")
@@ -58,7 +64,8 @@ def main(argv):
   md = evaluation.format_table(report)
   header = (f"{info['method']} / {info['model']} / {info['dataset']}, {_WHICH.value} checkpoint "
             f"(epoch {info['epoch']}), eps {eps:g} ({info['norm']}), {report.num_examples} test "
-            "examples")
+            f"examples; APGD {_APGD_VARIANT.value} variant, n_iter {_N_ITER.value}, n_queries "
+            f"{_N_QUERIES.value}, seed {_SEED.value}, robust_jax {report.library_version}")
   print(header)
   print(md)
   out = os.path.join(workdir, f"eval_{_WHICH.value}")
@@ -67,7 +74,10 @@ def main(argv):
   with open(out + ".json", "w") as f:
     record = json.loads(evaluation.report_to_json(report))
     record.update(method=info["method"], model=info["model"], dataset=info["dataset"],
-                  checkpoint=_WHICH.value, epoch=info["epoch"])
+                  checkpoint=_WHICH.value, epoch=info["epoch"], seed=_SEED.value,
+                  apgd_variant=_APGD_VARIANT.value, n_iter=_N_ITER.value,
+                  n_queries=_N_QUERIES.value, batch_size=_BATCH.value,
+                  num_examples_requested=_NUM_EXAMPLES.value)
     json.dump(record, f, indent=2)
   print(f"wrote {out}.md and {out}.json")
 

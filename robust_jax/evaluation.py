@@ -24,6 +24,12 @@ padded and masked), so each attack compiles once. With several local devices and
 inputs); with one device the default placement is used. Pass ``jax.tree_util.Partial(apply_fn,
 params)`` as ``logits_fn`` to reuse the compiled attacks across checkpoints.
 
+What ran is recorded with the numbers: the report carries the library version, the key's data and,
+per attack, every hyperparameter (defaults included) of the attacks :func:`robust_jax.attacks.make`
+made: the APGD variant, the budgets (``n_iter``, restarts, ``n_queries``, target classes), eps and
+the norm; for AutoAttack, the hyperparameters of each of its stages
+(:func:`robust_jax.attacks.autoattack_settings`). :func:`report_to_json` writes them all.
+
 Conventions: images float32 NHWC in [0, 1]; labels int32; a model is only ``logits_fn(x)``, which
 must be deterministic (eval mode).
 """
@@ -31,6 +37,7 @@ must be deterministic (eval mode).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -40,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+import robust_jax
 from robust_jax import attacks as attacks_lib
 from robust_jax import validation
 
@@ -69,6 +77,13 @@ class EvaluationReport:
     invalid: ``{name: n}`` points an attack returned outside the ball or the box (counted robust).
     eps: the radius given to :func:`evaluate`, or None.
     norm: the norm of the ball check.
+    attack_settings: ``{name: {"attack": factory name, **hyperparameters}}``, every hyperparameter
+      of each attack made by :func:`robust_jax.attacks.make` (defaults included; target classes
+      resolved to min(9, C - 1); AutoAttack's stages under ``"stages"``), or
+      ``{"attack": None}`` for an attack given as a plain callable (not recorded).
+    library_version: ``robust_jax.__version__``.
+    key_data: the uint32 words of the PRNG key (``jax.random.key_data``), which with the batch size
+      fix every random draw of the evaluation.
   """
   num_examples: int
   num_classes: int
@@ -84,6 +99,9 @@ class EvaluationReport:
   invalid: dict
   eps: Optional[float]
   norm: str
+  attack_settings: dict = dataclasses.field(default_factory=dict)
+  library_version: str = ""
+  key_data: Optional[list] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +139,7 @@ def default_attacks(
     n_queries: int = 5000,
     aa_version: str = "standard",
     fgsm_start: str = "uniform",
+    apgd_variant: str = "official",
 ) -> dict[str, AttackFn]:
   """The seeds' evaluation table (FAT.py's "DAT protocol" plus APGD and AutoAttack).
 
@@ -133,10 +152,15 @@ def default_attacks(
   * ``"CW-inf"``: ``"cw_inf"``, ``cw_steps`` (30) steps of ``step_size``, kappa 50, uniform random
     start.
   * ``"APGD-CE"``, ``"APGD-T"``: ``"apgd_ce"`` and ``"apgd_t"`` with ``n_iter`` iterations (APGD-T
-    over min(9, C - 1) targets).
+    over min(9, C - 1) targets), ``variant=apgd_variant``.
   * ``"AA"``: ``"autoattack"`` (``aa_version``; for l2 the custom version APGD-CE, APGD-T, FAB-T,
-    since Square is linf only) with ``n_iter`` and ``n_queries``, its batches placed like ``x``
-    when ``x`` carries a ``NamedSharding``.
+    since Square is linf only) with ``n_iter``, ``n_queries`` and ``apgd_variant``, its batches
+    placed like ``x`` when ``x`` carries a ``NamedSharding``.
+
+  Every APGD and AutoAttack column runs ``fra31/auto-attack``'s algorithm by default
+  (``apgd_variant="official"``: ``autopgd_base.py``; AutoAttack's Square is ``square.py``'s);
+  ``apgd_variant="paper"`` gives the paper's Condition 1 and checkpoints (see
+  :func:`robust_jax.attacks.apgd`).
 
   Args:
     eps: the radius, > 0.
@@ -149,13 +173,16 @@ def default_attacks(
     n_queries: Square's queries inside AutoAttack (5,000).
     aa_version: AutoAttack's version for linf (``"standard"`` or ``"plus"``).
     fgsm_start: ``"uniform"`` or ``"none"``.
+    apgd_variant: ``"official"`` (default) or ``"paper"``, for APGD-CE, APGD-T and AutoAttack.
 
   Returns:
-    An ordered ``{name: attack(logits_fn, x, y, key)}``.
+    An ordered ``{name: attack(logits_fn, x, y, key)}``; each attack carries ``name`` and
+    ``hyperparameters`` (those of :func:`robust_jax.attacks.make`), which :func:`evaluate` records.
   """
   validation.check_scalar("eps", eps, low=0.0, low_open=True)
   validation.check_choice("norm", norm, ("linf", "l2"))
   validation.check_choice("fgsm_start", fgsm_start, ("uniform", "none"))
+  validation.check_choice("apgd_variant", apgd_variant, ("official", "paper"))
   step = eps / 4.0 if step_size is None else step_size
   make = attacks_lib.make
   table = {"FGSM": make("fgsm", eps=eps, norm=norm, start=fgsm_start)}
@@ -164,20 +191,70 @@ def default_attacks(
                              start="uniform")
   table["CW-inf"] = make("cw_inf", eps=eps, step_size=step, num_steps=cw_steps, kappa=kappa,
                          norm=norm)
-  table["APGD-CE"] = make("apgd_ce", eps=eps, n_iter=n_iter, norm=norm)
-  table["APGD-T"] = make("apgd_t", eps=eps, n_iter=n_iter, norm=norm)  # min(9, C - 1) targets
+  table["APGD-CE"] = make("apgd_ce", eps=eps, n_iter=n_iter, norm=norm, variant=apgd_variant)
+  # min(9, C - 1) targets
+  table["APGD-T"] = make("apgd_t", eps=eps, n_iter=n_iter, norm=norm, variant=apgd_variant)
   versions = dict(version=aa_version) if norm == "linf" else dict(
       version="custom", attacks=("apgd-ce", "apgd-t", "fab-t"))
   autoattack = make("autoattack", eps=eps, norm=norm, n_iter=n_iter, n_queries=n_queries,
-                    **versions)
+                    apgd_variant=apgd_variant, **versions)
 
   def aa(logits_fn, x, y, key):
     sharding = getattr(x, "sharding", None)
     return autoattack(logits_fn, x, y, key,
                       sharding=sharding if isinstance(sharding, NamedSharding) else None)
 
+  aa.name, aa.hyperparameters = autoattack.name, autoattack.hyperparameters
   table["AA"] = aa
   return table
+
+
+def _jsonable(v):
+  """A JSON-serialisable copy of a hyperparameter value (tuples as lists, NamedTuples as dicts,
+  arrays as lists, anything else by its repr)."""
+  if v is None or isinstance(v, (bool, int, float, str)):
+    return v
+  if isinstance(v, tuple) and hasattr(v, "_asdict"):
+    return {k: _jsonable(u) for k, u in v._asdict().items()}
+  if isinstance(v, (tuple, list)):
+    return [_jsonable(u) for u in v]
+  if isinstance(v, Mapping):
+    return {str(k): _jsonable(u) for k, u in v.items()}
+  if isinstance(v, (np.ndarray, jax.Array, np.generic)):
+    return np.asarray(v).tolist()
+  return repr(v)
+
+
+def attack_settings(attack: AttackFn, num_classes: Optional[int] = None) -> dict:
+  """Every hyperparameter of an attack of :func:`robust_jax.attacks.make`, defaults included.
+
+  Args:
+    attack: an attack carrying ``name`` and ``hyperparameters`` (what ``make`` returns, and every
+      entry of :func:`default_attacks`); any other callable gives ``{"attack": None}``.
+    num_classes: C, to resolve the default ``n_target_classes`` min(9, C - 1).
+
+  Returns:
+    ``{"attack": name, **hyperparameters}``, JSON-serialisable; for ``"autoattack"`` also
+    ``"stages"``, the settings of each stage (:func:`robust_jax.attacks.autoattack_settings`).
+
+  Example:
+    >>> s = attack_settings(attacks_lib.make("apgd_t", eps=0.1), num_classes=10)
+    >>> s["attack"], s["variant"], s["n_iter"], s["n_target_classes"], s["n_restarts"]
+    ('apgd_t', 'paper', 100, 9, 1)
+  """
+  name = getattr(attack, "name", None)
+  bound = getattr(attack, "hyperparameters", None)
+  if name not in attacks_lib.NAMES or bound is None:
+    return {"attack": None}
+  defaults = {k: v for k, v in attacks_lib.hyperparameter_defaults(name).items()
+              if v is not inspect.Parameter.empty}
+  out = {**defaults, **bound}
+  if out.get("n_target_classes", 0) is None and num_classes is not None and name in (
+      "apgd_t", "fab_t", "autoattack"):
+    out["n_target_classes"] = min(9, num_classes - 1)
+  if name == "autoattack":
+    out["stages"] = attacks_lib.autoattack_settings(**out, num_classes=num_classes)
+  return {"attack": name, **{k: _jsonable(v) for k, v in out.items()}}
 
 
 def _as_attack(name: str, attack: AttackSpec) -> AttackFn:
@@ -258,6 +335,13 @@ def _sharding(batch_size: int):
 
 def _put(a, sharding):
   return jax.device_put(a, sharding) if sharding is not None else jnp.asarray(a)
+
+
+def _key_data(key) -> list:
+  """The uint32 words of a typed or raw PRNG key, as a list (for the record)."""
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return np.asarray(key).reshape(-1).tolist()
 
 
 def _predict(logits_fn, x):
@@ -388,7 +472,9 @@ def evaluate(
       per_class_clean_accuracy=clean_c, per_class_robust_accuracy=robust_c,
       worst_class=int(worst_class), worst_class_name=names[worst_class],
       seconds={k: float(v) for k, v in seconds.items()}, invalid=invalid,
-      eps=None if eps is None else float(eps), norm=norm)
+      eps=None if eps is None else float(eps), norm=norm,
+      attack_settings={name: attack_settings(a, num_classes) for name, a in attacks.items()},
+      library_version=robust_jax.__version__, key_data=_key_data(key))
 
 
 def transfer(

@@ -9,10 +9,10 @@ weights without gradient (the objective computes mean_i(w_i l_i)), or None for t
   :func:`robust_jax.objectives.gairat_weights`) from the attack's kappa, with lambda = +inf (uniform)
   before ``gairat_begin_epoch`` and ``gairat_lambda`` from then on (the official ``fixed`` schedule;
   its ``piecewise`` schedule is identical because of an if/elif bug).
-* ``dart``: Dynamic AT's reweighting of the official Keras code (``YisenWang/dynamic_adv_training``),
-  reduced as Keras reduces a ``sample_weight``: none at epoch 0, then w_i = CE_i(x_adv) of the current
-  model divided by the fraction of non-zero weights (:func:`dart`). With
-  ``dart_official_reweight=False`` (the paper, the default) no weights.
+* ``dart``: Dynamic AT's reweighting of the official Keras code
+  (``YisenWang/dynamic_adv_training``), reduced as Keras reduces a ``sample_weight``: none at
+  epoch 0, then w_i = CE_i(x_adv) of the current model divided by the fraction of non-zero weights
+  (:func:`dart`). With ``dart_official_reweight=False`` (the paper, the default) no weights.
 
 Factories read their config fields by keyword (:func:`robust_jax.parts.bind`).
 """
@@ -66,8 +66,8 @@ _DART_LOG_EPS = 1e-12
 
 
 def keras_sample_weights(w: jax.Array) -> jax.Array:
-  """Per-example weights w_i / mean_j 1(w_j != 0): Keras' reduction of a ``sample_weight`` as weights
-  for ``mean_i(w_i l_i)``.
+  """Per-example weights w_i / mean_j 1(w_j != 0): Keras' reduction of a ``sample_weight``, as
+  weights for ``mean_i(w_i l_i)``.
 
   Keras 2.2 (``keras/engine/training_utils.py``, ``weighted_masked_objective``, which wraps the
   loss that ``train_on_batch`` minimises) reduces per-example losses l_i with sample weights w_i

@@ -577,3 +577,95 @@ def test_check_attack_inputs_names_the_argument(data):
   # Inside a trace the class count is unknown and nothing is checked against it.
   jax.jit(lambda x: validation.check_attack_inputs(LOGITS_FN, x, y) or 0)(x)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# l2: the projection onto the ball intersected with the box, and the random starts.
+
+
+def _dykstra(z, x0, eps, iters=2000):
+  """The projection of z onto {||p - x0||_2 <= eps} intersected with [0, 1]^d by Dykstra's
+  alternating projections (float64; converges to the projection onto the intersection)."""
+  p, q_ball, q_box = z.copy(), np.zeros_like(z), np.zeros_like(z)
+  for _ in range(iters):
+    a = p + q_ball
+    d = a - x0
+    n = np.linalg.norm(d)
+    b = x0 + d * min(1.0, eps / n) if n > 0 else a
+    q_ball = a - b
+    c = b + q_box
+    p = np.clip(c, 0.0, 1.0)
+    q_box = c - p
+  return p
+
+
+def _l2_cases(n=24, d=6, seed=0):
+  rng = np.random.default_rng(seed)
+  x0 = rng.uniform(0, 1, (n, d))
+  x0[::4, 0], x0[1::4, 1] = 0.0, 1.0  # centres on the faces of the box
+  z = x0 + rng.normal(size=(n, d)) * rng.uniform(0.1, 1.5, (n, 1))
+  return x0.astype(np.float32), z.astype(np.float32), 0.4
+
+
+def test_project_l2_is_the_exact_projection_onto_ball_and_box():
+  x0, z, eps = _l2_cases()
+  p = np.asarray(attacks.project_l2(jnp.asarray(z), jnp.asarray(x0), eps)).astype(np.float64)
+  x0d, zd = x0.astype(np.float64), z.astype(np.float64)
+  for i in range(len(z)):
+    ref = _dykstra(zd[i], x0d[i], eps)
+    np.testing.assert_allclose(p[i], ref, rtol=0, atol=2e-6)
+    # KKT: p in both sets, and z - p in the normal cone at p: mu (p - x0) on the free coordinates
+    # (one mu >= 0 for all, 0 unless the ball constraint is active) plus, on a face of the box, a
+    # part pointing out of the box.
+    assert np.linalg.norm(p[i] - x0d[i]) <= eps * (1 + 1e-6) and p[i].min() >= 0 and p[i].max() <= 1
+    v, g = zd[i] - p[i], p[i] - x0d[i]
+    free = (p[i] > 1e-6) & (p[i] < 1 - 1e-6)
+    mu = max(float(v[free] @ g[free] / max(g[free] @ g[free], 1e-30)), 0.0) if free.any() else 0.0
+    np.testing.assert_allclose(v[free], mu * g[free], atol=2e-5)
+    if mu > 1e-5:
+      np.testing.assert_allclose(np.linalg.norm(g), eps, rtol=1e-5)
+    rest = v - mu * g
+    assert np.all(rest[p[i] >= 1 - 1e-6] >= -2e-5) and np.all(rest[p[i] <= 1e-6] <= 2e-5)
+  # Rescaling into the ball then clipping to the box (the official APGD-L2 step, apgd
+  # variant="official") is not this projection: never closer to z, and farther for some cases.
+  d = z - x0
+  n = np.linalg.norm(d, axis=1, keepdims=True)
+  clipped = np.clip(x0 + d / (n + 1e-12) * np.minimum(eps, n), 0, 1).astype(np.float64)
+  gap = np.linalg.norm(clipped - zd, axis=1) - np.linalg.norm(p - zd, axis=1)
+  assert gap.min() >= -1e-6 and gap.max() > 1e-2
+
+
+def test_l2_radial_start_and_volume_uniform_start():
+  """``start="radial"`` (robust_overfitting's ``attack_pgd``, torchattacks' ``PGDL2``): radius
+  eps U(0, 1); ``start="uniform"``: uniform in the volume of the ball, radius eps U^(1/d). Both
+  isotropic. Centre 0.5 and eps 0.3 keep every start inside the box (no clipping)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  n, eps = 4000, 0.3
+  x = jnp.full((n, 4, 4, 1), 0.5)
+  d = 16
+  key = jax.random.key(0)
+  radial = np.asarray(attacks.random_start(key, x, eps, "l2", "radial")) - 0.5
+  volume = np.asarray(attacks.random_start(key, x, eps, "l2", "uniform")) - 0.5
+  r_radial = np.linalg.norm(radial.reshape(n, -1), axis=1) / eps
+  r_volume = np.linalg.norm(volume.reshape(n, -1), axis=1) / eps
+  assert r_radial.max() <= 1 + 1e-6 and r_volume.max() <= 1 + 1e-6
+  assert stats.kstest(r_radial, "uniform").pvalue > 1e-3
+  assert stats.kstest(r_volume ** d, "uniform").pvalue > 1e-3
+  assert stats.kstest(r_radial ** d, "uniform").pvalue < 1e-6  # the two are different laws
+  np.testing.assert_allclose(r_radial.mean(), 0.5, atol=0.02)
+  np.testing.assert_allclose(r_volume.mean(), d / (d + 1), atol=0.01)
+  for s in (radial, volume):  # isotropic: unit directions average to 0, covariance I / d
+    u = s.reshape(n, -1) / np.linalg.norm(s.reshape(n, -1), axis=1, keepdims=True)
+    assert np.abs(u.mean(0)).max() < 0.05
+    np.testing.assert_allclose(np.diag(u.T @ u / n), 1 / d, atol=0.015)
+  # Through the attacks: PGD with no step returns its start; radial is an l2 start only.
+  r = attacks.pgd(LOGITS_FN, jnp.full((B, 8, 8, 1), 0.5), jnp.zeros(B, jnp.int32), eps=0.3,
+                  step_size=0.1, num_steps=0, norm="l2", start="radial", key=key)
+  np.testing.assert_allclose(
+      r.x_adv, attacks.random_start(key, jnp.full((B, 8, 8, 1), 0.5), 0.3, "l2", "radial"),
+      atol=1e-7)
+  for make in (lambda: attacks.make("pgd", eps=0.1, step_size=0.1, num_steps=1, start="radial"),
+               lambda: attacks.make("pgd_restarts", eps=0.1, step_size=0.1, num_steps=1,
+                                    start="radial")):
+    with pytest.raises(ValueError, match="radial"):
+      make()

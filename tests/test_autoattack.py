@@ -155,9 +155,9 @@ def test_square_schedule_and_invariants(model):
                                                  9)]
   np.testing.assert_allclose(p, want, rtol=1e-6)
   active = jnp.arange(N_TEST) % 3 != 0
-  for windows in (True, False):
+  for variant in square.VARIANTS:
     r = square.square(logits_fn, x, y, eps=0.1, key=jax.random.key(4), n_queries=50,
-                      active=active, per_example_windows=windows)
+                      active=active, variant=variant)
     assert float(_dist(r.x_adv, x).max()) <= 0.1 + 1e-6
     assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
     np.testing.assert_array_equal(r.x_adv[~active], x[~active])
@@ -248,3 +248,40 @@ def test_fab_bad_arguments(model):
     warnings.simplefilter("error")
     with pytest.raises(ValueError, match="norm"):
       square.square(logits_fn, x, y, eps=0.1, key=jax.random.key(0), norm="l2")
+
+
+def test_standard_autoattack_runs_the_official_code(model, monkeypatch):
+  """AutoAttack's default is fra31/auto-attack's algorithm: its APGD stages are APGD with
+  ``variant="official"`` (tests/test_official_transcriptions.py: the official loop), its Square
+  ``square.py``'s; ``apgd_variant="paper"`` and ``square_variant="square_attack"`` switch."""
+  _, logits_fn, x, y = model
+  clean = np.asarray(jnp.argmax(logits_fn(x), -1) == y)
+  x, y = x[clean], y[clean]  # then AutoAttack's batch of survivors is x itself, in order
+  defaults = attacks.hyperparameter_defaults("autoattack")
+  assert defaults["apgd_variant"] == "official" and defaults["square_variant"] == "autoattack"
+  settings = attacks.autoattack_settings(eps=0.1, num_classes=10)
+  assert settings["apgd-ce"]["variant"] == settings["apgd-t"]["variant"] == "official"
+  assert settings["square"]["variant"] == "autoattack"
+  made = []
+  make = aa._factory.make
+
+  def recording_make(name, **hyperparameters):
+    made.append((name, hyperparameters))
+    return make(name, **hyperparameters)
+
+  monkeypatch.setattr(aa._factory, "make", recording_make)
+  key = jax.random.key(5)
+  budget = dict(n_iter=12, n_queries=10)
+  r = aa.autoattack(logits_fn, x, y, eps=0.08, key=key, **budget)
+  assert [n for n, _ in made] == ["apgd_ce", "apgd_t", "fab_t", "square"]
+  assert [h.get("variant") for _, h in made] == ["official", "official", None, "autoattack"]
+  made.clear()
+  aa.autoattack(logits_fn, x, y, eps=0.08, key=key, apgd_variant="paper",
+                square_variant="square_attack", **budget)
+  assert [h.get("variant") for _, h in made] == ["paper", "paper", None, "square_attack"]
+  # The APGD-CE stage is that attack, called with the stage's key on the batch.
+  stage_key = jax.random.fold_in(jax.random.fold_in(key, aa.ATTACKS.index("apgd-ce")), 0)
+  ref = attacks.apgd(logits_fn, x, y, eps=0.08, n_iter=12, key=stage_key, variant="official")
+  broken = np.asarray(r.broken_by) == 1
+  np.testing.assert_array_equal(broken, np.asarray(ref.misclassified))
+  np.testing.assert_array_equal(np.asarray(r.x_adv)[broken], np.asarray(ref.x_adv)[broken])

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import robust_jax
 from robust_jax import attacks
 from robust_jax import evaluation
 from robust_jax import losses
@@ -79,6 +80,40 @@ def test_format_table_and_json(report):
   back = json.loads(evaluation.report_to_json(report))
   assert back["attack_accuracy"] == report.attack_accuracy
   assert back["robust_accuracy"] == report.robust_accuracy and back["eps"] == EPS
+
+
+def test_json_records_what_ran(report):
+  """Every evaluation JSON says which algorithm ran with which budgets: the library version, the
+  key, and per column every hyperparameter (the APGD variant, n_iter, restarts, target classes,
+  n_queries, eps, norm; AutoAttack's per stage)."""
+  back = json.loads(evaluation.report_to_json(report))
+  assert back["library_version"] == robust_jax.__version__ != ""
+  assert back["key_data"] == jax.random.key_data(jax.random.key(0)).tolist()
+  s = back["attack_settings"]
+  assert list(s) == list(report.attack_accuracy)
+  for name in ("APGD-CE", "APGD-T"):
+    assert s[name]["variant"] == "official"  # fra31/auto-attack's APGD by default
+    assert (s[name]["n_iter"], s[name]["n_restarts"], s[name]["eps"], s[name]["norm"]) == (
+        10, 1, EPS, "linf")
+  assert s["APGD-CE"]["attack"] == "apgd_ce" and s["APGD-CE"]["loss"] == "ce"
+  assert s["APGD-T"]["n_target_classes"] == 9
+  assert s["PGD-10"]["num_steps"] == 10 and s["PGD-10"]["step_size"] == EPS / 4
+  assert s["AA"]["attack"] == "autoattack" and s["AA"]["version"] == "standard"
+  assert s["AA"]["apgd_variant"] == "official" and s["AA"]["square_variant"] == "autoattack"
+  stages = s["AA"]["stages"]
+  assert list(stages) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+  assert stages["apgd-ce"]["variant"] == stages["apgd-t"]["variant"] == "official"
+  assert stages["apgd-t"]["n_target_classes"] == stages["fab-t"]["n_target_classes"] == 9
+  assert all(stages[k]["n_iter"] == 10 and stages[k]["n_restarts"] == 1
+             for k in ("apgd-ce", "apgd-t", "fab-t"))
+  assert stages["square"]["n_queries"] == 100 and stages["square"]["variant"] == "autoattack"
+  # A plain callable is evaluated but its settings cannot be known.
+  assert evaluation.attack_settings(lambda f, x, y, k: x) == {"attack": None}
+  # The paper's APGD on request, recorded as such.
+  paper = evaluation.default_attacks(EPS, apgd_variant="paper")
+  assert evaluation.attack_settings(paper["APGD-CE"])["variant"] == "paper"
+  aa_paper = evaluation.attack_settings(paper["AA"], 10)
+  assert aa_paper["stages"]["apgd-t"]["variant"] == "paper"
 
 
 def test_dataset_formats_and_masks(data):

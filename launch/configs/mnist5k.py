@@ -1,8 +1,8 @@
-r"""The MNIST recipes of the seeds on MNIST-5k (5,000 real 28x28 digits, embedded), one per argument.
+r"""The seeds' MNIST recipes on MNIST-5k (5,000 real 28x28 digits, embedded), one per argument.
 
   python -m launch.train --config=launch/configs/mnist5k.py:trades --workdir=runs/mnist5k_trades
-  python -m launch.train --config=launch/configs/mnist5k.py:trades,cpu --workdir=runs/mnist5k_trades_cpu
-  python -m launch.eval --workdir=runs/mnist5k_trades_cpu
+  python -m launch.train --config=launch/configs/mnist5k.py:trades,cpu --workdir=runs/m5k_trades_cpu
+  python -m launch.eval --workdir=runs/m5k_trades_cpu
 
 The argument after the colon names a row of ``RECIPES`` (default ``pgd_at``); ``,cpu`` appended
 selects its CPU variant (below). Every field stays overridable (``--config.beta=6``). The data is
@@ -16,8 +16,9 @@ Three protocols, each the official MNIST script of its family (the rows only set
   weight decay, 100 epochs, lr x0.1 / x0.01 / x0.001 from the 1-based epochs >= 55 / 75 / 90
   (0-based 54, 74, 89), eps 0.3, 40 attack steps of 0.01, eval-mode attack; test attack PGD-40 (the
   README's "FGSM-40"). The methods that have no MNIST setting of their own (FAT, GAIRAT, MART, AWP:
-  their papers' code is CIFAR-only) run on it with their CIFAR hyperparameters, schedules rescaled to
-  100 epochs as each row says; all share the model and optimiser, so they differ only in the method.
+  their papers' code is CIFAR-only) run on it with their CIFAR hyperparameters, schedules
+  rescaled to 100 epochs as each row says; all share the model and optimiser, so they differ only
+  in the method.
 * ``cnn4`` (Dynamic AT): ``launch/configs/mnist_dart_cnn4.py`` as it is (the paper's Section 5: 50
   epochs, lr 0.01 / 10 at the 20th and 40th, c_max 0.5, T' = 0.8 T, PGD-10 of eps/4).
 * ``mnist_net`` (FGSM-AT, GradAlign, ELLE, and a PGD-AT baseline): locuslab/fast_adversarial
@@ -30,33 +31,51 @@ Catastrophic overfitting (rows ``*_co``): eps 0.4 with Wong's step rule alpha = 
 setting is the larger-eps regime in which Andriushchenko and Flammarion (NeurIPS 2020) report FGSM /
 FGSM-RS overfitting catastrophically on MNIST and GradAlign preventing it ("around 0.3-0.4",
 ../shared/reference/new-systems.md section 11; **unverified**: the paper's MNIST appendix was not
-readable here, so the exact eps and step of its MNIST figure are not confirmed). Wong et al.'s
-MNIST FGSM trains without it at eps 0.3 from the unclipped start; the maintainer of
-fast_adversarial (issue #21) says the missing clamp of the MNIST start was unintentional and that
-"you may need to adjust the alpha parameter" once it is clamped, as here (see below), so ``fgsm_at``
-at eps 0.3 may overfit here too.
+readable here, so the exact eps and step of its MNIST figure are not confirmed). At eps 0.3 Wong
+et al.'s MNIST FGSM trains without it from the unclamped start (the released ``models/fgsm.pth``;
+the paper's numbers unverified); the maintainer of fast_adversarial says the missing clamp of the
+MNIST start was unintentional and that "you may need to adjust the alpha parameter" once it is
+clamped (issue #21), as it is here (see below), so ``fgsm_at`` at eps 0.3 may overfit here too.
 
-CPU variants (``<row>,cpu``), for a 2-core CPU; what is cut, per protocol:
+CPU variants (``<row>,cpu``): one seed in about 5 minutes on a 2-core CPU. Every multi-step row
+(SmallCNN, CNN4 and ``pgd_at_mnist_net``) is cut the same way:
 
-* ``small_cnn`` rows: 40 attack steps of 0.01 -> 10 steps of eps/4 = 0.075 (the CIFAR-10 scripts'
-  10 steps of about eps/4, e.g. TRADES' 0.007 at 0.031), 100 epochs -> 15 with every epoch-indexed
-  field scaled by 15/100 (lr decays at 0-based 8 / 11 / 13; FAT's tau, GAIRAT's start), test
-  PGD-40 -> PGD-20. About 9 s per epoch (TRADES, measured on a shared 2-core CPU): about 3 minutes
-  of training for one seed, 4 to 5 with the validation and test attacks.
-* ``cnn4`` (``dart``): 50 epochs -> 15, schedule scaled (lr decays at 6 and 12, T' = 0.8 T); its
-  attack is already PGD-10.
-* ``mnist_net``: the fast-AT rows fit as they are (10 epochs of one-step attacks); only
-  ``pgd_at_mnist_net`` is cut: 100 epochs -> 15, 40 steps of 0.01 -> 10 of eps/4.
+* 15 epochs instead of 100 (50 for ``dart``), every epoch-indexed field scaled by 15 / epochs:
+  SmallCNN lr decays at the 0-based epochs 8 / 11 / 13, FAT's tau 1 from 6 and 2 from 11, GAIRAT's
+  reweighting from 8, Dynamic AT's lr decays at 6 / 12 (T' stays 0.8 T).
+* eps warmed up linearly from 0 to eps over the first 5 epochs (``eps_warmup_epochs``, per step), as
+  GradAlign's train.py does for SVHN (``n_eps_warmup_epochs = 5``). Without it, at MNIST-5k's few
+  updates, PGD-AT at eps 0.3 did not leave the initial loss plateau: train loss 2.304 and 10-19%
+  validation accuracy after 4 epochs (112 updates, batch 128), 2.302 after 336 updates (batch 32).
+  With batch 32 and a 4-epoch warm-up it reached 96% clean / 68% PGD-10 validation accuracy after
+  5 epochs (560 updates, constant lr; measured once).
+* SmallCNN and CNN4 rows: batch 32 instead of 128 (112 updates per epoch instead of 28, at the same
+  cost per epoch; lr unchanged); training attack 10 steps of eps/4 = 0.075 instead of 40 of 0.01
+  (the CIFAR-10 scripts' 10 steps of about eps/4, e.g. TRADES' 0.007 at 0.031; Dynamic AT's MNIST
+  attack); SmallCNN test attack PGD-20 instead of PGD-40.
+* ``pgd_at_mnist_net`` keeps its batch 50 and 40 steps of 0.01 (cheap on Wong's network).
+
+Measured on the 2-core CPU shared with other jobs (load average 3.5; process CPU time = wall time),
+per training step at batch 32: TRADES 134 ms (15 s per epoch, 3.8 min for 15 epochs), MART 131,
+AT+AWP 127, PGD-AT 117, GAIRAT 113, FAT 45 and Dynamic AT 23 (early-stopping, in the first epochs),
+standard 16; ``pgd_at_mnist_net`` 61 ms (batch 50, 4.4 s per epoch). Compilation (about 15 s), the
+per-epoch validation PGD-10 and the test PGD-20 add about half a minute to a minute.
+
+The fast-AT rows (``fgsm_at``, ``gradalign``, ``elle`` and the ``*_co`` rows) have no CPU variant
+(``,cpu`` returns them unchanged): the official 10 epochs of one-step attacks take 0.3 s (FGSM)
+to 2 s (GradAlign, ELLE) per epoch, and a warm-up would hide catastrophic overfitting. Their 10
+epochs are 360 updates here against the official 6,000; ``--config.num_epochs=167`` gives the
+official number of updates (about a minute for FGSM).
 
 Deliberate differences from the official code (all rows):
 
 * MNIST-5k instead of the 60,000 MNIST training images: an epoch is 28 steps of 128 (36 of 100),
   so the recipes' epoch counts give 1/17 of the official number of updates.
 * Model selection on the 400 validation images by PGD-10 (never the test set); the official
-  scripts keep the last epoch. The test attacks take steps of eps/4 (0.075), not 0.01, and PGD-50
-  runs without the official 10 restarts.
+  scripts keep the last epoch. The test attacks take steps of eps/4 (0.075 at eps 0.3), not 0.01,
+  and PGD-50 runs without the official 10 restarts.
 * Every uniform start is clamped to [0, 1] before the first gradient. Wong et al.'s MNIST FGSM
-  takes its gradient at the unclamped x + U(-eps, eps) (``train_mnist.py`` lines 75-78); this
+  takes its gradient at the unclamped x + U(-eps, eps) (``train_mnist.py`` lines 74-78); this
   library has no unclamped start (a change to ``robust_jax/training/adversary.py``, not made here).
 * fast_adversarial's PGD training stops moving an example once it is misclassified
   (``train_mnist.py``, ``I = output.max(1)[1] == y``); ``pgd_at_mnist_net`` runs all 40 steps.
@@ -108,7 +127,7 @@ RECIPES = {
     "fat": ("small_cnn", dict(
         method="fat",               # [FAT] uniform start, CE, early stop after tau extra steps
         # [FAT] adjust_tau: tau 0 for 1-based epochs <= 50, 1 for <= 90, then 2, of 120 epochs;
-        # scaled to 100: tau 1 from the 0-based epoch 42 (50 * 100/120), tau 2 from 75 (90 * 100/120).
+        # scaled to 100: tau 1 from the 0-based epoch 42 (50*100/120), tau 2 from 75 (90*100/120)
         fat_tau_boundaries=(42, 75),
         fat_tau_values=(0, 1, 2),
     )),

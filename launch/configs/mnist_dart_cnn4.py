@@ -20,9 +20,11 @@ Deliberate differences from the official code:
   decay (the paper calls it "weight decay 1e-4"); it has no equivalent here and is left out. The
   MNIST model has no L2 regulariser, hence ``weight_decay = 0``.
 * FOSC is measured from the natural image (paper, ``fosc_reference="natural"``); the code measures
-  it from the random start (``--config.fosc_reference=start``). The code's undocumented reweighting
-  of the loss by CE(x_adv) from epoch 1 on is off (``--config.dart_official_reweight=True`` turns it
-  on).
+  it from the random start before its [0, 1] clip, where it also takes its first gradient
+  (``--config.fosc_reference=start``; tests/test_dynamic_at.py transcribes ``LinfPGDAttack``). The
+  code's undocumented reweighting of the loss by CE(x_adv) from epoch 1 on, reduced as Keras
+  reduces a ``sample_weight`` (not renormalised to mean 1), is off
+  (``--config.dart_official_reweight=True`` turns it on).
 * Model selection on a validation split (10% of the training set), never on the test set; the
   official code trains on all 60k images and logs test accuracy every epoch.
 """

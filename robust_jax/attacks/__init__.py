@@ -13,7 +13,7 @@ optax; this ``__init__`` is the API:
   :func:`project_linf`, :func:`project_l2`, :func:`ascent_direction` and :func:`random_start`;
 * attacks: :func:`fgsm`, :func:`pgd`, :func:`pgd_restarts`, :func:`cw_inf`, :func:`beta_attack`,
   :func:`apgd`, :func:`apgd_targeted` (with :func:`checkpoints`), :func:`fab`, :func:`square` and
-  :func:`autoattack`;
+  :func:`autoattack` (with :func:`autoattack_settings`, every hyperparameter of its stages);
 * the factory: :func:`make`, :data:`NAMES`, :func:`hyperparameter_defaults`, :func:`call_inputs`.
 
 The per-example attack losses live in :mod:`robust_jax.losses` (shared with the objectives);
@@ -23,6 +23,7 @@ The per-example attack losses live in :mod:`robust_jax.losses` (shared with the 
 from robust_jax.attacks._apgd import apgd, apgd_targeted, checkpoints
 from robust_jax.attacks._autoattack import ATTACKS as AUTOATTACK_ATTACKS
 from robust_jax.attacks._autoattack import AutoAttackResult, autoattack
+from robust_jax.attacks._autoattack import stage_settings as autoattack_settings
 from robust_jax.attacks._beta import beta_attack
 from robust_jax.attacks._fab import FabResult, fab
 from robust_jax.attacks._factory import NAMES, call_inputs, hyperparameter_defaults, make
@@ -44,7 +45,7 @@ __all__ = [
     # attacks
     "fgsm", "pgd", "pgd_restarts", "cw_inf", "beta_attack", "apgd", "apgd_targeted", "checkpoints",
     "fab", "FabResult", "square", "SquareResult", "autoattack", "AutoAttackResult",
-    "AUTOATTACK_ATTACKS",
+    "AUTOATTACK_ATTACKS", "autoattack_settings",
     # the factory
     "make", "NAMES", "hyperparameter_defaults", "call_inputs",
 ]

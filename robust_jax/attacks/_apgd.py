@@ -30,19 +30,50 @@ restarts and of target classes are traced: changing them does not recompile. ``l
 ordinary argument of the compiled function (:func:`as_pytree_fn`): pass
 ``jax.tree_util.Partial(apply_fn, params)`` and a new checkpoint reuses the compiled attack.
 
-Paper versus official code (``variant``):
+Paper versus official code (``variant``); line numbers of ``fra31/auto-attack``
+``autoattack/autopgd_base.py`` at commit a392200:
 
-* ``"paper"`` (default): checkpoints ceil(p_j N) exactly (integer arithmetic); Condition 1 with a
-  strict ``<``; the first window compares f(x^1) with f(x^0); l2 iterates use the exact projection
-  onto the ball intersected with the box (:func:`robust_jax.attacks.project_l2`).
-* ``"official"``: the code's integer schedule (first interval max(int(0.22 N), 1), then shrinking by
-  max(int(0.03 N), 1) down to max(int(0.06 N), 1); identical to the paper for N = 100); Condition 1
-  with ``<=`` (``check_oscillation``); the first window compares f(x^1) with 0 (the code reads the
-  not yet written last row of its zero-initialised loss history); l2 iterates rescaled to the ball
-  then clipped to the box.
+* ``"official"``, what AutoAttack runs (:func:`robust_jax.attacks.autoattack` and the evaluation
+  suite use it by default), ``attack_single_run``:
 
-Both variants compare, after a restart from x_max, the next loss with the loss of the iterate before
-the restart (as the code's loss history does).
+  - the integer schedule (lines 153-155, 298, 405, 424): first interval max(int(0.22 N), 1),
+    then shrinking by max(int(0.03 N), 1) down to max(int(0.06 N), 1); the same checkpoints as the
+    paper for N = 100 (0, 22, 41, 57, 70, 80, 87, 93, 99), not for other N (N = 10: 2, 3, ..., 10
+    against 3, 5, 6, ..., 10);
+  - Condition 1 with ``<=`` (``check_oscillation``, line 171: ``t <= k * k3``), so a window of
+    length k with exactly rho k increases halves the step (for N = 100: the window of 16 steps
+    with 12 increases);
+  - the first window compares f(x^1) with 0, not with f(x^0): ``check_oscillation`` reads
+    ``loss_steps[j - k]`` = ``loss_steps[-1]`` at j = k - 1 (line 169), the not yet written last
+    row of the zero-initialised history of the iterates' losses (line 233; f(x^0) is never
+    stored). So for CE (> 0) the first step always counts as an increase, for DLR (< 0 while
+    unbroken) never; for N = 1 that row is f(x^1) itself and the comparison is False;
+  - l2 iterates rescaled into the ball, then clipped to the box (lines 338-344), which is not the
+    projection onto their intersection.
+
+* ``"paper"``, Croce and Hein (2020), Algorithm 1 and Section 3.2 (the default of :func:`apgd`
+  and :func:`apgd_targeted`): checkpoints ceil(p_j N) exactly (integer arithmetic); Condition 1
+  with a strict ``<`` (eq. of Condition 1: "< rho (w_j - w_{j-1})"); the first window compares
+  f(x^1) with f(x^0); l2 iterates use the exact projection onto the ball intersected with the box
+  (:func:`robust_jax.attacks.project_l2`).
+
+Both variants share the rest, as the code: the start x + eps t / (||t|| + 1e-12) in that order
+of operations (lines 206-213), the step 2 eps, the momentum 0.75 from the second iteration
+(line 326), Condition 2 (lines 409-410), the restart from x_max with its cached gradient (lines
+416-422), and, after such a restart, the comparison of the next loss with the loss of the iterate
+before it (the code's loss history). tests/test_official_transcriptions.py compares every iterate,
+the step sizes and the outputs of the official variant (APGD-CE and APGD-T, linf and l2) with a
+statement-by-statement transcription of ``attack_single_run`` and ``perturb``. On the digits MLP of
+tests/conftest.py (N = 100) the two variants give the same robust accuracy for eps 0.03 to 0.15
+(their trajectories differ for 1 of 353 points at eps 0.1 and 0.15); for N != 100 the schedules
+differ and so do most trajectories.
+
+Left as in the library, not the code: with ``early_stop=True`` (the default, and AutoAttack's
+stages) an example stops at its first misclassified iterate (the code runs all N iterations and
+returns the most recent one: the broken set is the same); ``x_adv`` of an unbroken example is its
+highest-loss point (``perturb`` returns x; AutoAttack only uses broken points); ties in the
+target order of APGD-T follow ``jnp.argsort`` (``torch.sort`` leaves them unspecified); the random
+draws are ``jax.random`` (restart r: ``fold_in(key, r)``), not torch's.
 """
 
 from __future__ import annotations
@@ -383,7 +414,8 @@ def apgd(
     target: optional int32 [B] target classes: the loss becomes the targeted CE / DLR.
     active: optional bool [B]; examples with False are not attacked (returned as ``x``, 0 steps).
       Examples misclassified at ``x`` are never attacked (as the official ``perturb``).
-    variant: ``"paper"`` or ``"official"`` (see the module docstring).
+    variant: ``"paper"`` (Algorithm 1) or ``"official"`` (``autopgd_base.py``, what AutoAttack
+      and the evaluation suite run); see the module docstring.
     early_stop: stop an example at its first misclassified iterate (saves work; the set of broken
       examples is unchanged). False runs every example for the whole budget, as the official code,
       and returns its most recent misclassified iterate.

@@ -14,7 +14,11 @@ parameter-free attacks", ICML 2020; the protocol of ``fra31/auto-attack`` ``auto
 Versions (``version``):
 
 * ``"standard"``: APGD-CE (100 iterations, 1 restart), APGD-T (9 targets, 100 iterations, 1 restart
-  each), FAB-T (9 targets, 100 iterations), Square (5,000 queries, p_init 0.8).
+  each), FAB-T (9 targets, 100 iterations), Square (5,000 queries, p_init 0.8). Each stage runs the
+  algorithm of ``fra31/auto-attack`` by default: APGD ``variant="official"`` (``autopgd_base.py``'s
+  Condition 1 and checkpoints; ``apgd_variant="paper"`` for the paper's), Square
+  ``variant="autoattack"`` (``square.py``'s one window per batch; ``square_variant=
+  "square_attack"`` for ``max-andr/square-attack``'s per-example windows with re-drawn signs).
 * ``"plus"``: APGD-CE and APGD-DLR with 5 restarts, untargeted FAB with 5 restarts, Square, APGD-T
   and FAB-T (9 targets).
 * ``"custom"``: the attacks named in ``attacks`` (any of :data:`ATTACKS`), in that order.
@@ -55,6 +59,7 @@ import numpy as np
 from robust_jax import validation
 from robust_jax.attacks import _apgd
 from robust_jax.attacks import _factory
+from robust_jax.attacks import _square
 from robust_jax.attacks._loop import as_pytree_fn
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -115,29 +120,69 @@ def _max_dist(a, b, norm):
   return np.sqrt((d * d).sum(axis=1))
 
 
-def _stage_attack(name, *, eps, norm, n_iter, n_restarts, n_target_classes, n_queries,
-                  apgd_variant, square_per_example_windows):
-  """The attack of one stage, from :func:`robust_jax.attacks.make` with AutoAttack's settings.
+def _stage_hyperparameters(name, *, version, eps, norm, n_iter, n_restarts, n_target_classes,
+                           n_queries, apgd_variant, square_variant) -> dict:
+  """The hyperparameters AutoAttack sets for the stage ``name`` (for :func:`robust_jax.attacks.make`).
 
-  It is called as ``attack(logits_fn, x, y, key, active=mask)`` on padded batches; every other
-  hyperparameter keeps the attack's default (APGD's rho and momentum 0.75, FAB's alpha_max 0.1,
-  eta 1.05, beta 0.9, Square's p_init 0.8 and margin loss), and each attack stops an example as soon
-  as it is broken.
+  Every other hyperparameter keeps the attack's default (APGD's rho and momentum 0.75, FAB's
+  alpha_max 0.1, eta 1.05, beta 0.9, Square's p_init 0.8 and margin loss), and each attack stops an
+  example as soon as it is broken (``early_stop``: the broken set is the same).
   """
   if name == "square":
-    return _factory.make("square", eps=eps, n_queries=n_queries,
-                         per_example_windows=square_per_example_windows)
+    return dict(eps=eps, n_queries=n_queries, variant=square_variant)
+  if n_restarts is None:
+    n_restarts = 5 if version == "plus" and name in ("apgd-ce", "apgd-dlr", "fab") else 1
   hyperparameters = dict(eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts)
   if name.startswith("apgd"):
     hyperparameters["variant"] = apgd_variant
   if name in ("apgd-t", "fab-t"):
     hyperparameters["n_target_classes"] = n_target_classes
-  return _factory.make(_FACTORY_NAMES[name], **hyperparameters)
+  return hyperparameters
+
+
+def stage_settings(*, eps, norm="linf", version="standard", attacks=None, n_iter=100,
+                   n_restarts=None, n_target_classes=None, n_queries=5000,
+                   apgd_variant="official", square_variant="autoattack", num_classes=None,
+                   **_ignored) -> dict:
+  """Every hyperparameter of every stage :func:`autoattack` runs, defaults included.
+
+  What an evaluation record needs to say which algorithm ran with which budgets
+  (:func:`robust_jax.evaluation.evaluate` stores it).
+
+  Args:
+    eps, norm, version, attacks, n_iter, n_restarts, n_target_classes, n_queries, apgd_variant,
+      square_variant: as :func:`autoattack`.
+    num_classes: C, to resolve the default ``n_target_classes`` min(9, C - 1); None leaves it None.
+
+  Returns:
+    ``{stage: {"attack": factory name, **hyperparameters}}`` in the order the stages run.
+
+  Example:
+    >>> s = stage_settings(eps=8 / 255, num_classes=10)
+    >>> list(s), s["apgd-t"]["variant"], s["apgd-t"]["n_target_classes"], s["square"]["variant"]
+    (['apgd-ce', 'apgd-t', 'fab-t', 'square'], 'official', 9, 'autoattack')
+  """
+  names = check_hyperparameters(eps=eps, norm=norm, version=version, attacks=attacks,
+                                n_iter=n_iter, n_restarts=n_restarts, n_queries=n_queries,
+                                apgd_variant=apgd_variant, square_variant=square_variant)
+  if n_target_classes is None and num_classes is not None:
+    n_target_classes = min(9, num_classes - 1)
+  out = {}
+  for name in names:
+    factory_name = _FACTORY_NAMES[name]
+    bound = _stage_hyperparameters(
+        name, version=version, eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts,
+        n_target_classes=n_target_classes, n_queries=n_queries, apgd_variant=apgd_variant,
+        square_variant=square_variant)
+    made = _factory.make(factory_name, **bound)
+    out[name] = {"attack": factory_name, **_factory.hyperparameter_defaults(factory_name),
+                 **made.hyperparameters}
+  return out
 
 
 def check_hyperparameters(*, eps, norm="linf", version="standard", attacks=None, n_iter=100,
-                          n_restarts=None, n_queries=5000, apgd_variant="paper",
-                          **_unchecked) -> tuple[str, ...]:
+                          n_restarts=None, n_queries=5000, apgd_variant="official",
+                          square_variant="autoattack", **_unchecked) -> tuple[str, ...]:
   """Raises ValueError naming the first bad hyperparameter of :func:`autoattack` (no data needed).
 
   Returns:
@@ -146,6 +191,7 @@ def check_hyperparameters(*, eps, norm="linf", version="standard", attacks=None,
   validation.check_choice("norm", norm, ("linf", "l2"))
   validation.check_choice("version", version, VERSIONS)
   validation.check_choice("apgd_variant", apgd_variant, _apgd.VARIANTS)
+  validation.check_choice("square_variant", square_variant, _square.VARIANTS)
   if version == "custom":
     if not attacks:
       raise ValueError(f"version='custom' needs attacks=(...), names from {ATTACKS}")
@@ -183,8 +229,8 @@ def autoattack(
     n_queries: int = 5000,
     batch_size: Optional[int] = None,
     sharding=None,
-    apgd_variant: str = "paper",
-    square_per_example_windows: bool = True,
+    apgd_variant: str = "official",
+    square_variant: str = "autoattack",
     verbose: bool = False,
 ) -> AutoAttackResult:
   """Runs AutoAttack and returns the per-point worst case (not jittable: it orchestrates attacks).
@@ -206,8 +252,10 @@ def autoattack(
     n_queries: Square's queries (5,000).
     batch_size: points per attack call; default N (one batch).
     sharding: optional ``jax.sharding.Sharding`` to place each batch with (data parallelism).
-    apgd_variant: ``"paper"`` or ``"official"`` (:func:`robust_jax.attacks.apgd`).
-    square_per_example_windows: see :func:`robust_jax.attacks.square`.
+    apgd_variant: ``"official"`` (default: ``autopgd_base.py``, what "AutoAttack (standard)"
+      means) or ``"paper"`` (:func:`robust_jax.attacks.apgd`).
+    square_variant: ``"autoattack"`` (default: ``square.py``) or ``"square_attack"``
+      (``max-andr/square-attack``; :func:`robust_jax.attacks.square`).
     verbose: print the robust accuracy and time after each attack, as AutoAttack does.
 
   Returns:
@@ -228,7 +276,7 @@ def autoattack(
   """
   names = check_hyperparameters(eps=eps, norm=norm, version=version, attacks=attacks,
                                 n_iter=n_iter, n_restarts=n_restarts, n_queries=n_queries,
-                                apgd_variant=apgd_variant)
+                                apgd_variant=apgd_variant, square_variant=square_variant)
   validation.check_images("x", x)
   validation.check_key(key, needed_by="AutoAttack")
   x_np = np.asarray(x, np.float32)
@@ -285,15 +333,11 @@ def autoattack(
 
   for stage, name in enumerate(names, start=1):
     t0 = time.perf_counter()
-    if version == "plus" and name in ("apgd-ce", "apgd-dlr", "fab"):
-      restarts = 5 if n_restarts is None else n_restarts
-    else:
-      restarts = 1 if n_restarts is None else n_restarts
     stage_key = jax.random.fold_in(key, ATTACKS.index(name))
-    attack = _stage_attack(
-        name, eps=eps, norm=norm, n_iter=n_iter, n_restarts=restarts,
+    attack = _factory.make(_FACTORY_NAMES[name], **_stage_hyperparameters(
+        name, version=version, eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts,
         n_target_classes=n_target_classes, n_queries=n_queries, apgd_variant=apgd_variant,
-        square_per_example_windows=square_per_example_windows)
+        square_variant=square_variant))
     todo = np.flatnonzero(robust)
     for c, sel, xb, yb, active in chunks(todo):
       r = attack(logits_fn, xb, yb, jax.random.fold_in(stage_key, c), active=active)

@@ -28,7 +28,7 @@ from robust_jax.attacks import _projections as projections
 from robust_jax.attacks._loop import AttackResult, as_pytree_fn, ascent
 
 NORMS = ("linf", "l2")
-STARTS = ("none", "uniform", "normal")
+STARTS = ("none", "uniform", "radial", "normal")
 
 
 @functools.partial(
@@ -58,6 +58,9 @@ def check_hyperparameters(*, eps, step_size, num_steps, norm="linf", loss="ce", 
   validation.check_choice("norm", norm, NORMS)
   validation.check_choice("loss", loss, losses.LOSSES)
   validation.check_choice("start", start, STARTS)
+  if start == "radial" and norm != "l2":
+    raise ValueError(f"start='radial' is an l2 start (robust_overfitting, torchattacks); "
+                     f"norm={norm!r} has 'uniform'")
   validation.check_choice("fosc_reference", fosc_reference, ("natural", "start"))
   validation.check_scalar("eps", eps, low=0.0)
   validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
@@ -103,7 +106,9 @@ def pgd(
     norm: ``"linf"`` or ``"l2"``.
     loss: an attack loss of :mod:`robust_jax.losses`: ``"ce"``, ``"cw"``, ``"margin"``,
       ``"kl"`` (TRADES) or ``"dlr"``.
-    start: ``"none"`` (x), ``"uniform"`` in the ball, or ``"normal"`` (x + start_std * N(0, I)).
+    start: ``"none"`` (x), ``"uniform"`` in the ball (l2: uniform in volume), ``"radial"`` (l2
+      only: radius eps U(0, 1), robust_overfitting's and torchattacks' start) or ``"normal"``
+      (x + start_std * N(0, I)); see :func:`robust_jax.attacks.random_start`.
     key: PRNG key, needed for a random start.
     stop: None (plain PGD), :func:`fosc_stop` (Dynamic AT) or :func:`misclassified_stop` (FAT).
     target: int32 [B] target classes for a targeted attack (the loss then pulls towards them).

@@ -105,8 +105,12 @@ def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: f
     eps: ball radius.
     norm: ``"linf"`` or ``"l2"``.
     kind: ``"none"`` (x itself), ``"uniform"`` (uniform in the ball: U(-eps, eps) per coordinate for
-      linf as Madry et al.; uniform in volume for l2) or ``"normal"`` (x + std * N(0, I), TRADES and
-      MART use std = 0.001).
+      linf as Madry et al.; uniform in volume for l2: direction uniform on the sphere, radius
+      eps U^(1/d)), ``"radial"`` (l2 only: direction uniform on the sphere, radius eps U(0, 1), so
+      *not* uniform in volume: the start of ``locuslab/robust_overfitting`` ``train_cifar.py``
+      ``attack_pgd`` and of torchattacks' ``PGDL2``, ``delta = N(0, I); delta *= U(0, 1) / ||delta||
+      * eps``, then clamped to the box) or ``"normal"`` (x + std * N(0, I), TRADES and MART use
+      std = 0.001).
     std: the standard deviation of the ``"normal"`` start.
     project_start: False returns the start as drawn, ``x + delta``, without the projection (in the
       ball up to rounding, possibly outside [0, 1]): the official Dynamic AT code's start, from which
@@ -120,7 +124,15 @@ def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: f
   """
   if kind == "none":
     return x
-  if kind == "uniform":
+  if kind == "radial":
+    if norm != "l2":
+      raise ValueError("start='radial' is the l2 start of robust_overfitting and torchattacks; for "
+                       f"norm={norm!r} use 'uniform'")
+    k1, k2 = jax.random.split(key)
+    direction = jax.random.normal(k1, x.shape, x.dtype)
+    radius = eps * jax.random.uniform(k2, (x.shape[0],), x.dtype)
+    delta = direction * bcast(radius / (per_example_norm(direction) + 1e-12), x)
+  elif kind == "uniform":
     if norm == "linf":
       delta = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0) * eps
     else:
@@ -133,7 +145,7 @@ def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: f
   elif kind == "normal":
     delta = std * jax.random.normal(key, x.shape, x.dtype)
   else:
-    raise ValueError(f"start must be one of ('none', 'uniform', 'normal'), got {kind!r}")
+    raise ValueError(f"start must be one of ('none', 'uniform', 'radial', 'normal'), got {kind!r}")
   if not project_start:
     return x + delta.astype(x.dtype)
   return project(x + delta, x, eps, norm)

@@ -29,7 +29,7 @@ from robust_jax.attacks._loop import AttackResult, as_pytree_fn, ascent
 from robust_jax.attacks._projections import bcast
 
 NORMS = ("linf", "l2")
-STARTS = ("uniform", "normal", "none")
+STARTS = ("uniform", "radial", "normal", "none")
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "loss", "start"))
@@ -61,6 +61,9 @@ def check_hyperparameters(*, eps, step_size, num_steps, num_restarts=1, norm="li
   validation.check_choice("norm", norm, NORMS)
   validation.check_choice("loss", loss, losses.LOSSES)
   validation.check_choice("start", start, STARTS)
+  if start == "radial" and norm != "l2":
+    raise ValueError(f"start='radial' is an l2 start (robust_overfitting, torchattacks); "
+                     f"norm={norm!r} has 'uniform'")
   validation.check_scalar("eps", eps, low=0.0)
   validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
   validation.check_scalar("num_steps", num_steps, low=0, integer=True)
@@ -107,7 +110,8 @@ def pgd_restarts(
     norm: ``"linf"`` or ``"l2"``.
     loss: an attack loss of :mod:`robust_jax.losses` (``"ce"``, ``"cw"``, ``"margin"``,
       ``"kl"``, ``"dlr"``).
-    start: ``"uniform"`` (default), ``"normal"`` or ``"none"`` (then every restart is the same).
+    start: ``"uniform"`` (default), ``"radial"`` (l2 only), ``"normal"`` or ``"none"`` (then every
+      restart is the same); see :func:`robust_jax.attacks.random_start`.
     kappa: the confidence of the ``"cw"`` loss.
     target: optional int32 [B] targets for a targeted loss.
 

@@ -1,29 +1,47 @@
 """Square Attack: a score-based black-box attack by random square updates (linf).
 
 Andriushchenko, Croce, Flammarion and Hein, "Square Attack: a query-efficient black-box adversarial
-attack via random search", ECCV 2020 (Algorithm 1 and Section 3.1), as in ``fra31/auto-attack``
-``autoattack/square.py`` (``attack_single_run``, linf) and ``max-andr/square-attack``.
+attack via random search", ECCV 2020 (Algorithm 1 and Section 3.1). Two official codes, selected by
+``variant``:
+
+* ``"square_attack"`` (default): the authors' ``max-andr/square-attack`` ``attack.py``
+  (``square_attack_linf``), the paper's algorithm.
+* ``"autoattack"``: ``fra31/auto-attack`` ``autoattack/square.py`` (``SquareAttack``,
+  ``attack_single_run``, linf, ``resc_schedule=False``), AutoAttack's stage.
 
 The attack only *evaluates* ``logits_fn`` (no gradient is ever taken), for every example
 independently:
 
-* Start: vertical stripes, x^0 = clip(x + eps s), s in {-1, +1} drawn per example, column and
-  channel (constant along the height); one query.
-* Iteration i (one query): the side of the square is s_i = max(round(sqrt(p_i H W)), 1) with
-  p_i = p_init / 2^m, m the number of thresholds 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 that
-  i exceeds (``p_selection`` with ``resc_schedule=False``, AutoAttack's setting). A window position
-  (its corner uniform in [0, H - s) x [0, W - s), as the code) and one sign per channel are drawn,
-  the window of the best point so far is set to x +- eps (by adding 2 eps sign and projecting onto
-  the ball and the box), and the candidate is kept if it lowers the loss, or misclassifies.
+* Start (both codes): vertical stripes, x^0 = clip(x + eps s), s in {-1, +1} drawn per example,
+  column and channel (constant along the height); one query.
+* Iteration i (one query): the side of the square is s_i = round(sqrt(p_i H W)), at least 1 and at
+  most min(H, W) (``"autoattack"``) or min(H, W) - 1 (``"square_attack"``), with
+  p_i = p_init / 2^m, m the number of thresholds 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000
+  that i' exceeds: i' = i (``"autoattack"``, ``p_selection`` with ``resc_schedule=False``) or
+  i' = floor(10000 i / (N + 1)) (``"square_attack"``: ``p_selection(p_init, it, n_iters)`` with
+  n_iters = N + 1 queries). A
+  window (its corner uniform in [0, H - s) x [0, W - s), as both codes) and one sign per channel are
+  drawn, the window of the best point so far is set to clip(x +- eps) (``"autoattack"``, as
+  ``square.py``, by adding 2 eps sign and projecting onto the ball and the box, which can round one
+  ulp below x + eps), and the candidate is kept if it lowers the loss (and, in ``"autoattack"``,
+  also if it misclassifies).
+* ``"square_attack"`` draws the window and the signs independently for every example and re-draws
+  the signs while the candidate equals the best point in the window (``attack.py``: ``while
+  np.sum(np.abs(np.clip(x_curr_window + deltas[...]) - x_best_curr_window) < 10**-7) == c*s*s``), so
+  that no query is spent on an unchanged point. ``"autoattack"`` draws one window position and one
+  sign per channel for the whole batch per iteration and never re-draws (a candidate equal to the
+  best point is queried, and cannot be kept).
 * Loss: the margin z_y - max_{j != y} z_j (``loss="margin"``, AutoAttack) or -CE (``loss="ce"``),
   minimised; an example stops once its margin is <= 0.
 
-Paper versus AutoAttack's code: the paper and ``max-andr/square-attack`` draw the window and signs
-independently for every example (default, ``per_example_windows=True``); AutoAttack's PyTorch code
-draws one window position and one sign per channel for the whole batch per iteration
-(``per_example_windows=False``). ``n_queries`` counts iterations after the initial query, as
-AutoAttack's ``n_queries`` (5,000 in the standard version), so an example uses at most
-``n_queries + 1`` forward passes.
+``n_queries`` N counts iterations after the initial query, as AutoAttack's ``n_queries`` (5,000 in
+the standard version; ``attack.py``'s ``n_iters`` is N + 1), so an example uses at most N + 1
+forward passes. Differences left, stated plainly: the re-draw loop is capped at 64 draws per
+iteration (the official loop is unbounded; a window can always be changed when eps > 1e-7, and a
+draw fails with probability at most 1/2 per channel); the side is computed in float32 (the codes
+use float64: a difference only when sqrt(p H W) is within float32 rounding of a half-integer);
+``attack.py``'s ``metrics`` logging is not reproduced. tests/test_official_transcriptions.py runs
+both codes, transcribed with the library's random draws, against the library.
 
 Per-example state (best point, margin, loss, queries) lives in the carry of one ``lax.while_loop``
 that exits when every example is broken; eps, ``n_queries`` and ``p_init`` are traced.
@@ -44,7 +62,9 @@ from robust_jax.attacks._loop import as_pytree_fn
 from robust_jax.attacks._projections import bcast
 
 SQUARE_LOSSES = ("margin", "ce")
+VARIANTS = ("square_attack", "autoattack")
 _P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_MAX_SIGN_DRAWS = 64
 
 
 @flax.struct.dataclass
@@ -64,15 +84,36 @@ class SquareResult:
   num_queries: jax.Array
 
 
-def p_selection(p_init, i):
-  """The fraction of pixels p_i changed at iteration ``i`` (``square.py``, ``resc_schedule=False``).
+def p_selection(p_init, i, n_iters=None):
+  """The fraction of pixels p_i changed at iteration ``i``.
+
+  Args:
+    p_init: p_0.
+    i: the iteration (int or traced int32).
+    n_iters: None: AutoAttack's schedule (``square.py``, ``resc_schedule=False``); else the schedule
+      rescaled to ``n_iters`` queries, as ``attack.py``'s ``p_selection(p_init, it, n_iters)`` (i
+      becomes floor(10000 i / n_iters), in integer arithmetic).
 
   Example:
     >>> [round(float(p_selection(0.8, i)), 7) for i in (0, 10, 11, 51, 8001)]
     [0.8, 0.8, 0.4, 0.2, 0.0015625]
+    >>> [round(float(p_selection(0.8, i, n_iters=1000)), 7) for i in (1, 2, 6)]
+    [0.8, 0.4, 0.2]
   """
-  m = sum((jnp.asarray(i) > t).astype(jnp.int32) for t in _P_THRESHOLDS)
+  it = jnp.asarray(i, jnp.int32)
+  if n_iters is not None:
+    it = (it * 10000) // jnp.asarray(n_iters, jnp.int32)
+  m = sum((it > t).astype(jnp.int32) for t in _P_THRESHOLDS)
   return jnp.asarray(p_init, jnp.float32) / (2.0 ** m).astype(jnp.float32)
+
+
+def side_length(p, height, width, variant):
+  """The side of the square for the fraction ``p``: round(sqrt(p H W)) clipped to [1, min(H, W)]
+  (``"autoattack"``) or to [1, min(H, W) - 1] (``"square_attack"``: ``attack.py`` clips to h - 1,
+  for square images; at least 1)."""
+  side = jnp.round(jnp.sqrt(p * height * width)).astype(jnp.int32)
+  high = min(height, width) if variant == "autoattack" else max(min(height, width) - 1, 1)
+  return jnp.clip(side, 1, high)
 
 
 def _margin_and_loss(logits_fn, x, y, loss):
@@ -85,8 +126,8 @@ def _margin_and_loss(logits_fn, x, y, loss):
   return margin, -losses.cross_entropy(logits, y)
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "per_example_windows"))
-def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, per_example_windows):
+@functools.partial(jax.jit, static_argnames=("loss", "variant"))
+def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, variant):
   batch, height, width, channels = x.shape
   # As the official ``perturb``: points misclassified without attack are not attacked.
   active = active & (jnp.argmax(logits_fn(x), axis=-1) == y)
@@ -98,6 +139,8 @@ def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, per_e
   queries = active.astype(jnp.int32)
   hh = jnp.arange(height)[None, :, None]
   ww = jnp.arange(width)[None, None, :]
+  per_example = variant == "square_attack"
+  n_draw = batch if per_example else 1
 
   def cond(c):
     i, _, margin_min, _, _ = c
@@ -106,22 +149,51 @@ def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, per_e
   def body(c):
     i, x_best, margin_min, loss_min, queries = c
     todo = active & (margin_min > 0)
-    p = p_selection(p_init, i)
-    side = jnp.round(jnp.sqrt(p * height * width)).astype(jnp.int32)
-    side = jnp.clip(side, 1, min(height, width))
+    p = p_selection(p_init, i, n_queries + 1 if per_example else None)
+    side = side_length(p, height, width, variant)
     k_h, k_w, k_s = jax.random.split(jax.random.fold_in(k_loop, i), 3)
-    n_draw = batch if per_example_windows else 1
     vh = jnp.floor(jax.random.uniform(k_h, (n_draw,)) * (height - side)).astype(jnp.int32)
     vw = jnp.floor(jax.random.uniform(k_w, (n_draw,)) * (width - side)).astype(jnp.int32)
-    signs = jnp.sign(jax.random.uniform(k_s, (n_draw, 1, 1, channels), x.dtype, -1.0, 1.0))
     window = ((hh >= vh[:, None, None]) & (hh < vh[:, None, None] + side)
-              & (ww >= vw[:, None, None]) & (ww < vw[:, None, None] + side))
-    delta = window[..., None].astype(x.dtype) * (2.0 * eps) * signs
-    x_new = jnp.clip(jnp.clip(x_best + delta, x - eps, x + eps), 0.0, 1.0)
+              & (ww >= vw[:, None, None]) & (ww < vw[:, None, None] + side))[..., None]
+
+    def draw_signs(attempt):
+      k = jax.random.fold_in(k_s, attempt)
+      return jnp.sign(jax.random.uniform(k, (n_draw, 1, 1, channels), x.dtype, -1.0, 1.0))
+
+    def candidate(signs):
+      if per_example:  # attack.py: the window's perturbation set to +- eps, x_new = clip(x + delta)
+        return jnp.where(window, jnp.clip(x + eps * signs, 0.0, 1.0), x_best)
+      # square.py: x_best + 2 eps sign in the window, projected onto the ball and the box.
+      delta = window.astype(x.dtype) * (2.0 * eps) * signs
+      return jnp.clip(jnp.clip(x_best + delta, x - eps, x + eps), 0.0, 1.0)
+
+    signs = draw_signs(0)
+    if per_example:
+      # attack.py: re-draw the signs while the window would not change (the candidate equals the
+      # best point to 1e-7 at every pixel of the window; outside it they are equal anyway).
+      def unchanged(signs):
+        diff = jnp.abs(candidate(signs) - x_best) < 1e-7
+        return jnp.all(diff.reshape(batch, -1), axis=1) & todo
+
+      def redraw_cond(state):
+        attempt, _, same = state
+        return (attempt < _MAX_SIGN_DRAWS) & jnp.any(same)
+
+      def redraw(state):
+        attempt, signs, same = state
+        signs = jnp.where(bcast(same, signs), draw_signs(attempt), signs)
+        return attempt + 1, signs, same & unchanged(signs)
+
+      _, signs, _ = jax.lax.while_loop(redraw_cond, redraw,
+                                       (jnp.asarray(1, jnp.int32), signs, unchanged(signs)))
+    x_new = candidate(signs)
     margin, loss_new = _margin_and_loss(logits_fn, x_new, y, loss)
     improved = todo & (loss_new < loss_min)
     loss_min = jnp.where(improved, loss_new, loss_min)
-    take = improved | (todo & (margin <= 0))
+    # square.py also keeps a misclassifying candidate; attack.py only a better one (the same
+    # thing for the margin loss, where a misclassifying candidate lowers the loss).
+    take = improved | (todo & (margin <= 0)) if variant == "autoattack" else improved
     margin_min = jnp.where(take, margin, margin_min)
     x_best = jnp.where(bcast(take, x), x_new, x_best)
     return i + 1, x_best, margin_min, loss_min, queries + todo.astype(jnp.int32)
@@ -134,9 +206,10 @@ def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, per_e
 
 
 def check_hyperparameters(*, eps, n_queries=5000, p_init=0.8, loss="margin", norm="linf",
-                          **_unchecked):
+                          variant="square_attack", **_unchecked):
   """Raises ValueError naming the first bad hyperparameter of :func:`square` (no data needed)."""
   validation.check_choice("norm", norm, ("linf",))
+  validation.check_choice("variant", variant, VARIANTS)
   validation.check_choice("loss", loss, SQUARE_LOSSES)
   validation.check_scalar("eps", eps, low=0.0)
   validation.check_scalar("n_queries", n_queries, low=0, integer=True)
@@ -155,7 +228,7 @@ def square(
     loss: str = "margin",
     norm: str = "linf",
     active: Optional[jax.Array] = None,
-    per_example_windows: bool = True,
+    variant: str = "square_attack",
 ) -> SquareResult:
   """The linf Square Attack (Andriushchenko et al. 2020), untargeted, gradient-free.
 
@@ -171,8 +244,10 @@ def square(
     norm: only ``"linf"`` is implemented.
     active: optional bool [B]; examples with False are not attacked (returned as ``x``); nor are
       examples misclassified at ``x``.
-    per_example_windows: independent windows and signs per example (paper, default) or one per
-      batch and iteration (AutoAttack's PyTorch code).
+    variant: ``"square_attack"`` (default; ``max-andr/square-attack``: windows and signs per
+      example, signs re-drawn until the window changes, the schedule rescaled to N + 1 queries) or
+      ``"autoattack"`` (``fra31/auto-attack`` ``square.py``: one window and sign per batch and
+      iteration, AutoAttack's schedule); see the module docstring.
 
   Returns:
     A :class:`SquareResult`.
@@ -189,7 +264,8 @@ def square(
     >>> bool(r.misclassified[0]), float(jnp.abs(r.x_adv - x).max()) <= 0.3 + 1e-6
     (True, True)
   """
-  check_hyperparameters(eps=eps, n_queries=n_queries, p_init=p_init, loss=loss, norm=norm)
+  check_hyperparameters(eps=eps, n_queries=n_queries, p_init=p_init, loss=loss, norm=norm,
+                        variant=variant)
   validation.check_attack_inputs(logits_fn, x, y, active=active, key=key,
                                  key_needed_by="Square's random search")
   if x.ndim != 4:
@@ -197,5 +273,4 @@ def square(
   active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
   return _square(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, active,
                  jnp.asarray(eps, jnp.float32), jnp.asarray(n_queries, jnp.int32),
-                 jnp.asarray(p_init, jnp.float32), loss=loss,
-                 per_example_windows=per_example_windows)
+                 jnp.asarray(p_init, jnp.float32), loss=loss, variant=variant)

@@ -10,6 +10,8 @@ network) take it unchanged.
 The split is the digits' (:func:`robust_jax.data.splits.train_validation_test`): 20% of all examples
 for testing, then 10% of the rest for validation, stratified and dependent on ``split_seed`` only.
 With the defaults: 3,600 train / 400 validation / 1,000 test, exactly 360 / 40 / 100 per class.
+The file is sorted by label; the examples are shuffled once (by ``split_seed``) before splitting, so
+that every prefix of a split mixes the classes.
 """
 
 from __future__ import annotations
@@ -96,5 +98,13 @@ def load_mnist5k_splits(
     FileNotFoundError: the data file is missing.
   """
   images, labels = load_mnist5k_arrays()
-  return splits.train_validation_test(images, labels, validation_fraction=validation_fraction,
+  # The file is sorted by label, and a split keeps the file's order: shuffle once (by split_seed
+  # only) so that every prefix of a split (an evaluation subset, the guard's batch) mixes classes.
+  splits.check_fraction("validation_fraction", validation_fraction)
+  if int(split_seed) < 0:
+    raise ValueError(f"split_seed must be an int >= 0, got {split_seed!r}")
+  order = np.random.default_rng(
+      np.random.SeedSequence(int(split_seed), spawn_key=(0x5000,))).permutation(NUM_EXAMPLES)
+  return splits.train_validation_test(images[order], labels[order],
+                                      validation_fraction=validation_fraction,
                                       test_fraction=test_fraction, split_seed=split_seed)

@@ -1,4 +1,4 @@
-"""Wong et al.'s MNIST network (``mnist_net``): PyTorch's parameter count, the reference forward, init.
+"""Wong et al.'s MNIST network (``mnist_net``): PyTorch's parameter count, forward pass and init.
 
 The reference is ``locuslab/fast_adversarial`` ``MNIST/mnist_net.py``: ``Conv2d(1, 16, 4, stride=2,
 padding=1) -> ReLU -> Conv2d(16, 32, 4, stride=2, padding=1) -> ReLU -> Flatten -> Linear(32*7*7,
@@ -85,7 +85,7 @@ def test_input_gradient_of_the_custom_vjp_equals_jaxs(net):
 
 
 def test_initialisation_is_pytorchs_default(net):
-  """Kernels and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = kh * kw * C_in or in_features."""
+  """Kernels and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)); fan_in = kh * kw * C_in or in_features."""
   _, _, variables = net
   params = variables["params"]
   fan_ins = {"conv1": 16 * 1, "conv2": 16 * 16, "fc1": 1568, "fc2": 100}
@@ -94,6 +94,6 @@ def test_initialisation_is_pytorchs_default(net):
     for leaf in ("kernel", "bias"):
       w = np.asarray(params[name][leaf])
       assert np.abs(w).max() <= bound + 1e-7, (name, leaf)
-      if w.size >= 1000:  # a uniform law fills its interval: max |w| near the bound, std bound/sqrt(3)
+      if w.size >= 1000:  # a uniform law fills its interval: max |w| near the bound, std b/sqrt(3)
         assert np.abs(w).max() > 0.95 * bound, (name, leaf)
         assert np.std(w) == pytest.approx(bound / math.sqrt(3), rel=0.1), (name, leaf)

@@ -20,7 +20,7 @@ from robust_jax.training import config as config_lib
 from robust_jax.training import methods
 from robust_jax.training import step as step_lib
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHAPE = (4, 4, 1)
 EPS, STEP = 8 / 255, 2 / 255
 

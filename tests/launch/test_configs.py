@@ -17,7 +17,7 @@ from robust_jax.training import config as config_lib
 from robust_jax.training import schedules
 from robust_jax.training.methods import METHODS
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "launch" / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "launch" / "configs"
 # common.py holds the bases the recipes start from (no get_config of its own).
 RECIPES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name not in ("__init__.py", "common.py"))
 

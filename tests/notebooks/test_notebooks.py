@@ -2,7 +2,7 @@
 
 import os
 
-from tests.notebook_runner import assert_committed_without_outputs, run_notebook
+from tests.notebooks.notebook_runner import assert_committed_without_outputs, run_notebook
 
 
 def test_attacks_first_hour(tmp_path):

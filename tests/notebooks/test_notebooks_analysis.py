@@ -4,7 +4,7 @@ import json
 import os
 
 from robust_jax.analysis import plots
-from tests.notebook_runner import assert_committed_without_outputs, run_notebook
+from tests.notebooks.notebook_runner import assert_committed_without_outputs, run_notebook
 
 
 def _assert_figure(path):

@@ -16,7 +16,7 @@ from robust_jax import metrics as metrics_lib
 from robust_jax.training import config as config_lib
 from robust_jax.training import loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _digits_config(**overrides):
