@@ -115,12 +115,18 @@ class TransferReport:
     transfer_accuracy: the target model's accuracy on the source's adversarial examples (correct
       both clean and adversarially, as :class:`EvaluationReport`).
     seconds: wall-clock seconds (attack and evaluation).
+    attack_settings: the attack's hyperparameters, as :class:`EvaluationReport`.
+    library_version: ``robust_jax.__version__``.
+    key_data: the uint32 words of the PRNG key.
   """
   num_examples: int
   clean_accuracy: float
   source_accuracy: float
   transfer_accuracy: float
   seconds: float
+  attack_settings: dict = dataclasses.field(default_factory=dict)
+  library_version: str = ""
+  key_data: Optional[list] = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -526,7 +532,9 @@ def transfer(
   if tot == 0:
     raise ValueError("dataset is empty or fully masked")
   return TransferReport(num_examples=tot, clean_accuracy=clean_t / tot, source_accuracy=src / tot,
-                        transfer_accuracy=tgt / tot, seconds=time.perf_counter() - t0)
+                        transfer_accuracy=tgt / tot, seconds=time.perf_counter() - t0,
+                        attack_settings=attack_settings(attack),
+                        library_version=robust_jax.__version__, key_data=_key_data(key))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ def test_reported_fosc_is_the_closed_form_at_x_adv(data):
   np.testing.assert_allclose(r.fosc, fosc_lib.fosc(r.x_adv, x, g, eps=0.1), rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(r.misclassified, jnp.argmax(LOGITS_FN(r.x_adv), -1) != y)
   # The official Dynamic AT code measures from the random start as drawn, before the [0, 1] clip
-  # (tests/test_dynamic_at.py transcribes its loop).
+  # (tests/training/test_dynamic_at.py transcribes its loop).
   key = jax.random.key(4)
   s = attacks.pgd(LOGITS_FN, x, y, eps=0.1, step_size=0.02, num_steps=3, start="uniform", key=key,
                   fosc_reference="start")

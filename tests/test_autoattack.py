@@ -255,8 +255,6 @@ def test_standard_autoattack_runs_the_official_code(model, monkeypatch):
   ``variant="official"`` (tests/test_official_transcriptions.py: the official loop), its Square
   ``square.py``'s; ``apgd_variant="paper"`` and ``square_variant="square_attack"`` switch."""
   _, logits_fn, x, y = model
-  clean = np.asarray(jnp.argmax(logits_fn(x), -1) == y)
-  x, y = x[clean], y[clean]  # then AutoAttack's batch of survivors is x itself, in order
   defaults = attacks.hyperparameter_defaults("autoattack")
   assert defaults["apgd_variant"] == "official" and defaults["square_variant"] == "autoattack"
   settings = attacks.autoattack_settings(eps=0.1, num_classes=10)
@@ -271,17 +269,21 @@ def test_standard_autoattack_runs_the_official_code(model, monkeypatch):
 
   monkeypatch.setattr(aa._factory, "make", recording_make)
   key = jax.random.key(5)
-  budget = dict(n_iter=12, n_queries=10)
-  r = aa.autoattack(logits_fn, x, y, eps=0.08, key=key, **budget)
+  r = aa.autoattack(logits_fn, x, y, eps=0.05, key=key, **BUDGET)  # the fixture's programs
   assert [n for n, _ in made] == ["apgd_ce", "apgd_t", "fab_t", "square"]
   assert [h.get("variant") for _, h in made] == ["official", "official", None, "autoattack"]
   made.clear()
-  aa.autoattack(logits_fn, x, y, eps=0.08, key=key, apgd_variant="paper",
-                square_variant="square_attack", **budget)
+  aa.autoattack(logits_fn, x[:8], y[:8], eps=0.05, key=key, apgd_variant="paper",
+                square_variant="square_attack", n_iter=2, n_queries=2)
   assert [h.get("variant") for _, h in made] == ["paper", "paper", None, "square_attack"]
-  # The APGD-CE stage is that attack, called with the stage's key on the batch.
+  # The APGD-CE stage is that attack, called with the stage's key on the batch of the clean
+  # points, padded to the batch size with the first of them and masked.
+  sel = np.flatnonzero(np.asarray(r.clean_correct))
+  idx = np.concatenate([sel, np.full(len(y) - len(sel), sel[0])])
   stage_key = jax.random.fold_in(jax.random.fold_in(key, aa.ATTACKS.index("apgd-ce")), 0)
-  ref = attacks.apgd(logits_fn, x, y, eps=0.08, n_iter=12, key=stage_key, variant="official")
-  broken = np.asarray(r.broken_by) == 1
-  np.testing.assert_array_equal(broken, np.asarray(ref.misclassified))
-  np.testing.assert_array_equal(np.asarray(r.x_adv)[broken], np.asarray(ref.x_adv)[broken])
+  ref = attacks.apgd(logits_fn, x[idx], y[idx], eps=0.05, n_iter=BUDGET["n_iter"], key=stage_key,
+                     variant="official", active=jnp.arange(len(y)) < len(sel))
+  stage1 = np.asarray(r.broken_by)[sel] == 1
+  np.testing.assert_array_equal(stage1, np.asarray(ref.misclassified)[:len(sel)])
+  np.testing.assert_array_equal(np.asarray(r.x_adv)[sel][stage1],
+                                np.asarray(ref.x_adv)[:len(sel)][stage1])

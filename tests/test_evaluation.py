@@ -161,6 +161,8 @@ def test_transfer(data):
   key = jax.random.key(5)
   white = evaluation.evaluate(target, test, {"pgd": pgd5}, batch_size=64, key=key)
   same = evaluation.transfer(target, target, test, pgd5, batch_size=64, key=key)
+  assert same.library_version == robust_jax.__version__ and same.key_data == [0, 5]
+  assert same.attack_settings == {"attack": None}  # a plain function: not recorded
   # Source == target: the transfer attack is the white-box attack (same keys and batches).
   assert same.transfer_accuracy == same.source_accuracy == white.attack_accuracy["pgd"]
   assert same.clean_accuracy == white.clean_accuracy and same.num_examples == N_TEST

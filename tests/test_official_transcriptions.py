@@ -3,23 +3,32 @@
 Each transcription follows the official loop statement by statement, in NumPy float32 (the model's
 loss, logits and gradient come from one jitted JAX function of the test, written from the official
 formulas), and draws its random numbers with the same ``jax.random`` calls as the library, so the
-two runs can be compared iterate by iterate:
+two runs can be compared iterate by iterate. Every point the library evaluates is recorded from
+inside its compiled loop (``jax.debug.callback`` in the model).
 
 * APGD-CE and APGD-T, ``variant="official"``: ``fra31/auto-attack`` ``autoattack/autopgd_base.py``
-  (``APGDAttack.attack_single_run``, ``check_oscillation``, ``APGDAttack_targeted.perturb``): the
-  2 eps first step, momentum 0.75, Condition 1 (``<=``, first window against the zero history row)
-  and Condition 2, the halving of the step size at the checkpoints with the restart from the best
-  point and its cached gradient. Every evaluated iterate is recorded from inside the library's
-  compiled loop (``jax.debug.callback`` in the model) and compared with the transcription's.
+  (``APGDAttack.attack_single_run``, ``check_oscillation``, ``perturb`` with restarts,
+  ``APGDAttack_targeted.perturb``): the 2 eps first step, momentum 0.75, Condition 1 (``<=``,
+  first window against the zero history row) and Condition 2, the halving of the step size at the
+  checkpoints with the restart from the best point and its cached gradient, restarts and targets
+  on the points still unbroken. Every iterate, the final step sizes and the outputs are compared;
+  the transcription runs in lockstep (see :func:`_official_apgd_single_run`), so every decision is
+  compared exactly and every iterate to float32 rounding.
 * Square: ``max-andr/square-attack`` ``attack.py`` (``square_attack_linf``: vertical stripes, per
   example windows, the sign re-drawn until the window changes) and ``autoattack/square.py``
-  (``attack_single_run``, linf: one window and sign per iteration for the whole batch); the
-  queried points are recorded and checked structurally, and the whole run against the
-  transcription.
-* FAB-T: ``autoattack/fab_base.py`` (``attack_single_run``, targeted, linf), with the library's
-  hyperplane-box projection (tested against a linear program in tests/test_autoattack.py), plus
-  the properties of the returned points (misclassified, within eps, in the box, minimal along their
-  own direction by a brute-force line search).
+  (``attack_single_run``, linf: one window and sign per iteration for the whole batch); every
+  query is checked structurally (stripes of +-eps constant along the height, one square window
+  inside the image set to clip(x +- eps) per channel, a changed point for ``attack.py``), and the
+  whole run against the transcription.
+* FAB-T: ``autoattack/fab_base.py`` (``attack_single_run``, targeted, linf, and the targets of
+  ``perturb``), with the library's hyperplane-box projection (tested against a linear program in
+  tests/test_autoattack.py), plus the properties of the returned points (misclassified, within
+  eps, in the box, near the boundary along their own direction by a brute-force line search).
+
+Mutations of the library that these tests catch (checked by hand): Condition 1 with ``<``, the
+first window against f(x^0), Condition 2 with ``>``, no restart from the best point, the exact l2
+projection in the official variant, no sign re-draw, AutoAttack's schedule in ``attack.py``'s
+variant, per-example windows in ``square.py``'s.
 """
 
 import jax
@@ -246,17 +255,35 @@ def test_apgd_ce_official_matches_the_transcription(data, norm, eps, n_iter):
   assert set(reduced) == set(apgd.checkpoints(n_iter, variant="official")[1:])
   assert 0 < (~acc).sum() < acc.size  # some examples broken, some not: both paths are compared
 
-  # 2. The public attack (perturb()): the broken points' most recent misclassified iterate.
+  # 2. The public attack with two restarts (``perturb``: each restart runs on the points no
+  # earlier one broke, from a fresh start): the broken points' most recent misclassified iterate;
+  # for the others the library returns the highest-loss point over the restarts (what
+  # ``perturb(best_loss=True)`` returns for them: they are attacked by every restart).
   logits_fn, calls = _recording(f)
   r = apgd.apgd(logits_fn, x, y, eps=eps, n_iter=n_iter, norm=norm, key=key, variant="official",
-                early_stop=False)
-  assert len(calls) == n_iter + 3  # the clean batch, the start, the iterates, the returned point
-  lib_iterates = np.stack(calls[2:2 + n_iter])
-  ref_iterates, _, _, (_, acc, _, x_best_adv) = transcribe(lib_iterates)
-  np.testing.assert_allclose(lib_iterates[:, clean], ref_iterates, rtol=0, atol=ATOL[norm])
-  np.testing.assert_array_equal(np.asarray(r.misclassified)[clean], ~acc)
-  np.testing.assert_allclose(np.asarray(r.x_adv)[clean][~acc], x_best_adv[~acc], rtol=0,
+                early_stop=False, n_restarts=2)
+  # The clean batch, per restart the start and the iterates, the returned point.
+  assert len(calls) == 1 + 2 * (n_iter + 1) + 1
+  acc, adv = clean.copy(), xn.copy()
+  loss_best, adv_best = np.full(B, -np.inf, np.float32), xn.copy()
+  for restart in range(2):
+    ind_to_fool = np.flatnonzero(acc)
+    lib_iterates = np.stack(calls[2 + restart * (n_iter + 1):1 + (restart + 1) * (n_iter + 1)])
+    t = _start_draw(jax.random.fold_in(key, restart), x, norm)[ind_to_fool]
+    ref_iterates, _, _, (best_curr, acc_curr, loss_curr, adv_curr) = _official_apgd_single_run(
+        loss_grad, xn[ind_to_fool], yn[ind_to_fool], yn[ind_to_fool], t, eps, n_iter, norm,
+        lockstep=lib_iterates[:, ind_to_fool])
+    np.testing.assert_allclose(lib_iterates[:, ind_to_fool], ref_iterates, rtol=0,
+                               atol=ATOL[norm])
+    acc[ind_to_fool[~acc_curr]] = False
+    adv[ind_to_fool[~acc_curr]] = adv_curr[~acc_curr]
+    better = acc_curr & (loss_curr > loss_best[ind_to_fool])
+    adv_best[ind_to_fool[better]] = best_curr[better]
+    loss_best[ind_to_fool[better]] = loss_curr[better]
+  np.testing.assert_array_equal(np.asarray(r.misclassified), ~acc)
+  np.testing.assert_allclose(np.asarray(r.x_adv)[~acc & clean], adv[~acc & clean], rtol=0,
                              atol=ATOL[norm])
+  np.testing.assert_allclose(np.asarray(r.x_adv)[acc], adv_best[acc], rtol=0, atol=ATOL[norm])
   # (The library evaluates the whole batch; the inactive examples' candidates are never kept.)
   np.testing.assert_array_equal(np.asarray(r.x_adv)[~clean], xn[~clean])
   assert not np.asarray(r.num_steps)[~clean].any()

@@ -26,7 +26,7 @@ Deliberate differences from the official code:
 * eps = 0.031 as the official code, not the paper's 8/255 = 0.0314.
 * FOSC is measured from the natural image (paper, ``fosc_reference="natural"``); the code measures
   it from the random start before its [0, 1] clip, where it also takes its first gradient
-  (``--config.fosc_reference=start``; tests/test_dynamic_at.py transcribes ``LinfPGDAttack``). The
+  (``--config.fosc_reference=start``; tests/training/test_dynamic_at.py transcribes ``LinfPGDAttack``). The
   code's undocumented reweighting of the loss by CE(x_adv) from epoch 1 on, reduced as Keras
   reduces a ``sample_weight`` (not renormalised to mean 1), is off
   (``--config.dart_official_reweight=True`` turns it on).

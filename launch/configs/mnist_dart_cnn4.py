@@ -21,7 +21,7 @@ Deliberate differences from the official code:
   MNIST model has no L2 regulariser, hence ``weight_decay = 0``.
 * FOSC is measured from the natural image (paper, ``fosc_reference="natural"``); the code measures
   it from the random start before its [0, 1] clip, where it also takes its first gradient
-  (``--config.fosc_reference=start``; tests/test_dynamic_at.py transcribes ``LinfPGDAttack``). The
+  (``--config.fosc_reference=start``; tests/training/test_dynamic_at.py transcribes ``LinfPGDAttack``). The
   code's undocumented reweighting of the loss by CE(x_adv) from epoch 1 on, reduced as Keras
   reduces a ``sample_weight`` (not renormalised to mean 1), is off
   (``--config.dart_official_reweight=True`` turns it on).

@@ -29,7 +29,13 @@ re-attacks).
 Only an adversarial point within eps breaks an example (``distance <= eps``); FAB's iterates are
 kept in the box but not in the ball. With ``early_stop=True`` (AutoAttack's use) an example stops
 once broken; with False every run uses its whole budget and the result is the minimum-norm
-adversarial point found (``distance``), as the original attack.
+adversarial point found (``distance``), as the original attack. (AutoAttack's ``perturb`` runs
+every run to its end but attacks, for each later target, only the examples still unbroken, and
+keeps the first point within eps: the broken set is the same in all three.)
+tests/test_official_transcriptions.py compares every FAB-T iterate with a transcription of
+``fab_base.py``'s ``attack_single_run`` (targeted, linf) on a nonlinear model, and checks that the
+returned points are misclassified, within eps, in the box, and close to the boundary along their
+own direction (brute-force line search).
 
 Everything per example lives in the carry of a ``lax.while_loop`` (one per run; runs are an outer
 ``lax.fori_loop``); eps, alpha_max, eta, beta and the budgets are traced.

@@ -108,9 +108,9 @@ def random_start(key: jax.Array, x: jax.Array, eps, norm: str, kind: str, std: f
       linf as Madry et al.; uniform in volume for l2: direction uniform on the sphere, radius
       eps U^(1/d)), ``"radial"`` (l2 only: direction uniform on the sphere, radius eps U(0, 1), so
       *not* uniform in volume: the start of ``locuslab/robust_overfitting`` ``train_cifar.py``
-      ``attack_pgd`` and of torchattacks' ``PGDL2``, ``delta = N(0, I); delta *= U(0, 1) / ||delta||
-      * eps``, then clamped to the box) or ``"normal"`` (x + std * N(0, I), TRADES and MART use
-      std = 0.001).
+      ``attack_pgd`` and of torchattacks' ``PGDL2``, delta = g U(0, 1) eps / ||g|| with
+      g ~ N(0, I), then clamped to the box) or ``"normal"`` (x + std * N(0, I), TRADES and MART
+      use std = 0.001).
     std: the standard deviation of the ``"normal"`` start.
     project_start: False returns the start as drawn, ``x + delta``, without the projection (in the
       ball up to rounding, possibly outside [0, 1]): the official Dynamic AT code's start, from which

@@ -82,20 +82,13 @@ def load_mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 def load_mnist5k_splits(
     *, validation_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
-  """Loads MNIST-5k and splits it into train / validation / test.
-
-  Args:
-    validation_fraction: the fraction of the non-test examples held out for validation, in [0, 1).
-    test_fraction: the fraction of all examples held out for testing, in [0, 1).
-    split_seed: the seed of the stratified split, an int >= 0.
-
-  Returns:
-    ``{"train": arrays, "validation": arrays, "test": arrays}``, each a dict with ``"image"``
-    float32 [n, 28, 28, 1] in [0, 1] and ``"label"`` int32 [n]; disjoint, together all 5,000.
+  """Loads MNIST-5k and splits it into train / validation / test, as
+  :func:`robust_jax.data.digits.load_digits_splits` splits the digits (same arguments, checks and
+  contract), with float32 [n, 28, 28, 1] images; the three parts together hold all 5,000.
 
   Raises:
     ValueError: a fraction outside [0, 1) or a negative ``split_seed``.
-    FileNotFoundError: the data file is missing.
+    FileNotFoundError: the data file is missing (names the package to install).
   """
   images, labels = load_mnist5k_arrays()
   # The file is sorted by label, and a split keeps the file's order: shuffle once (by split_seed

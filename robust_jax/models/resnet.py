@@ -56,7 +56,7 @@ any channel count). Unless ``initialization="he_normal"``, PyTorch's default ini
 (Kaiming-uniform with a = sqrt(5) for convolutions and the linear layer, BatchNorm 1 and 0). No
 dropout (the references have none).
 
-The tests (``tests/test_models.py``) check the parameter counts, that every variant's block equals a
+The tests (``tests/models/test_models.py``) check the parameter counts, that every variant's block equals a
 hand computation from its parameters with BN statistics for which relu(bn1(x)) differs from x, that
 GradAlign's tree has no final ``bn`` and its logits are the linear map of the pooled last block, and
 the standard deviation of the He-normal kernels.

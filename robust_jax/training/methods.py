@@ -39,7 +39,7 @@ x + 0.001 N(0, I); the others uniformly in the ball). ``config.attack_start`` ov
 CAT (``cat``) is the batch mixing of sunblaze-ucb/curriculum-adversarial-training-CAT
 (``advtrain_all.py``, ``regularLoss``, lines 284-310): the batch is split into k + 1 chunks, chunk j
 attacked with j PGD steps of the randomised size (2 eps / j) U(1, 10 / j) (``PGDAttack.py`` line
-47), one CE step on the whole batch; ``tests/test_cat.py`` checks the chunks' step counts, the step
+47), one CE step on the whole batch; ``tests/training/test_cat.py`` checks the chunks' step counts, the step
 distribution and a transcription of the official loop. Its differences: k follows a fixed per-epoch
 schedule (``cat_steps_boundaries`` / ``cat_steps_values``) where the official code starts at k = 0
 and adds 1 when the validation accuracy (PGD-k on 16-level quantised inputs) has not improved for
@@ -54,27 +54,27 @@ Liu et al.'s periodic adversarial scheduling is ``pgd_at`` with a periodic eps
 (``config.periodic_eps``), the step following eps_t (``attack_step_follows_eps``) and the start
 within +-step_t (``attack_start="uniform_step"``), as ``PGD.adjust_threshold`` and ``PGD.attack``
 of liuchen11/AdversaryLossLandscape (``launch/configs/cifar10_pas_preact18.py``;
-``tests/test_periodic_eps.py`` transcribes them).
+``tests/training/test_periodic_eps.py`` transcribes them).
 
 Fidelity: the official code each method follows, and the test that pins it (a test "fails when
 changed back": each was checked by reverting the behaviour it pins).
 
 | method / part | official code (default = paper; official switch) | pinned by |
 |---|---|---|
-| pgd_at | MadryLab / locuslab PGD: uniform start, sign steps, ball then box | tests/test_attacks.py (invariants, float32 + bfloat16), tests/test_recipe_table.py |
-| dart | YisenWang/dynamic_adv_training ``LinfPGDAttack.perturb`` (FOSC stop from step 1; ``fosc_reference="start"``: the unclipped start); ``dart_official_reweight``: CE(x_adv) weights with Keras' ``mean(l w) / mean(w != 0)`` | tests/test_dynamic_at.py (NumPy transcription: iterates, FOSC, stop steps) |
-| cat | sunblaze-ucb/curriculum-adversarial-training-CAT ``regularLoss`` + ``perturb_true`` (chunks, randomised step); k by a fixed schedule, not the plateau rule (see above) | tests/test_cat.py (transcription, 0/1/2 steps for k = 2) |
-| fat, fat_trades, fat_mart, gair_fat | zjfheart/Friendly-Adversarial-Training ``earlystop`` (tau counted down from the first misclassification, not reset when an example flips back) | tests/test_fat_transcription.py (bit-exact iterates, step counts) |
-| gairat, gair_fat | zjfheart/Geometry-aware-...-Training ``GA_PGD`` kappa, ``GAIR.py`` Tanh weights, ``fixed`` lambda schedule | tests/test_objectives.py, tests/test_recipe_table.py (schedule per epoch) |
+| pgd_at | MadryLab / locuslab PGD: uniform start, sign steps, ball then box | tests/test_attacks.py (invariants, float32 + bfloat16), tests/launch/test_recipe_table.py |
+| dart | YisenWang/dynamic_adv_training ``LinfPGDAttack.perturb`` (FOSC stop from step 1; ``fosc_reference="start"``: the unclipped start); ``dart_official_reweight``: CE(x_adv) weights with Keras' ``mean(l w) / mean(w != 0)`` | tests/training/test_dynamic_at.py (NumPy transcription: iterates, FOSC, stop steps) |
+| cat | sunblaze-ucb/curriculum-adversarial-training-CAT ``regularLoss`` + ``perturb_true`` (chunks, randomised step); k by a fixed schedule, not the plateau rule (see above) | tests/training/test_cat.py (transcription, 0/1/2 steps for k = 2) |
+| fat, fat_trades, fat_mart, gair_fat | zjfheart/Friendly-Adversarial-Training ``earlystop`` (tau counted down from the first misclassification, not reset when an example flips back) | tests/training/test_fat_transcription.py (bit-exact iterates, step counts) |
+| gairat, gair_fat | zjfheart/Geometry-aware-...-Training ``GA_PGD`` kappa, ``GAIR.py`` Tanh weights, ``fixed`` lambda schedule | tests/test_objectives.py, tests/launch/test_recipe_table.py (schedule per epoch) |
 | trades, mart (and FAT variants) | yaodongyu/TRADES ``trades_loss``; YisenWang/MART ``mart_loss`` (normal start 0.001) | tests/test_losses.py (NumPy transcriptions, gradients into both logits) |
 | alp, clp, mma | the MART paper's table of surrogate losses (no official code) | tests/test_objectives.py (closed forms) |
-| fgsm_at | locuslab/fast_adversarial ``train_fgsm.py`` (step 1.25 eps, uniform start) on its PreActResNet-18 (``preact_resnet18_fast``: shortcut on the raw input) | tests/test_models.py (the block against a hand computation), tests/test_recipe_table.py |
-| gradalign | tml-epfl/understanding-fast-adv-training ``train.py``; lambda from the recipe's eps (official; ``reg_lambda_follows_schedule`` for the scheduled eps); ``gradalign_detach_first`` the official detach; its network ``preact_resnet18_gradalign`` (no final BN-ReLU, He-normal fan-out) | tests/test_fast_at.py, tests/test_models.py |
-| elle, elle_a | LIONS-EPFL/ELLE ``core/utils/train.py`` (two random endpoints; ``elle_endpoints="clean"``: the lecture's clean point and one random point); lambda calibrated by eps^4 off 32x32x3 inputs (regularizers.py says why) | tests/test_fast_at.py (formulas against float64 NumPy), tests/test_every_method.py |
-| beta_at | Robey et al. 2023 (per-class targeted margin, argmax class) | tests/test_fast_at.py |
-| awp / rwp | csdongxian/AWP ``utils_awp.py`` + ``train_cifar10.py`` (one ascent step, per layer; optimizer at w + v, torch-style coupled weight decay) | tests/test_training.py (AWP with weight decay and momentum against a transcription) |
-| sam | google-research/sam ``get_sam_gradient`` (BN statistics of the ascent pass; L2 term inside the loss, ``sam_weight_decay="official"``; m-sharpness ``sam_m``) | tests/test_training.py (transcriptions of the official train step, per-device m-sharpness) |
-| sampa | LIONS-EPFL/SAMPa ``train.py`` (weight decay at x_t; the paper's look-ahead) | tests/test_training.py |
+| fgsm_at | locuslab/fast_adversarial ``train_fgsm.py`` (step 1.25 eps, uniform start) on its PreActResNet-18 (``preact_resnet18_fast``: shortcut on the raw input) | tests/models/test_models.py (the block against a hand computation), tests/launch/test_recipe_table.py |
+| gradalign | tml-epfl/understanding-fast-adv-training ``train.py``; lambda from the recipe's eps (official; ``reg_lambda_follows_schedule`` for the scheduled eps); ``gradalign_detach_first`` the official detach; its network ``preact_resnet18_gradalign`` (no final BN-ReLU, He-normal fan-out) | tests/training/test_fast_at.py, tests/models/test_models.py |
+| elle, elle_a | LIONS-EPFL/ELLE ``core/utils/train.py`` (two random endpoints; ``elle_endpoints="clean"``: the lecture's clean point and one random point); lambda calibrated by eps^4 off 32x32x3 inputs (regularizers.py says why) | tests/training/test_fast_at.py (formulas against float64 NumPy), tests/training/test_every_method.py |
+| beta_at | Robey et al. 2023 (per-class targeted margin, argmax class) | tests/training/test_fast_at.py |
+| awp / rwp | csdongxian/AWP ``utils_awp.py`` + ``train_cifar10.py`` (one ascent step, per layer; optimizer at w + v, torch-style coupled weight decay) | tests/training/test_training.py (AWP with weight decay and momentum against a transcription) |
+| sam | google-research/sam ``get_sam_gradient`` (BN statistics of the ascent pass; L2 term inside the loss, ``sam_weight_decay="official"``; m-sharpness ``sam_m``) | tests/training/test_training.py (transcriptions of the official train step, per-device m-sharpness) |
+| sampa | LIONS-EPFL/SAMPa ``train.py`` (weight decay at x_t; the paper's look-ahead) | tests/training/test_training.py |
 
 Left as documented differences: CAT's plateau rule (needs k as carried state, a per-epoch PGD-k
 validation and a checkpoint reload; the fixed schedule stands in), Wong et al.'s input

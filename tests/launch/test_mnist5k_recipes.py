@@ -2,7 +2,7 @@
 
 Each row's values are compared with a table written here from the official scripts (the source
 next to each value), independently of the recipe's own table; every argument (each row, and each
-row with ``,cpu``) also passes the invariants every recipe passes (``tests/test_configs.py``).
+row with ``,cpu``) also passes the invariants every recipe passes (``tests/launch/test_configs.py``).
 """
 
 import math
@@ -186,7 +186,7 @@ def test_every_argument_validates_on_mnist5k(arg):
   c = mnist5k.get_config(arg)
   config_lib.validate(c)
   assert c.dataset == "mnist5k"
-  # The invariants every recipe passes (tests/test_configs.py), for this argument.
+  # The invariants every recipe passes (tests/launch/test_configs.py), for this argument.
   recipe = (PATH, mnist5k, c)
   for check in (test_configs.test_has_exactly_the_base_fields_with_their_types,
                 test_configs.test_names_are_registered, test_configs.test_budget,
