@@ -13,7 +13,19 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
 
+from absl import logging as absl_logging  # noqa: E402
+
 from robust_jax.data import digits  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_absl_verbosity():
+  """Launchers called in-process set absl's verbosity (``launch.reproduce`` sets ERROR); restore it
+  after each test, so that a later test in the same worker still sees warnings (caplog)."""
+  level = absl_logging.get_verbosity()
+  yield
+  absl_logging.set_verbosity(level)
+
 
 def _mlp_apply(p, x):
   h = jax.nn.relu(x.reshape(x.shape[0], -1) @ p["w1"] + p["b1"])

@@ -61,7 +61,7 @@ Both variants share the rest, as the code: the start x + eps t / (||t|| + 1e-12)
 of operations (lines 206-213), the step 2 eps, the momentum 0.75 from the second iteration
 (line 326), Condition 2 (lines 409-410), the restart from x_max with its cached gradient (lines
 416-422), and, after such a restart, the comparison of the next loss with the loss of the iterate
-before it (the code's loss history). tests/test_official_transcriptions.py compares every iterate,
+before it (the code's loss history). tests/attacks/test_official_transcriptions.py compares every iterate,
 the step sizes and the outputs of the official variant (APGD-CE and APGD-T, linf and l2) with a
 statement-by-statement transcription of ``attack_single_run`` and ``perturb``. On the digits MLP of
 tests/conftest.py (N = 100) the two variants give the same robust accuracy for eps 0.03 to 0.15

@@ -32,7 +32,7 @@ once broken; with False every run uses its whole budget and the result is the mi
 adversarial point found (``distance``), as the original attack. (AutoAttack's ``perturb`` runs
 every run to its end but attacks, for each later target, only the examples still unbroken, and
 keeps the first point within eps: the broken set is the same in all three.)
-tests/test_official_transcriptions.py compares every FAB-T iterate with a transcription of
+tests/attacks/test_official_transcriptions.py compares every FAB-T iterate with a transcription of
 ``fab_base.py``'s ``attack_single_run`` (targeted, linf) on a nonlinear model, and checks that the
 returned points are misclassified, within eps, in the box, and close to the boundary along their
 own direction (brute-force line search).

@@ -61,7 +61,7 @@ changed back": each was checked by reverting the behaviour it pins).
 
 | method / part | official code (default = paper; official switch) | pinned by |
 |---|---|---|
-| pgd_at | MadryLab / locuslab PGD: uniform start, sign steps, ball then box | tests/test_attacks.py (invariants, float32 + bfloat16), tests/launch/test_recipe_table.py |
+| pgd_at | MadryLab / locuslab PGD: uniform start, sign steps, ball then box | tests/attacks/test_attacks.py (invariants, float32 + bfloat16), tests/launch/test_recipe_table.py |
 | dart | YisenWang/dynamic_adv_training ``LinfPGDAttack.perturb`` (FOSC stop from step 1; ``fosc_reference="start"``: the unclipped start); ``dart_official_reweight``: CE(x_adv) weights with Keras' ``mean(l w) / mean(w != 0)`` | tests/training/test_dynamic_at.py (NumPy transcription: iterates, FOSC, stop steps) |
 | cat | sunblaze-ucb/curriculum-adversarial-training-CAT ``regularLoss`` + ``perturb_true`` (chunks, randomised step); k by a fixed schedule, not the plateau rule (see above) | tests/training/test_cat.py (transcription, 0/1/2 steps for k = 2) |
 | fat, fat_trades, fat_mart, gair_fat | zjfheart/Friendly-Adversarial-Training ``earlystop`` (tau counted down from the first misclassification, not reset when an example flips back) | tests/training/test_fat_transcription.py (bit-exact iterates, step counts) |

@@ -10,7 +10,7 @@ from robust_jax import attacks
 from robust_jax import fosc as fosc_lib
 from robust_jax import losses
 from robust_jax.attacks import _apgd as apgd
-from tests.invariants import DTYPES, run_attack, check_in_ball_and_box, traced_at_most_once
+from tests.attacks.invariants import DTYPES, run_attack, check_in_ball_and_box, traced_at_most_once
 
 N_TEST = 128
 
@@ -84,8 +84,7 @@ def test_in_graph_schedule_matches_checkpoints(variant):
 # --- Invariants -----------------------------------------------------------------------------------
 
 
-# Each runs for float32 and bfloat16 images; bfloat16 cases that hit the library's known bfloat16
-# errors are expected failures (tests/invariants.py).
+# Each runs for float32 and bfloat16 images (tests/attacks/invariants.py).
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -22,7 +22,7 @@ inside its compiled loop (``jax.debug.callback`` in the model).
   whole run against the transcription.
 * FAB-T: ``autoattack/fab_base.py`` (``attack_single_run``, targeted, linf, and the targets of
   ``perturb``), with the library's hyperplane-box projection (tested against a linear program in
-  tests/test_autoattack.py), plus the properties of the returned points (misclassified, within
+  tests/attacks/test_autoattack.py), plus the properties of the returned points (misclassified, within
   eps, in the box, near the boundary along their own direction by a brute-force line search).
 
 Mutations of the library that these tests catch (checked by hand): Condition 1 with ``<``, the
@@ -575,7 +575,7 @@ def _official_fab_t_single_run(f, x, y, target, eps, n_iter, alpha_max=0.1, eta=
   """``autoattack/fab_base.py`` ``FABAttack.attack_single_run`` (targeted, linf, no random start:
   restart 0), in float32 NumPy, with ``get_diff_logits_grads_batch_targeted`` of ``fab_pt.py``
   and the library's hyperplane-box projection for ``projection_linf`` (the projection is tested
-  against a linear program in tests/test_autoattack.py). Returns the iterates [n_iter, B, ...]
+  against a linear program in tests/attacks/test_autoattack.py). Returns the iterates [n_iter, B, ...]
   and ``(adv, res2)``: the closest adversarial point of the run and its linf distance (1e10 if
   none). ``lockstep``: the library's iterates, as in :func:`_official_apgd_single_run`.
   """

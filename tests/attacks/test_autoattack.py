@@ -252,7 +252,7 @@ def test_fab_bad_arguments(model):
 
 def test_standard_autoattack_runs_the_official_code(model, monkeypatch):
   """AutoAttack's default is fra31/auto-attack's algorithm: its APGD stages are APGD with
-  ``variant="official"`` (tests/test_official_transcriptions.py: the official loop), its Square
+  ``variant="official"`` (tests/attacks/test_official_transcriptions.py: the official loop), its Square
   ``square.py``'s; ``apgd_variant="paper"`` and ``square_variant="square_attack"`` switch."""
   _, logits_fn, x, y = model
   defaults = attacks.hyperparameter_defaults("autoattack")
