@@ -43,7 +43,7 @@ from robust_jax.training.curriculum import (  # noqa: F401  (re-exported)
     CAT_STEP_SPREAD, AllStop, CatPlan, StepLimitStop, cat_chunks, cat_plan, cat_step_sizes,
     uniform_step_start)
 
-ATTACK_STARTS = ("default", "none", "uniform", "normal", "uniform_step")
+ATTACK_STARTS = ("default", "none", "uniform", "normal", "uniform_step", "radial")
 NORMS = ("linf", "l2")
 # The official code's reference-eps guard in ``PGD.adjust_threshold`` (Liu et al., see ``fixed``).
 _ADJUST_THRESHOLD_EPS = 1e-6
@@ -395,6 +395,8 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
   require(norm in NORMS, "norm", f"must be one of {NORMS}", norm)
   require(attack_start in ATTACK_STARTS, "attack_start", f"must be one of {ATTACK_STARTS}",
           attack_start)
+  require(attack_start != "radial" or norm == "l2", "attack_start",
+          "'radial' (robust_overfitting's l2 start) needs config.norm='l2'", attack_start)
   require(attack_bn_mode in ("eval", "train"), "attack_bn_mode", "must be 'eval' or 'train'",
           attack_bn_mode)
   require(isinstance(attack_compaction, int) and 0 <= attack_compaction <= 8, "attack_compaction",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from robust_jax.training import adversary, methods
+from robust_jax.training import methods
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -29,7 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.step_size = 0.075
   c.num_steps = 10
   c.norm = "linf"
-  c.attack_start = "default"    # default (the method's) | none | uniform | normal | uniform_step
+  c.attack_start = "default"    # default (the method's) | none | uniform | normal | uniform_step |
+                                # radial (l2 only)
   c.attack_bn_mode = "eval"     # eval (running statistics) | train (batch statistics, AT-AWP code)
   c.eps_warmup_epochs = 0
   c.beta = 6.0                  # TRADES / MART / FAT-TRADES / FAT-MART trade-off
@@ -117,7 +118,6 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-ATTACK_STARTS = adversary.ATTACK_STARTS
 FIELDS_THAT_MUST_MATCH_ON_RESUME = ("dataset", "model", "method", "eps", "norm", "num_steps",
                                     "batch_size", "seed", "weight_perturbation", "optimizer")
 

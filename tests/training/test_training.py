@@ -545,3 +545,24 @@ def test_sampa_weight_decay_is_taken_at_x_t():
 def test_bad_sam_fields_are_named(overrides, match):
   with pytest.raises(ValueError, match=match):
     _config(weight_perturbation="sam", **overrides)
+
+
+def test_radial_start_trains_l2_and_is_refused_for_linf():
+  """``attack_start="radial"`` (robust_overfitting's l2 start) reaches the training attack for l2,
+  its iterates stay in the l2 ball, and linf is refused at validation, naming the fields."""
+  c = _config(method="pgd_at", norm="l2", eps=0.5, step_size=0.1, attack_start="radial")
+  _, _, _, state, step = _setup(c)
+  bundle = step_lib.methods.build(c)
+  batch = _batches(1)[0]
+  info = step_lib.StepInfo(step=state.step, epoch=jnp.asarray(0), eps=jnp.asarray(c.eps),
+                           lr=jnp.asarray(0.0))
+  logits_fn = lambda x: TinyBNNet().apply({"params": state.params, "batch_stats": state.batch_stats},
+                                          x, train=False)
+  out = bundle.input_adversary.apply(logits_fn, batch["image"], batch["label"], jax.random.key(3),
+                                     info)
+  d = np.linalg.norm((np.asarray(out.x_adv) - batch["image"]).reshape(B, -1), axis=1)
+  assert d.max() <= c.eps * (1 + 1e-5) and d.min() > 0
+  _, m = jax.jit(step)(state, batch)
+  assert np.isfinite(float(m["loss"]))
+  with pytest.raises(ValueError, match=r"config.attack_start 'radial'.*needs config.norm='l2'"):
+    _config(method="pgd_at", norm="linf", attack_start="radial")
