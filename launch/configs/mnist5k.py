@@ -35,7 +35,7 @@ readable here, so the exact eps and step of its MNIST figure are not confirmed).
 et al.'s MNIST FGSM trains without it from the unclamped start (the released ``models/fgsm.pth``;
 the paper's numbers unverified); the maintainer of fast_adversarial says the missing clamp of the
 MNIST start was unintentional and that "you may need to adjust the alpha parameter" once it is
-clamped (issue #21), as it is here (see below), so ``fgsm_at`` at eps 0.3 may overfit here too.
+clamped (issue #21); ``--config.attack_start=uniform`` is that clamped variant.
 
 CPU variants (``<row>,cpu``): one seed in about 5 minutes on a 2-core CPU. Every multi-step row
 (SmallCNN, CNN4 and ``pgd_at_mnist_net``) is cut the same way:
@@ -74,9 +74,12 @@ Deliberate differences from the official code (all rows):
 * Model selection on the 400 validation images by PGD-10 (never the test set); the official
   scripts keep the last epoch. The test attacks take steps of eps/4 (0.075 at eps 0.3), not 0.01,
   and PGD-50 runs without the official 10 restarts.
-* Every uniform start is clamped to [0, 1] before the first gradient. Wong et al.'s MNIST FGSM
-  takes its gradient at the unclamped x + U(-eps, eps) (``train_mnist.py`` lines 74-78); this
-  library has no unclamped start (a change to ``robust_jax/training/adversary.py``, not made here).
+* The FGSM rows start as Wong et al.'s MNIST code and paper (Algorithm 3) do: the gradient is
+  taken at the unclamped x + U(-eps, eps) (``train_mnist.py`` lines 74-78;
+  ``attack_start="uniform_unclamped"``), and the step is then projected onto the ball and the box.
+  ``--config.attack_start=uniform`` gives the clamped start of the CIFAR-10 script
+  (``train_fgsm.py``), which the maintainer calls the intended one (issue #21). Every other uniform
+  start (PGD rows) is clamped, as in the official PGD code.
 * fast_adversarial's PGD training stops moving an example once it is misclassified
   (``train_mnist.py``, ``I = output.max(1)[1] == y``); ``pgd_at_mnist_net`` runs all 40 steps.
 * GradAlign and ELLE have no MNIST script. They run on Wong's protocol from x with a step of eps
@@ -164,6 +167,7 @@ RECIPES = {
     "fgsm_at": ("mnist_net", dict(
         method="fgsm_at",
         fgsm_step_factor=1.25,      # [Wong] --alpha 0.375 = 1.25 * 0.3, from x + U(-eps, eps)
+        attack_start="uniform_unclamped",  # [Wong] lines 74-78: no clamp before the gradient
     )),
     "gradalign": ("mnist_net", dict(
         method="gradalign",         # from x ([GradAlign] scripts: --attack_init=zero)
@@ -181,6 +185,7 @@ RECIPES = {
         method="fgsm_at",
         eps=0.4,
         fgsm_step_factor=1.25,      # [Wong] alpha = 1.25 eps
+        attack_start="uniform_unclamped",
     )),
     "gradalign_co": ("mnist_net", dict(
         method="gradalign",

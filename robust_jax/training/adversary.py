@@ -43,7 +43,10 @@ from robust_jax.training.curriculum import (  # noqa: F401  (re-exported)
     CAT_STEP_SPREAD, AllStop, CatPlan, StepLimitStop, cat_chunks, cat_plan, cat_step_sizes,
     uniform_step_start)
 
-ATTACK_STARTS = ("default", "none", "uniform", "normal", "uniform_step", "radial")
+ATTACK_STARTS = ("default", "none", "uniform", "normal", "uniform_step", "radial",
+                 "uniform_unclamped")
+# Starts the training module makes itself (the attacks package has the others).
+_OWN_STARTS = ("uniform_step", "uniform_unclamped")
 NORMS = ("linf", "l2")
 # The official code's reference-eps guard in ``PGD.adjust_threshold`` (Liu et al., see ``fixed``).
 _ADJUST_THRESHOLD_EPS = 1e-6
@@ -292,8 +295,9 @@ def _ascent_from(logits_fn, x, y, x_start, loss, norm, fosc_reference, *, eps, s
 def _pgd_core(loss: str, norm: str, fosc_reference: str):
   def core(logits_fn, x, y, key, *, eps, step_size, num_steps, start, stop, final_eval,
            compaction):
-    if start == "uniform_step":
-      x_start = uniform_step_start(key, x, eps=eps, step_size=step_size, norm=norm)
+    if start in _OWN_STARTS:
+      x_start = curriculum_lib.start_point(key, x, eps=eps, step_size=step_size, norm=norm,
+                                           kind=start)
       return _ascent_from(logits_fn, x, y, x_start, loss, norm, fosc_reference, eps=eps,
                           step_size=step_size, num_steps=num_steps, stop=stop,
                           final_eval=final_eval, compaction=compaction)
@@ -365,7 +369,10 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
     norm: ``"linf"`` or ``"l2"``.
     attack_start: ``"default"`` (the method's) or a start that overrides it: ``"none"``,
       ``"uniform"`` (in the ball), ``"normal"`` (x + 0.001 N(0, I)) or ``"uniform_step"``
-      (U(-step, step) in the ball, Liu et al.'s official start; :func:`uniform_step_start`).
+      (U(-step, step) in the ball, Liu et al.'s official start; :func:`uniform_step_start`),
+      ``"radial"`` (l2) or ``"uniform_unclamped"`` (x + U(-eps, eps) not clamped to [0, 1] before
+      the first gradient: Wong et al.'s MNIST FGSM start,
+      :func:`~robust_jax.training.curriculum.uniform_unclamped_start`; linf, PGD core).
     attack_bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics, AT-AWP code).
       ``"train"`` is refused for attacks that stop examples early (see Raises).
     attack_compaction: how many times the loop may halve its batch as examples stop (0 = never);
@@ -397,6 +404,9 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
           attack_start)
   require(attack_start != "radial" or norm == "l2", "attack_start",
           "'radial' (robust_overfitting's l2 start) needs config.norm='l2'", attack_start)
+  require(attack_start != "uniform_unclamped" or (norm == "linf" and core == "pgd"),
+          "attack_start", "'uniform_unclamped' (Wong et al.'s MNIST start) needs config.norm="
+          "'linf' and the PGD core", attack_start)
   require(attack_bn_mode in ("eval", "train"), "attack_bn_mode", "must be 'eval' or 'train'",
           attack_bn_mode)
   require(isinstance(attack_compaction, int) and 0 <= attack_compaction <= 8, "attack_compaction",

@@ -30,7 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_steps = 10
   c.norm = "linf"
   c.attack_start = "default"    # default (the method's) | none | uniform | normal | uniform_step |
-                                # radial (l2 only)
+                                # radial (l2 only) | uniform_unclamped (Wong's MNIST, linf)
   c.attack_bn_mode = "eval"     # eval (running statistics) | train (batch statistics, AT-AWP code)
   c.eps_warmup_epochs = 0
   c.beta = 6.0                  # TRADES / MART / FAT-TRADES / FAT-MART trade-off

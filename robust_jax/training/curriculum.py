@@ -54,10 +54,43 @@ def uniform_step_start(key: jax.Array, x: jax.Array, *, eps, step_size,
   return attacks.project(x + u * per_example(step_size, x), x, eps, norm)
 
 
+def uniform_unclamped_start(key: jax.Array, x: jax.Array, *, eps) -> jax.Array:
+  """Wong et al.'s MNIST start: x + U(-eps, eps) per coordinate, *not* clamped to the box [0, 1].
+
+  The first gradient is taken at this point, which may lie outside the image box; the step after it
+  projects onto the eps-ball and the box (linf only).
+
+  Args:
+    key: PRNG key.
+    x: float images [B, H, W, C] in [0, 1].
+    eps: the linf radius (scalar >= 0).
+
+  Returns:
+    ``x + delta``, ``delta = jax.random.uniform(key, x.shape, minval=-eps, maxval=eps)``, in the
+    ball but possibly outside [0, 1].
+
+  References:
+    locuslab/fast_adversarial ``MNIST/train_mnist.py`` lines 74-78 (@54f7287): ``delta.uniform_(
+    -epsilon, epsilon)`` with no clamp before ``model(X + delta)``; the CIFAR-10 script
+    ``train_fgsm.py`` clamps it (``clamp(delta, lower_limit - X, upper_limit - X)``).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> x0 = uniform_unclamped_start(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), eps=0.3)
+    >>> bool((x0 < 0).any()), bool((jnp.abs(x0) <= 0.3).all())
+    (True, True)
+  """
+  u = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
+  return x + u * jnp.asarray(eps, x.dtype)
+
+
 def start_point(key, x, *, eps, step_size, norm, kind):
-  """The start ``kind`` (``none``, ``uniform``, ``normal`` or ``uniform_step``) of the attack."""
+  """The start ``kind`` (``none``, ``uniform``, ``normal``, ``uniform_step`` or
+  ``uniform_unclamped``) of the attack."""
   if kind == "uniform_step":
     return uniform_step_start(key, x, eps=eps, step_size=step_size, norm=norm)
+  if kind == "uniform_unclamped":
+    return uniform_unclamped_start(key, x, eps=eps)
   return attacks.random_start(key, x, eps, norm, kind)
 
 
