@@ -1,14 +1,22 @@
-r"""Reproduces the seeds' claims at small scale on the embedded digits and writes REPRODUCTION.md.
+r"""Reproduces the seeds' claims on the embedded digits or MNIST-5k and writes REPRODUCTION.md.
 
   python -m launch.reproduce --out=runs/reproduce --seeds=0,1,2
+  python -m launch.reproduce --suite=mnist5k --out=runs/reproduce_mnist5k   # ~3 h on 2 cores
   python -m launch.reproduce --out=runs/reproduce --report_only   # re-render from the JSON
 
-Trains standard training, PGD-AT, Dynamic AT, FAT, GAIRAT, TRADES, MART and PGD-AT + AWP with the
-recipe of ``launch/configs/digits.py`` scaled to ``--epochs``, evaluates every best checkpoint with
-the attacks of the seeds' table at reduced budgets and writes ``OUT/REPRODUCTION.md`` and
-``OUT/reproduction.json`` (:mod:`robust_jax.experiments.reproduce` says what and how);
-``launch/reproduction_notes.md`` (hand-written results of runs this suite does not make) is included
-in the report.
+Trains standard training, PGD-AT, Dynamic AT, FAT, GAIRAT, TRADES, MART and PGD-AT + AWP, evaluates
+every best checkpoint with the attacks of the seeds' table and writes ``OUT/REPRODUCTION.md`` and
+``OUT/reproduction.json`` (:mod:`robust_jax.experiments.reproduce` says what and how). A stopped
+suite resumes where it stopped when run again with the same flags.
+
+* ``--suite=digits`` (default): the recipe of ``launch/configs/digits.py`` scaled to ``--epochs``,
+  attacks at reduced budgets (``--n_iter=50 --n_queries=1000``); ``launch/reproduction_notes.md``
+  (hand-written results of runs this suite does not make) is included in the report.
+* ``--suite=mnist5k``: the CPU variants of ``launch/configs/mnist5k.py`` (``--epochs`` overrides
+  their 15), AutoAttack at its standard budget (100 iterations, 5,000 Square queries) on the
+  1,000 test images, columns FGSM, PGD-20, PGD-40 (TRADES' MNIST test attack), CW-inf, APGD-CE and
+  AutoAttack (APGD-T runs inside AutoAttack); then the catastrophic-overfitting study
+  (:mod:`robust_jax.experiments.catastrophic`, ``--co_epochs``).
 """
 
 from __future__ import annotations
@@ -19,34 +27,56 @@ import shlex
 from absl import app, flags, logging
 
 import launch  # noqa: F401  (XLA CPU flags)
-from launch.configs import digits
-from robust_jax.experiments import reproduce, suite
+from launch.configs import digits, mnist5k
+from robust_jax.experiments import catastrophic, reproduce, suite
 
 NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reproduction_notes.md")
+
+
+# Per suite: the defaults of the flags left unset (None).
+SUITE_DEFAULTS = {
+    "digits": dict(epochs=40, n_iter=50, n_queries=1000, pgd_steps=["20", "100"], columns=None,
+                   notes=NOTES),
+    "mnist5k": dict(epochs=None, n_iter=100, n_queries=5000, pgd_steps=["20", "40"],
+                    columns=["FGSM", "PGD-20", "PGD-40", "CW-inf", "APGD-CE", "AA"], notes=None),
+}
 
 
 def _flag_values() -> flags.FlagValues:
   """This launcher's flags, in their own FlagValues (``--out`` and ``--methods`` are also flags of
   other launchers, which may be imported into the same process, e.g. by the tests)."""
   fv = flags.FlagValues()
+  flags.DEFINE_enum("suite", "digits", list(SUITE_DEFAULTS), "Which suite.", flag_values=fv)
   flags.DEFINE_string("out", None, "Output directory (runs, REPRODUCTION.md, reproduction.json).",
                       flag_values=fv)
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.", flag_values=fv)
   flags.DEFINE_list("methods", list(suite.METHODS), f"Any of {', '.join(suite.METHODS)}.",
                     flag_values=fv)
-  flags.DEFINE_integer("epochs", 40, "Epochs per run (the recipe's schedules are scaled from 60).",
-                       flag_values=fv)
-  flags.DEFINE_float("eps", 0.2, "linf radius for training and evaluation.", flag_values=fv)
-  flags.DEFINE_float("awp_gamma", 0.005, "AWP's relative per-layer weight perturbation.",
-                     flag_values=fv)
-  flags.DEFINE_integer("n_iter", 50, "APGD-CE / APGD-T / AutoAttack iterations.", flag_values=fv)
-  flags.DEFINE_integer("n_queries", 1000, "Square queries inside AutoAttack.", flag_values=fv)
+  flags.DEFINE_integer("epochs", None, "Epochs per run (digits: 40, the recipe's schedules scaled "
+                       "from 60; mnist5k: the CPU variants' 15).", flag_values=fv)
+  flags.DEFINE_float("eps", 0.2, "digits: linf radius for training and evaluation (mnist5k: the "
+                     "recipes' 0.3).", flag_values=fv)
+  flags.DEFINE_float("awp_gamma", 0.005, "digits: AWP's relative per-layer weight perturbation "
+                     "(mnist5k: the recipe's 0.01).", flag_values=fv)
+  flags.DEFINE_integer("n_iter", None, "APGD-CE / APGD-T / AutoAttack iterations (digits 50, "
+                       "mnist5k 100).", flag_values=fv)
+  flags.DEFINE_integer("n_queries", None, "Square queries inside AutoAttack (digits 1000, mnist5k "
+                       "5000).", flag_values=fv)
   flags.DEFINE_integer("cw_steps", 30, "CW-inf steps.", flag_values=fv)
-  flags.DEFINE_list("pgd_steps", ["20", "100"], "PGD columns (20 is required).", flag_values=fv)
+  flags.DEFINE_list("pgd_steps", None, "PGD columns (20 is required; digits 20,100, mnist5k "
+                    "20,40).", flag_values=fv)
+  flags.DEFINE_list("columns", None, "Attack columns (default: digits all, mnist5k FGSM,PGD-20,"
+                    "PGD-40,CW-inf,APGD-CE,AA).", flag_values=fv)
   flags.DEFINE_integer("eval_examples", 0, "Test examples evaluated (0 = the whole test split).",
                        flag_values=fv)
   flags.DEFINE_integer("directions", 3, "Random directions per flatness measurement.",
                        flag_values=fv)
+  flags.DEFINE_list("co_settings", list(catastrophic.SETTINGS), "mnist5k: the catastrophic-"
+                    "overfitting settings (empty: none).", flag_values=fv)
+  flags.DEFINE_list("co_seeds", ["0"], "mnist5k: seeds of the catastrophic-overfitting study.",
+                    flag_values=fv)
+  flags.DEFINE_integer("co_epochs", catastrophic.EPOCHS, "mnist5k: epochs of each catastrophic-"
+                       "overfitting run.", flag_values=fv)
   flags.DEFINE_bool("report_only", False, "Rewrite REPRODUCTION.md from OUT/reproduction.json.",
                     flag_values=fv)
   flags.DEFINE_string("command", None, "The command line to print in the report (default: argv).",
@@ -62,15 +92,27 @@ def main(argv):
   if not fv.out:
     raise app.UsageError("pass --out=DIR")
   logging.set_verbosity(logging.ERROR)
+  d = SUITE_DEFAULTS[fv.suite]
+  get = lambda name: d[name] if getattr(fv, name) is None else getattr(fv, name)  # noqa: E731
+  extra = lambda: catastrophic.report_lines(fv.out) if fv.suite == "mnist5k" else []  # noqa: E731
   if fv.report_only:
-    reproduce.rewrite_report(fv.out, notes_path=NOTES)
+    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
     return
   cmd = fv.command or ("python -m launch.reproduce " + " ".join(shlex.quote(a) for a in argv[1:]))
-  reproduce.run(fv.out, recipe=digits.get_config, seeds=[int(s) for s in fv.seeds],
-                methods=list(fv.methods), epochs=fv.epochs, eps=fv.eps, awp_gamma=fv.awp_gamma,
-                n_iter=fv.n_iter, n_queries=fv.n_queries, cw_steps=fv.cw_steps,
-                pgd_steps=[int(k) for k in fv.pgd_steps], eval_examples=fv.eval_examples,
-                directions=fv.directions, command=cmd, notes_path=NOTES)
+  if fv.suite == "digits":
+    spec = suite.digits_suite(digits.get_config, epochs=get("epochs"), eps=fv.eps,
+                              awp_gamma=fv.awp_gamma)
+  else:
+    spec = suite.mnist5k_suite(mnist5k.get_config, epochs=fv.epochs)
+  reproduce.run(fv.out, suite_spec=spec, seeds=[int(s) for s in fv.seeds],
+                methods=list(fv.methods), n_iter=get("n_iter"), n_queries=get("n_queries"),
+                cw_steps=fv.cw_steps, pgd_steps=[int(k) for k in get("pgd_steps")],
+                columns=get("columns"), eval_examples=fv.eval_examples,
+                directions=fv.directions, command=cmd, notes_path=d["notes"])
+  if fv.suite == "mnist5k" and fv.co_settings:
+    catastrophic.run(fv.out, get_config=mnist5k.get_config, settings=list(fv.co_settings),
+                     seeds=[int(s) for s in fv.co_seeds], epochs=fv.co_epochs)
+    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
 
 
 if __name__ == "__main__":

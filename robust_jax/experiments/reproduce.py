@@ -78,6 +78,35 @@ def _arrays(split: Dict[str, np.ndarray], n: int = 0) -> Dict[str, np.ndarray]:
   return {"image": pipeline.to_float(split["image"]), "label": np.asarray(split["label"], np.int32)}
 
 
+EVAL_FILE = "reproduce_eval.json"
+
+
+def evaluate_run_cached(workdir: str, attacks: Dict[str, Any], ds, *, eps: float,
+                        eval_examples: int, seed: int, settings: Dict[str, Any]) -> Dict[str, Any]:
+  """:func:`evaluate_run`, its result kept in ``workdir/reproduce_eval.json`` with ``settings``
+  (the attack budgets) and the checkpoint's step: a resumed suite re-evaluates a run only when
+  either changed. The result gains ``eval_wall_s`` and ``eval_cpu_s`` (this process's user +
+  system seconds, which the load of other jobs does not inflate as much as wall time)."""
+  path = os.path.join(workdir, EVAL_FILE)
+  step = restore.load_trained(workdir, which="best").step
+  key = {"settings": settings, "eps": eps, "eval_examples": eval_examples, "seed": seed,
+         "step": step}
+  if os.path.exists(path):
+    with open(path) as f:
+      cached = json.load(f)
+    if cached.get("key") == _jsonable(key):
+      return cached["result"]
+  t, cpu = time.time(), report.cpu_seconds()
+  r = evaluate_run(workdir, attacks, ds, eps=eps, eval_examples=eval_examples, seed=seed)
+  r.update(eval_wall_s=time.time() - t, eval_cpu_s=report.cpu_seconds() - cpu)
+  r = _jsonable(r)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({"key": _jsonable(key), "result": r}, f, indent=1)
+  os.replace(tmp, path)
+  return r
+
+
 def evaluate_run(workdir: str, attacks: Dict[str, Any], ds, *, eps: float, eval_examples: int,
                  seed: int) -> Dict[str, Any]:
   """Test-split table of the best checkpoint, plus PGD-20 on as many training examples.
@@ -230,9 +259,11 @@ def _gap_summary(curves: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
           "curves": [{"epochs": c["epochs"], "gap": c["gap"]} for c in curves]}
 
 
-def rewrite_report(out: str, *, notes_path: Optional[str] = None) -> str:
+def rewrite_report(out: str, *, notes_path: Optional[str] = None,
+                   extra_lines: Sequence[str] = ()) -> str:
   """Recomputes the verdicts from ``OUT/reproduction.json``, saves it and rewrites REPRODUCTION.md
-  (nothing is trained or evaluated). Returns the markdown."""
+  (nothing is trained or evaluated), with ``extra_lines`` after the gap section. Returns the
+  markdown."""
   path = os.path.join(out, "reproduction.json")
   with open(path) as f:
     data = json.load(f)
@@ -240,7 +271,7 @@ def rewrite_report(out: str, *, notes_path: Optional[str] = None) -> str:
                                        data["gaps"])
   with open(path, "w") as f:
     json.dump(data, f, indent=1)
-  return report.write_report(out, data, notes_path=notes_path)
+  return report.write_report(out, data, notes_path=notes_path, extra_lines=extra_lines)
 
 
 def _jsonable(obj):
@@ -249,121 +280,156 @@ def _jsonable(obj):
                                else str(o)))
 
 
-def run(out: str, *, recipe: suite.Recipe, seeds: Sequence[int], methods: Sequence[str],
-        epochs: int, eps: float = 0.2, awp_gamma: float = 0.005, n_iter: int = 50,
-        n_queries: int = 1000, cw_steps: int = 30, pgd_steps: Sequence[int] = (20, 100),
+def attack_steps_taken(workdir: str) -> float:
+  """The mean attack steps per training example over the run (``attack_steps`` of the ``train``
+  records, weighted by the examples of each epoch), NaN when not logged."""
+  recs = [r for r in metrics_lib.read(workdir)
+          if r.get("kind") == "train" and r.get("attack_steps") is not None]
+  return float(np.mean([r["attack_steps"] for r in recs])) if recs else float("nan")
+
+
+def _summary(results: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
+  """Mean and std per method of the clean, worst-case and every attack's accuracy."""
+  return {m: {"clean": mean_std([r["clean"] for r in rs])[:2],
+              "worst_case": mean_std([r["worst_case"] for r in rs])[:2],
+              **{c: mean_std([r["attacks"][c] for r in rs])[:2] for c in rs[0]["attacks"]}}
+          for m, rs in results.items()}
+
+
+def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Sequence[str],
+        n_iter: int = 50, n_queries: int = 1000, cw_steps: int = 30,
+        pgd_steps: Sequence[int] = (20, 100), columns: Optional[Sequence[str]] = None,
         eval_examples: int = 0, directions: int = 3, command: Optional[str] = None,
         notes_path: Optional[str] = None) -> Dict[str, Any]:
   """Trains, evaluates, analyses and writes ``OUT/REPRODUCTION.md`` and ``OUT/reproduction.json``.
 
+  The runs go seed by seed (every method of seed 0, then of seed 1, ...); after each seed the
+  report is rewritten from the seeds finished so far (``params.seeds_done``), so a suite stopped
+  early still has a consistent report, and a restarted one resumes: a finished run is neither
+  trained (``train_and_evaluate`` resumes it) nor evaluated again (:func:`evaluate_run_cached`).
+
   Args:
-    out: the output directory; run ``(method, seed)`` trains into ``OUT/runs/<method>/seed<k>``
-      and is resumed (not trained again) when it already finished.
-    recipe: ``get_config`` of the recipe every method starts from (``launch/configs/digits.py``);
-      its dataset is the suite's.
+    out: the output directory; run ``(method, seed)`` trains into ``OUT/runs/<method>/seed<k>``.
+    suite_spec: the suite (:func:`robust_jax.experiments.suite.digits_suite` or
+      :func:`~robust_jax.experiments.suite.mnist5k_suite`): the configs and the radius.
     seeds: training seeds, not empty.
     methods: keys of :data:`robust_jax.experiments.suite.METHODS`.
-    epochs: epochs per run (the recipe's schedules are scaled to it).
-    eps: linf radius for training and evaluation.
-    awp_gamma: AWP's relative per-layer weight perturbation.
     n_iter: APGD-CE / APGD-T / AutoAttack iterations.
     n_queries: Square queries inside AutoAttack.
     cw_steps: CW-inf steps.
     pgd_steps: PGD columns; must include 20.
+    columns: the columns of :func:`robust_jax.evaluation.default_attacks` evaluated (None: all);
+      must include ``"PGD-20"``.
     eval_examples: test examples evaluated (0: the whole test split).
     directions: random directions per flatness measurement.
     command: the command line printed in the report (default: ``sys.argv``).
     notes_path: hand-written notes included in the report (:func:`report.write_report`).
 
   Returns:
-    The JSON data, also written to ``OUT/reproduction.json``: ``params`` (the arguments),
-    ``results`` (``method -> one`` :func:`evaluate_run` ``dict per seed``, with the seed, the
-    workdir, the training time and the best and last validation numbers), ``summary`` (mean and std
-    per method and column), ``fosc`` (:func:`fosc_over_epochs` of ``pgd_at`` and ``dart``),
-    ``flatness`` (pooled :func:`flatness` of ``pgd_at`` and ``pgd_at_awp``), ``gaps`` (per-epoch
-    gap curves of every method), ``verdicts``, and the command, machine, date, timings and load.
+    The JSON data, also written to ``OUT/reproduction.json``: ``suite`` (its name), ``params``
+    (the arguments and the suite's settings), ``results`` (``method -> one`` :func:`evaluate_run`
+    ``dict per seed``, with the seed, the workdir, the training wall and CPU time, the mean attack
+    steps and the best and last validation numbers), ``summary`` (mean and std per method and
+    column), ``fosc`` (:func:`fosc_over_epochs` of ``pgd_at`` and ``dart``), ``flatness`` (pooled
+    :func:`flatness` of ``pgd_at`` and ``pgd_at_awp``), ``gaps`` (per-epoch gap curves of every
+    method), ``verdicts``, and the command, machine, date, timings and load.
 
   Raises:
-    ValueError: for an unknown method, ``pgd_steps`` without 20, or no seeds.
+    ValueError: for an unknown method or column, ``pgd_steps`` or ``columns`` without PGD-20, or
+      no seeds.
   """
   suite.check_methods(methods)
   if 20 not in pgd_steps:
     raise ValueError(f"pgd_steps must include 20 (the PGD-20 column), got {list(pgd_steps)}")
   if not seeds:
     raise ValueError("seeds is empty")
+  eps = suite_spec.eps
+  attacks = evaluation.default_attacks(eps, pgd_steps=tuple(pgd_steps), cw_steps=cw_steps,
+                                       n_iter=n_iter, n_queries=n_queries)
+  if columns is not None:
+    unknown = [c for c in columns if c not in attacks]
+    if unknown or "PGD-20" not in columns:
+      raise ValueError(f"columns must be among {list(attacks)} and include 'PGD-20', got "
+                       f"{list(columns)}")
+    attacks = {c: attacks[c] for c in attacks if c in columns}
   os.makedirs(out, exist_ok=True)
   t0 = time.time()
   cpu0 = report.cpu_seconds()
   load0 = os.getloadavg()
-  base = recipe()
+  base = suite_spec.make_config(methods[0], seeds[0])
   ds = pipeline.load_dataset(base.dataset, validation_fraction=base.validation_fraction)
-  attacks = evaluation.default_attacks(eps, pgd_steps=tuple(pgd_steps), cw_steps=cw_steps,
-                                       n_iter=n_iter, n_queries=n_queries)
+  settings = {"columns": list(attacks), "n_iter": n_iter, "n_queries": n_queries,
+              "cw_steps": cw_steps, "pgd_steps": list(pgd_steps)}
+  params = {"seeds": list(seeds), "methods": list(methods), **suite_spec.params, "eps": eps,
+            "n_iter": n_iter, "n_queries": n_queries, "cw_steps": cw_steps,
+            "pgd_steps": list(pgd_steps), "columns": list(attacks),
+            "eval_examples": eval_examples, "directions": directions}
   results: Dict[str, List[Dict[str, Any]]] = {}
   workdirs: Dict[str, List[str]] = {}
-  train_s = eval_s = 0.0
-  for m in methods:
-    for s in seeds:
+  timing = {"train_s": 0.0, "eval_s": 0.0}
+  data: Dict[str, Any] = {}
+  for i, s in enumerate(seeds):
+    for m in methods:
       wd = os.path.join(out, "runs", m, f"seed{s}")
-      config = suite.make_config(recipe, m, s, epochs=epochs, eps=eps, awp_gamma=awp_gamma)
-      t = time.time()
+      config = suite_spec.make_config(m, s)
+      t, cpu = time.time(), report.cpu_seconds()
       summary = train(config, wd)
-      dt_train = time.time() - t
-      train_s += dt_train
+      dt_train, cpu_train = time.time() - t, report.cpu_seconds() - cpu
+      timing["train_s"] += dt_train
       t = time.time()
-      r = evaluate_run(wd, attacks, ds, eps=eps, eval_examples=eval_examples, seed=s)
-      eval_s += time.time() - t
+      r = evaluate_run_cached(wd, attacks, ds, eps=eps, eval_examples=eval_examples, seed=s,
+                              settings=settings)
+      timing["eval_s"] += time.time() - t
       val = [x for x in metrics_lib.read(wd)
              if x.get("kind") == "eval" and x.get("split") == "validation"]
-      r.update(seed=s, workdir=os.path.relpath(wd, out), train_wall_s=dt_train,
-               val_best=summary.get("best"),
+      r.update(seed=s, workdir=os.path.relpath(wd, out),
+               train_wall_s=summary.get("train_time_s", dt_train), train_cpu_s=cpu_train,
+               attack_steps=attack_steps_taken(wd), val_best=summary.get("best"),
                val_last={"clean": val[-1]["clean_acc"], "pgd10": val[-1]["robust_acc"]})
       results.setdefault(m, []).append(r)
       workdirs.setdefault(m, []).append(wd)
       print(f"[reproduce] {m} seed {s}: clean {100 * r['clean']:.1f}, PGD-20 "
             f"{100 * r['attacks']['PGD-20']:.1f}, worst case {100 * r['worst_case']:.1f} "
             f"(train {dt_train:.0f}s, {time.time() - t0:.0f}s elapsed)", flush=True)
+    data = _analyse_and_report(
+        out, results, workdirs, ds, seeds_done=list(seeds[:i + 1]), params=params,
+        suite_name=suite_spec.name, directions=directions, eval_examples=eval_examples,
+        timing=dict(timing, t0=t0, cpu0=cpu0, load0=load0), command=command,
+        notes_path=notes_path)
+  print(f"[reproduce] wrote {os.path.join(out, 'REPRODUCTION.md')} "
+        f"({(time.time() - t0) / 60:.1f} min)", flush=True)
+  return data
 
+
+def _analyse_and_report(out, results, workdirs, ds, *, seeds_done, params, suite_name,
+                        directions, eval_examples, timing, command, notes_path):
+  """The analyses over the runs so far, ``reproduction.json`` and ``REPRODUCTION.md``."""
   t = time.time()
-  fosc = {}
-  for m in ("pgd_at", "dart"):
-    if m in workdirs:
-      fosc[m] = fosc_over_epochs(workdirs[m])
+  fosc = {m: fosc_over_epochs(workdirs[m]) for m in ("pgd_at", "dart") if m in workdirs}
   flat = {}
   for m in ("pgd_at", "pgd_at_awp"):
     if m in workdirs:
       flat[m] = _flatness_summary(
           [flatness(w, ds, directions=directions, seed=s, eval_examples=eval_examples)
-           for w, s in zip(workdirs[m], seeds)])
+           for w, s in zip(workdirs[m], seeds_done)])
   gaps = {m: _gap_summary([gap_curve(w) for w in wds]) for m, wds in workdirs.items()}
   analysis_s = time.time() - t
-  claims = verdicts.verdicts(fosc, flat, results, gaps)
-  runtime = time.time() - t0
   data = {
-      "out": out,
+      "out": out, "suite": suite_name,
       "command": command or " ".join(shlex.quote(a) for a in sys.argv),
       "machine": report.machine_description(),
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-      "runtime_s": runtime, "cpu_s": report.cpu_seconds() - cpu0,
-      "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()),
-      "train_s": train_s, "eval_s": eval_s, "analysis_s": analysis_s,
+      "runtime_s": time.time() - timing["t0"], "cpu_s": report.cpu_seconds() - timing["cpu0"],
+      "loadavg_start": list(timing["load0"]), "loadavg_end": list(os.getloadavg()),
+      "train_s": timing["train_s"], "eval_s": timing["eval_s"], "analysis_s": analysis_s,
       "num_test": next(iter(results.values()))[0]["num_examples"],
-      "params": {"seeds": list(seeds), "methods": list(methods), "epochs": epochs, "eps": eps,
-                 "awp_gamma": awp_gamma, "n_iter": n_iter, "n_queries": n_queries,
-                 "cw_steps": cw_steps, "pgd_steps": list(pgd_steps),
-                 "eval_examples": eval_examples, "directions": directions},
-      "results": results,
-      "summary": {m: {"clean": mean_std([r["clean"] for r in rs])[:2],
-                      "worst_case": mean_std([r["worst_case"] for r in rs])[:2],
-                      **{c: mean_std([r["attacks"][c] for r in rs])[:2]
-                         for c in rs[0]["attacks"]}}
-                  for m, rs in results.items()},
-      "fosc": fosc, "flatness": flat, "gaps": gaps, "verdicts": claims,
+      "params": dict(params, seeds_done=seeds_done),
+      "results": results, "summary": _summary(results),
+      "fosc": fosc, "flatness": flat, "gaps": gaps,
+      "verdicts": verdicts.verdicts(fosc, flat, results, gaps),
   }
   data = _jsonable(data)
   with open(os.path.join(out, "reproduction.json"), "w") as f:
     json.dump(data, f, indent=1)
   report.write_report(out, data, notes_path=notes_path)
-  print(f"[reproduce] wrote {os.path.join(out, 'REPRODUCTION.md')} ({runtime / 60:.1f} min)",
-        flush=True)
   return data

@@ -72,3 +72,40 @@ def test_reproduce_writes_a_consistent_report(tmp_path):
       assert row["Worst case"] <= row[name], (m, name)
     assert row["Worst case"] == pytest.approx(100 * data["results"][m][0]["worst_case"], abs=0.051)
     assert row["Clean"] == pytest.approx(100 * data["results"][m][0]["clean"], abs=0.051)
+
+
+def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path):
+  """The MNIST-5k suite on a tiny budget: its report and the catastrophic-overfitting table are
+  written; run again with the same flags it neither trains nor evaluates anything again."""
+  out = str(tmp_path / "m5k")
+  argv = ["reproduce", "--suite=mnist5k", f"--out={out}", "--seeds=0",
+          "--methods=standard,dart", "--epochs=1", "--n_iter=2", "--n_queries=5",
+          "--cw_steps=2", "--eval_examples=32", "--directions=1", "--co_settings=fgsm_03",
+          "--co_epochs=1"]
+  reproduce.main(argv)
+  with open(os.path.join(out, "reproduction.json")) as f:
+    data = json.load(f)
+  assert data["suite"] == "mnist5k" and data["params"]["seeds_done"] == [0]
+  for m in ("standard", "dart"):
+    (r,) = data["results"][m]
+    assert tuple(r["attacks"]) == ("FGSM", "PGD-20", "PGD-40", "CW-inf", "APGD-CE", "AA")
+    assert r["num_examples"] == 32 and 0.0 <= r["worst_case"] <= r["clean"] <= 1.0
+    assert r["train_cpu_s"] > 0 and r["eval_wall_s"] > 0
+  # Dynamic AT stops examples early: fewer than its 10 steps per example on average.
+  assert 0 < data["results"]["dart"][0]["attack_steps"] < 10
+  md = open(os.path.join(out, "REPRODUCTION.md")).read()
+  assert md.startswith("# Reproducing the seeds' claims on real 28x28 images (MNIST-5k)")
+  assert "Catastrophic overfitting" in md and "FGSM-AT, eps 0.3" in md
+  co = json.load(open(os.path.join(out, "catastrophic.json")))
+  (run,) = co["runs"]["fgsm_03"]
+  assert len(run["curves"]["val_pgd10"]) == 1 and run["last"]["epoch"] == 1
+
+  stamps = {p: os.path.getmtime(p) for p in
+            [os.path.join(out, "runs", m, "seed0", f) for m in ("standard", "dart")
+             for f in ("metrics.jsonl", "reproduce_eval.json")]}
+  reproduce.main(argv)
+  assert {p: os.path.getmtime(p) for p in stamps} == stamps  # nothing trained or evaluated again
+  again = json.load(open(os.path.join(out, "reproduction.json")))
+  assert again["results"] == {m: [dict(r, train_wall_s=again["results"][m][0]["train_wall_s"],
+                                       train_cpu_s=again["results"][m][0]["train_cpu_s"])
+                                  for r in rs] for m, rs in data["results"].items()}
