@@ -216,6 +216,23 @@ def check_hyperparameters(*, eps, norm="linf", version="standard", attacks=None,
   return names
 
 
+_MIN_BUCKET = 32
+
+
+def _bucket(m: int, batch_size: int, multiple: int = 1) -> int:
+  """The padded size of a chunk of ``m`` points: the next power of two (at least
+  :data:`_MIN_BUCKET`, a multiple of ``multiple``), at most ``batch_size``. Later stages attack only
+  the points still robust; padding them to the full batch made every stage cost as much as the
+  first, while powers of two bound the compilations to log2(batch_size) shapes per attack.
+
+  >>> [_bucket(m, 1000) for m in (1, 33, 500, 513, 1000)]
+  [32, 64, 512, 1000, 1000]
+  """
+  size = max(_MIN_BUCKET, 1 << max(m - 1, 0).bit_length())
+  size = -(-size // multiple) * multiple
+  return max(min(size, batch_size), m)
+
+
 def autoattack(
     logits_fn: Callable[[jax.Array], jax.Array],
     x: jax.Array,
@@ -305,12 +322,16 @@ def autoattack(
   def put(a):
     return jax.device_put(a, sharding) if sharding is not None else jnp.asarray(a)
 
+  # Devices the batch is split over: a padded chunk stays divisible by them.
+  shards = int(getattr(getattr(sharding, "mesh", None), "size", 1) or 1)
+
   def chunks(indices, source=x_np):
     for start in range(0, len(indices), bs):
       sel = indices[start:start + bs]
-      pad = bs - len(sel)
+      size = _bucket(len(sel), bs, shards)
+      pad = size - len(sel)
       idx = np.concatenate([sel, np.full(pad, sel[0], sel.dtype)]) if pad else sel
-      active = np.arange(bs) < len(sel)
+      active = np.arange(size) < len(sel)
       yield start // bs, sel, put(source[idx]), put(y_np[idx]), put(active)
 
   # Clean evaluation.
