@@ -131,18 +131,21 @@ SURROGATE = dict(depth=10, widen_factor=2)  # WRN-10-2: 3 pre-activation blocks,
 
 def sgm_transfer(*, out: Optional[str] = None, seed: int = 0, gammas=(1.0, 0.5, 0.2),
                  eps_values=(0.05, 0.1, 0.2), surrogate_epochs: int = 30, target_epochs: int = 30,
+                 surrogate: Optional[Dict[str, int]] = None, name: str = "sgm_transfer",
                  log: Callable[[str], None] = print) -> Dict[str, Any]:
   """SGM transfer on the digits: a small ResNet surrogate -> standard MLP and CNN (``cnn4``).
 
-  The surrogate is the TRADES WideResNet at depth 10, width 2 (``get_model("wrn28_10", depth=10,
-  widen_factor=2)``, 3 residual blocks; a ResNet-18 does not train in CPU minutes here), trained
-  normally. The attack follows the official ``attack_sgm.py`` scaled to the digits: linf PGD, 10
+  The surrogate is the TRADES WideResNet at depth 10, width 2 by default (``get_model("wrn28_10",
+  depth=10, widen_factor=2)``, 3 residual blocks, all with 1x1 projection shortcuts; ``surrogate``
+  overrides depth and width, e.g. ``dict(depth=16, widen_factor=1)`` has 4 identity-skip blocks of
+  6; a ResNet-18 does not train in CPU minutes here), trained normally. The attack follows the official ``attack_sgm.py`` scaled to the digits: linf PGD, 10
   sign steps of eps / 8, no random start, CE on the surrogate's logits in eval mode, at each eps of
   ``eps_values`` (0.2 is the digits recipe's budget, at which transfer to undefended targets may
   saturate); it is run through :func:`robust_jax.evaluation.transfer` on the 359 test digits, once
   per gamma (the same trained weights, rebuilt with ``sgm_gamma``).
   """
-  make = lambda gamma: models.get_model("wrn28_10", sgm_gamma=gamma, **SURROGATE)
+  arch = dict(SURROGATE if surrogate is None else surrogate)
+  make = lambda gamma: models.get_model("wrn28_10", sgm_gamma=gamma, **arch)
   _, surrogate_vars, ds = fit(digits_config(model="wrn28_10", num_epochs=surrogate_epochs,
                                             seed=seed), model=make(1.0), log=log)
   targets = {}
@@ -164,8 +167,8 @@ def sgm_transfer(*, out: Optional[str] = None, seed: int = 0, gammas=(1.0, 0.5, 
         log(f"SGM eps={eps} gamma={gamma}: {name} accuracy {rep.clean_accuracy:.3f} clean -> "
             f"{rep.transfer_accuracy:.3f} transferred (surrogate white-box "
             f"{rep.source_accuracy:.3f})")
-  return _write(out, "sgm_transfer", {"attack": "linf PGD-10, step eps/8, no random start",
-                                      "surrogate": SURROGATE, "seed": seed, "rows": rows})
+  return _write(out, name, {"attack": "linf PGD-10, step eps/8, no random start",
+                            "surrogate": arch, "seed": seed, "rows": rows})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,18 +198,20 @@ def label_noise_experiment(*, out: Optional[str] = None, seed: int = 0, rate: fl
 
 
 def train_cifs(model_name: str, *, num_epochs: int = 30, seed: int = 0, beta: float = 2.0,
-               log: Callable[[str], None] = print):
+               learning_rate: float = 0.01, log: Callable[[str], None] = print):
   """PGD-AT on the digits with the official CIFS objective (``joint_CE_loss``, label rule in training).
 
   ``model_name`` a CIFS model (``cifs_cnn4``: joint loss over the final and probe logits) or a plain
   one (``cnn4``: CE), trained by the same loop: PGD-10 (eps 0.2, step eps / 4, uniform start, CE
   of the final logits, eval mode), then one SGD step (the digits recipe's optimiser and schedule) on
-  the adversarial batch in train mode.
+  the adversarial batch in train mode (SGD momentum 0.9, weight decay 5e-4, piecewise schedule,
+  learning rate 0.01: at the digits recipe's 0.1 the plain ``cnn4`` stays at chance under PGD-AT).
 
   Returns:
     ``(model, variables, dataset)``.
   """
-  config = digits_config(method="pgd_at", model=model_name, num_epochs=num_epochs, seed=seed)
+  config = digits_config(method="pgd_at", model=model_name, num_epochs=num_epochs, seed=seed,
+                         learning_rate=learning_rate)
   ds = pipeline.load_dataset("digits")
   model = models.get_model(model_name)
   is_cifs = model_name.startswith("cifs_")
@@ -248,14 +253,17 @@ def train_cifs(model_name: str, *, num_epochs: int = 30, seed: int = 0, beta: fl
 
 
 def cifs_experiment(*, out: Optional[str] = None, seed: int = 0, num_epochs: int = 30,
+                    learning_rate: float = 0.01,
                     log: Callable[[str], None] = print) -> Dict[str, Any]:
   """Clean and PGD-20 test accuracy (eps 0.2) of PGD-AT ``cifs_cnn4`` (joint loss) vs ``cnn4``."""
   rows = {}
   for name in ("cnn4", "cifs_cnn4"):
-    model, variables, ds = train_cifs(name, num_epochs=num_epochs, seed=seed, log=log)
+    model, variables, ds = train_cifs(name, num_epochs=num_epochs, seed=seed,
+                                      learning_rate=learning_rate, log=log)
     rows[name] = _clean_and_pgd(model, variables, ds.test)
     log(f"{name}: test clean {rows[name]['clean_acc']:.3f}, PGD-20 {rows[name]['pgd_acc']:.3f}")
-  return _write(out, "cifs", {"eps": EPS, "seed": seed, "num_epochs": num_epochs, "results": rows})
+  return _write(out, "cifs", {"eps": EPS, "seed": seed, "num_epochs": num_epochs,
+                              "learning_rate": learning_rate, "results": rows})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,52 +271,56 @@ def cifs_experiment(*, out: Optional[str] = None, seed: int = 0, num_epochs: int
 
 
 def sammd_experiment(*, out: Optional[str] = None, seed: int = 0, n: int = 50,
-                     num_tests: int = 100, kernel_steps: int = 1000,
-                     kernel_lr: float = 2e-4, log: Callable[[str], None] = print) -> Dict[str, Any]:
-  """SAMMD's power at eps 0.2 on the digits, and its type-I error, against an input-only kernel.
+                     num_tests: int = 100, eps_values=(0.2, 0.1, 0.05), kernel_steps: int = 1000,
+                     kernel_lrs=(2e-4, 1e-2), log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """SAMMD's power on the digits, and its type-I error, against an input-only Gaussian kernel.
 
   A standard-trained MLP (30 epochs) is the classifier; phi = its last hidden layer (ReLU of
-  ``fc2``). Adversarial examples: PGD-20 (eps 0.2, step eps / 10, uniform start; the official
-  ``adv_generator.py`` settings scaled). The kernel is trained on 400 training digits (200 natural,
-  200 adversarial of other digits); the tests draw n natural digits from one half of the held-out
-  digits (validation + test) and n adversarial (power) or natural (type-I error) from the other half.
+  ``fc2``). Adversarial examples: PGD-20 (step eps / 10, uniform start; the official
+  ``adv_generator.py`` settings scaled) at each eps of ``eps_values``. The kernel is trained on 400
+  training digits (200 natural, 200 adversarial of the other 200), once per learning rate of
+  ``kernel_lrs`` (2e-4 is the official rate, which barely moves the kernel at these scales). The
+  tests draw n natural digits from one half of the held-out digits (validation + test) and n
+  adversarial (power) or natural (type-I error) digits from the other half; alpha = 0.05.
+  "input_gaussian" is the same test with eps = 1 in the kernel (the Gaussian kernel on the inputs
+  alone, sigma_q = 2 d as SAMMD's initialisation: the paper's MMD-G baseline up to its bandwidth).
   """
   model, variables, ds = fit(digits_config(num_epochs=30, seed=seed), log=log)
   logits_fn = _logits_fn(model, variables)
   phi = jax.jit(sammd.classifier_features(model, variables, "fc2"))
-  pgd = jax.jit(lambda xx, yy, k: attacks.pgd(logits_fn, xx, yy, eps=EPS, step_size=EPS / 10,
-                                              num_steps=20, start="uniform", key=k).x_adv)
+  pgd = jax.jit(lambda xx, yy, k, eps: attacks.pgd(logits_fn, xx, yy, eps=eps, step_size=eps / 10,
+                                                   num_steps=20, start="uniform", key=k).x_adv)
   train_x, train_y = jnp.asarray(ds.train["image"][:400]), jnp.asarray(ds.train["label"][:400])
   held_x = jnp.asarray(np.concatenate([ds.validation["image"], ds.test["image"]]))
   held_y = jnp.asarray(np.concatenate([ds.validation["label"], ds.test["label"]]))
   perm = np.random.default_rng(seed).permutation(len(held_y))
   half_a, half_b = perm[:len(perm) // 2], perm[len(perm) // 2:]
-  tr_nat, tr_adv = train_x[:200], pgd(train_x[200:], train_y[200:], jax.random.key(seed))
-  held_adv_b = pgd(held_x[half_b], held_y[half_b], jax.random.key(seed + 1))
-  adv_acc = float(jnp.mean(jnp.argmax(logits_fn(held_adv_b), -1) == held_y[half_b]))
-  t0 = time.time()
-  params = sammd.train_kernel(phi(tr_nat), phi(tr_adv), tr_nat, tr_adv, steps=kernel_steps,
-                              learning_rate=kernel_lr)
-  log(f"kernel trained in {time.time() - t0:.0f}s: sigma_phi, sigma_q, eps = "
-      f"{[float(v) for v in params.constrained()]}")
   x_a, x_b = held_x[half_a], held_x[half_b]
-  pools = {"power": (phi(x_a), x_a, phi(held_adv_b), held_adv_b),
-           "type_i_error": (phi(x_a), x_a, phi(x_b), x_b)}
-  init = sammd.init_params(jnp.concatenate([phi(tr_nat), phi(tr_adv)]), 64)
-  kernels = {"sammd": params,
-             # MMD-G: the Gaussian kernel on the inputs alone (eps = 1), median-free default width.
-             "input_gaussian": sammd.KernelParams(a=init.a, s=init.s, e=jnp.float32(30.0))}
-  rows = {}
-  for kname, kp in kernels.items():
-    for what, pool in pools.items():
-      for test in ("permutation", "wild_bootstrap"):
-        rate = sammd.test_power(*pool, kp, n=n, num_tests=num_tests, key=jax.random.key(seed + 7),
-                                test=test, num_permutations=100, alpha=0.05)
-        rows[f"{kname}/{test}/{what}"] = rate
-        log(f"{kname} {test}: {what} = {rate:.2f}")
-  return _write(out, "sammd", {"eps": EPS, "n": n, "num_tests": num_tests, "alpha": 0.05,
+  tr_nat = train_x[:200]
+  rows, adv_acc, kernels_out = {}, {}, {}
+  for eps in eps_values:
+    tr_adv = pgd(train_x[200:], train_y[200:], jax.random.key(seed), eps)
+    held_adv_b = pgd(x_b, held_y[half_b], jax.random.key(seed + 1), eps)
+    adv_acc[str(eps)] = float(jnp.mean(jnp.argmax(logits_fn(held_adv_b), -1) == held_y[half_b]))
+    init = sammd.init_params(jnp.concatenate([phi(tr_nat), phi(tr_adv)]), 64)
+    kernels = {"input_gaussian": sammd.KernelParams(a=init.a, s=init.s, e=jnp.float32(30.0))}
+    for lr in kernel_lrs:
+      kernels[f"sammd_lr{lr:g}"] = sammd.train_kernel(phi(tr_nat), phi(tr_adv), tr_nat, tr_adv,
+                                                      steps=kernel_steps, learning_rate=lr)
+    pools = {"power": (phi(x_a), x_a, phi(held_adv_b), held_adv_b),
+             "type_i_error": (phi(x_a), x_a, phi(x_b), x_b)}
+    for kname, kp in kernels.items():
+      kernels_out[f"{eps}/{kname}"] = [float(v) for v in kp.constrained()]
+      for what, pool in pools.items():
+        for test in ("permutation", "wild_bootstrap"):
+          rate = sammd.test_power(*pool, kp, n=n, num_tests=num_tests,
+                                  key=jax.random.key(seed + 7), test=test, num_permutations=100,
+                                  alpha=0.05)
+          rows[f"eps{eps}/{kname}/{test}/{what}"] = rate
+          log(f"eps {eps} {kname} {test}: {what} = {rate:.2f}")
+  return _write(out, "sammd", {"n": n, "num_tests": num_tests, "alpha": 0.05,
                                "classifier_acc_on_adversarial": adv_acc,
-                               "kernel": [float(v) for v in params.constrained()], "rates": rows})
+                               "kernels (sigma_phi, sigma_q, eps)": kernels_out, "rates": rows})
 
 
 EXPERIMENTS = {"sgm": sgm_transfer, "label_noise": label_noise_experiment,

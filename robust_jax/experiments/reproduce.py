@@ -267,6 +267,12 @@ def rewrite_report(out: str, *, notes_path: Optional[str] = None,
   path = os.path.join(out, "reproduction.json")
   with open(path) as f:
     data = json.load(f)
+  for rs in data["results"].values():  # from the runs' records (older JSON files lack them)
+    for r in rs:
+      wd = os.path.join(out, r["workdir"])
+      if os.path.exists(wd):
+        r["train_epochs_s"] = epochs_seconds(wd)
+        r["attack_steps"] = attack_steps_taken(wd)
   data["verdicts"] = verdicts.verdicts(data["fosc"], data["flatness"], data["results"],
                                        data["gaps"])
   with open(path, "w") as f:
@@ -278,6 +284,13 @@ def _jsonable(obj):
   """A JSON round trip (arrays as lists, anything else unknown as its str)."""
   return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist")
                                else str(o)))
+
+
+def epochs_seconds(workdir: str) -> float:
+  """The training epochs' wall time of a run (``epoch_time_s`` of its ``train`` records, summed:
+  the steps, without compilation and the per-epoch validation), whichever process trained them."""
+  return float(sum(r.get("epoch_time_s", 0.0) for r in metrics_lib.read(workdir)
+                   if r.get("kind") == "train"))
 
 
 def attack_steps_taken(workdir: str) -> float:
@@ -382,8 +395,8 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
       timing["eval_s"] += time.time() - t
       val = [x for x in metrics_lib.read(wd)
              if x.get("kind") == "eval" and x.get("split") == "validation"]
-      r.update(seed=s, workdir=os.path.relpath(wd, out),
-               train_wall_s=summary.get("train_time_s", dt_train), train_cpu_s=cpu_train,
+      r.update(seed=s, workdir=os.path.relpath(wd, out), train_wall_s=dt_train,
+               train_cpu_s=cpu_train, train_epochs_s=epochs_seconds(wd),
                attack_steps=attack_steps_taken(wd), val_best=summary.get("best"),
                val_last={"clean": val[-1]["clean_acc"], "pgd10": val[-1]["robust_acc"]})
       results.setdefault(m, []).append(r)
