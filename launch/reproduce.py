@@ -79,6 +79,9 @@ def _flag_values() -> flags.FlagValues:
                        "overfitting run.", flag_values=fv)
   flags.DEFINE_bool("report_only", False, "Rewrite REPRODUCTION.md from OUT/reproduction.json.",
                     flag_values=fv)
+  flags.DEFINE_bool("finished_only", False, "Write REPRODUCTION.md from the runs finished so far "
+                    "(trains and evaluates nothing; for a suite still running or stopped).",
+                    flag_values=fv)
   flags.DEFINE_string("command", None, "The command line to print in the report (default: argv).",
                       flag_values=fv)
   return fv
@@ -108,8 +111,11 @@ def main(argv):
                 methods=list(fv.methods), n_iter=get("n_iter"), n_queries=get("n_queries"),
                 cw_steps=fv.cw_steps, pgd_steps=[int(k) for k in get("pgd_steps")],
                 columns=get("columns"), eval_examples=fv.eval_examples,
-                directions=fv.directions, command=cmd, notes_path=d["notes"])
-  if fv.suite == "mnist5k" and fv.co_settings:
+                directions=fv.directions, command=cmd, notes_path=d["notes"],
+                finished_only=fv.finished_only)
+  if fv.finished_only:
+    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
+  elif fv.suite == "mnist5k" and fv.co_settings:
     catastrophic.run(fv.out, get_config=mnist5k.get_config, settings=list(fv.co_settings),
                      seeds=[int(s) for s in fv.co_seeds], epochs=fv.co_epochs)
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())

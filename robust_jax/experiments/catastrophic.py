@@ -51,12 +51,15 @@ SETTINGS = {
     "fgsm_04_guard": ("FGSM-AT, eps 0.4, + rollback guard (drop 0.2)", "fgsm_at_co",
                       {"co_guard": "rollback", "co_guard_drop": 0.2}),
     "gradalign_04": ("GradAlign, eps 0.4, lambda 2.0", "gradalign_co", {}),
+    "gradalign_04_l05": ("GradAlign, eps 0.4, lambda 0.5", "gradalign_co",
+                         {"gradalign_lambda": 0.5}),
     "elle_04": ("ELLE, eps 0.4, lambda 0.038", "elle_co", {}),
 }
 EPOCHS = 50       # 1,800 updates of batch 100 (the official 10 MNIST epochs are 6,000)
 DROP = 0.2        # a collapse: validation PGD-10 more than 20 points below its best so far
 FGSM_GAP = 0.3    # CO: the last checkpoint's test FGSM accuracy >= PGD-50's + 30 points ...
 PGD_FLOOR = 0.1   # ... and PGD-50 below 10%
+CHANCE = 0.2      # a last checkpoint at most this accurate on clean images did not learn
 TEST_PGD_STEPS = 50
 TEST_PGD_STEP_SIZE = 0.01
 RESULTS_FILE = "catastrophic.json"
@@ -127,14 +130,21 @@ def evaluate_checkpoint(workdir: str, which: str, test: Dict[str, np.ndarray], *
 def verdict(r: Dict[str, Any]) -> str:
   """The plain verdict on one run of :func:`run`'s results: catastrophic overfitting (the last
   checkpoint's test FGSM accuracy at least :data:`FGSM_GAP` above its PGD-50 accuracy, PGD-50 below
-  :data:`PGD_FLOOR`) or not, and the epoch of a persisting collapse of the validation PGD-10
+  :data:`PGD_FLOOR`) or not, "did not learn" at a clean accuracy <= :data:`CHANCE`, and the epoch of a persisting collapse of the validation PGD-10
   accuracy (:func:`collapse`) if there was one."""
   last = r["last"]
+  if last["clean"] <= CHANCE:
+    return f"did not learn (clean accuracy {100 * last['clean']:.1f}%)"
   co = last["fgsm"] - last["pgd50"] >= FGSM_GAP and last["pgd50"] < PGD_FLOOR
-  parts = ["**CO**" if co else "no CO"]
+  if co:
+    parts = ["**CO**"]
+  elif last["pgd50"] < PGD_FLOOR:
+    parts = [f"not robust to either attack (FGSM {100 * last['fgsm']:.1f}%)"]
+  else:
+    parts = ["no CO"]
   if r["collapse_epoch"] is not None:
     parts.append(f"val PGD-10 collapsed at epoch {r['collapse_epoch'] + 1}")
-  elif co:
+  elif last["pgd50"] < PGD_FLOOR:
     parts.append("never robust (from the first epochs)")
   if r["curves"].get("fired"):
     parts.append("guard fired, rolled back")

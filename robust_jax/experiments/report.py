@@ -84,8 +84,11 @@ def _setup_lines(data: Dict[str, Any], methods: List[str]) -> List[str]:
   L.append(TITLES[name])
   done = p.get("seeds_done", p["seeds"])
   if list(done) != list(p["seeds"]):
-    L.append(f"**Partial: seeds {done} of {p['seeds']} finished** (the suite resumes where it "
-             f"stopped; the numbers below are over the finished seeds).\n")
+    have = "; ".join(f"{suite.METHODS[m][0]}: seeds {[r['seed'] for r in data['results'][m]]}"
+                     for m in methods)
+    L.append(f"**Partial: {len(done)} of the {len(p['seeds'])} seeds {p['seeds']} finished for "
+             f"every method; runs finished so far: {have}.** The suite resumes where it stopped; "
+             f"the numbers below are over the runs finished, the claims judged on them.\n")
   L.append(f"- Command: `{data['command']}`")
   L.append(f"- Machine: {data['machine']}")
   L.append(f"- Date: {data['date']}; total runtime {data['runtime_s'] / 60:.1f} min "

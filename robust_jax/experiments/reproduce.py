@@ -107,6 +107,22 @@ def evaluate_run_cached(workdir: str, attacks: Dict[str, Any], ds, *, eps: float
   return r
 
 
+def _cached_evaluation(workdir: str, *, eps: float, eval_examples: int, seed: int,
+                       settings: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+  """The result :func:`evaluate_run_cached` kept for these settings, or None (not run, or with
+  other settings)."""
+  path = os.path.join(workdir, EVAL_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    cached = json.load(f)
+  key = cached.get("key", {})
+  want = {"settings": settings, "eps": eps, "eval_examples": eval_examples, "seed": seed}
+  if {k: key.get(k) for k in want} != _jsonable(want):
+    return None
+  return cached["result"]
+
+
 def evaluate_run(workdir: str, attacks: Dict[str, Any], ds, *, eps: float, eval_examples: int,
                  seed: int) -> Dict[str, Any]:
   """Test-split table of the best checkpoint, plus PGD-20 on as many training examples.
@@ -313,7 +329,7 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
         n_iter: int = 50, n_queries: int = 1000, cw_steps: int = 30,
         pgd_steps: Sequence[int] = (20, 100), columns: Optional[Sequence[str]] = None,
         eval_examples: int = 0, directions: int = 3, command: Optional[str] = None,
-        notes_path: Optional[str] = None) -> Dict[str, Any]:
+        notes_path: Optional[str] = None, finished_only: bool = False) -> Dict[str, Any]:
   """Trains, evaluates, analyses and writes ``OUT/REPRODUCTION.md`` and ``OUT/reproduction.json``.
 
   The runs go seed by seed (every method of seed 0, then of seed 1, ...); after each seed the
@@ -337,6 +353,9 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
     directions: random directions per flatness measurement.
     command: the command line printed in the report (default: ``sys.argv``).
     notes_path: hand-written notes included in the report (:func:`report.write_report`).
+    finished_only: train and evaluate nothing: report the runs whose evaluation with these
+      settings is already cached (a suite still running, or stopped), marked partial, without the
+      flatness analysis (it would evaluate models).
 
   Returns:
     The JSON data, also written to ``OUT/reproduction.json``: ``suite`` (its name), ``params``
@@ -381,18 +400,26 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
   workdirs: Dict[str, List[str]] = {}
   timing = {"train_s": 0.0, "eval_s": 0.0}
   data: Dict[str, Any] = {}
+  seeds_done: List[int] = []
   for i, s in enumerate(seeds):
     for m in methods:
       wd = os.path.join(out, "runs", m, f"seed{s}")
-      config = suite_spec.make_config(m, s)
-      t, cpu = time.time(), report.cpu_seconds()
-      summary = train(config, wd)
-      dt_train, cpu_train = time.time() - t, report.cpu_seconds() - cpu
-      timing["train_s"] += dt_train
-      t = time.time()
-      r = evaluate_run_cached(wd, attacks, ds, eps=eps, eval_examples=eval_examples, seed=s,
-                              settings=settings)
-      timing["eval_s"] += time.time() - t
+      if finished_only:
+        r = _cached_evaluation(wd, eps=eps, eval_examples=eval_examples, seed=s,
+                               settings=settings)
+        if r is None:
+          continue
+        summary, dt_train, cpu_train = {}, float("nan"), float("nan")
+      else:
+        config = suite_spec.make_config(m, s)
+        t, cpu = time.time(), report.cpu_seconds()
+        summary = train(config, wd)
+        dt_train, cpu_train = time.time() - t, report.cpu_seconds() - cpu
+        timing["train_s"] += dt_train
+        t = time.time()
+        r = evaluate_run_cached(wd, attacks, ds, eps=eps, eval_examples=eval_examples, seed=s,
+                                settings=settings)
+        timing["eval_s"] += time.time() - t
       val = [x for x in metrics_lib.read(wd)
              if x.get("kind") == "eval" and x.get("split") == "validation"]
       r.update(seed=s, workdir=os.path.relpath(wd, out), train_wall_s=dt_train,
@@ -404,11 +431,14 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
       print(f"[reproduce] {m} seed {s}: clean {100 * r['clean']:.1f}, PGD-20 "
             f"{100 * r['attacks']['PGD-20']:.1f}, worst case {100 * r['worst_case']:.1f} "
             f"(train {dt_train:.0f}s, {time.time() - t0:.0f}s elapsed)", flush=True)
-    data = _analyse_and_report(
-        out, results, workdirs, ds, seeds_done=list(seeds[:i + 1]), params=params,
-        suite_name=suite_spec.name, directions=directions, eval_examples=eval_examples,
-        timing=dict(timing, t0=t0, cpu0=cpu0, load0=load0), command=command,
-        notes_path=notes_path)
+    if all(len(results.get(m, [])) == i + 1 for m in methods):
+      seeds_done.append(s)
+    if not finished_only or i == len(seeds) - 1:
+      data = _analyse_and_report(
+          out, results, workdirs, ds, seeds_done=seeds_done, params=params,
+          suite_name=suite_spec.name, directions=0 if finished_only else directions,
+          eval_examples=eval_examples, timing=dict(timing, t0=t0, cpu0=cpu0, load0=load0),
+          command=command, notes_path=notes_path)
   print(f"[reproduce] wrote {os.path.join(out, 'REPRODUCTION.md')} "
         f"({(time.time() - t0) / 60:.1f} min)", flush=True)
   return data
@@ -417,11 +447,13 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
 def _analyse_and_report(out, results, workdirs, ds, *, seeds_done, params, suite_name,
                         directions, eval_examples, timing, command, notes_path):
   """The analyses over the runs so far, ``reproduction.json`` and ``REPRODUCTION.md``."""
+  if not results:
+    raise ValueError(f"no finished run with these evaluation settings under {out}/runs")
   t = time.time()
   fosc = {m: fosc_over_epochs(workdirs[m]) for m in ("pgd_at", "dart") if m in workdirs}
   flat = {}
   for m in ("pgd_at", "pgd_at_awp"):
-    if m in workdirs:
+    if m in workdirs and directions > 0 and len(workdirs[m]) == len(seeds_done):
       flat[m] = _flatness_summary(
           [flatness(w, ds, directions=directions, seed=s, eval_examples=eval_examples)
            for w, s in zip(workdirs[m], seeds_done)])

@@ -109,3 +109,11 @@ def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path):
   assert again["results"] == {m: [dict(r, train_wall_s=again["results"][m][0]["train_wall_s"],
                                        train_cpu_s=again["results"][m][0]["train_cpu_s"])
                                   for r in rs] for m, rs in data["results"].items()}
+  # --finished_only reports the same runs without training or evaluating anything.
+  os.remove(os.path.join(out, "reproduction.json"))
+  reproduce.main(argv + ["--finished_only"])
+  assert {p: os.path.getmtime(p) for p in stamps} == stamps
+  partial = json.load(open(os.path.join(out, "reproduction.json")))
+  assert partial["params"]["seeds_done"] == [0]
+  assert {m: [r["worst_case"] for r in rs] for m, rs in partial["results"].items()} == {
+      m: [r["worst_case"] for r in rs] for m, rs in data["results"].items()}
