@@ -91,13 +91,18 @@ def _setup_lines(data: Dict[str, Any], methods: List[str]) -> List[str]:
              f"the numbers below are over the runs finished, the claims judged on them.\n")
   L.append(f"- Command: `{data['command']}`")
   L.append(f"- Machine: {data['machine']}")
-  L.append(f"- Date: {data['date']}; total runtime {data['runtime_s'] / 60:.1f} min "
-           f"(training {data['train_s'] / 60:.1f} min, evaluation {data['eval_s'] / 60:.1f} min, "
-           f"analyses {data['analysis_s'] / 60:.1f} min); "
-           f"{data.get('cpu_s', float('nan')) / 60:.1f} "
-           f"CPU-minutes (user + system) over 2 cores shared with other jobs (1-minute load "
-           f"average {data.get('loadavg_start', [float('nan')])[0]:.1f} at the start, "
-           f"{data.get('loadavg_end', [float('nan')])[0]:.1f} at the end).")
+  if data.get("finished_only"):
+    L.append(f"- Date: {data['date']}, written by `--finished_only` from the runs finished by "
+             f"then (their costs are in the cost table; the load of the machine while they ran "
+             f"is not recorded).")
+  else:
+    L.append(f"- Date: {data['date']}; total runtime {data['runtime_s'] / 60:.1f} min "
+             f"(training {data['train_s'] / 60:.1f} min, evaluation "
+             f"{data['eval_s'] / 60:.1f} min, analyses {data['analysis_s'] / 60:.1f} min); "
+             f"{data.get('cpu_s', float('nan')) / 60:.1f} "
+             f"CPU-minutes (user + system) over 2 cores shared with other jobs (1-minute load "
+             f"average {data.get('loadavg_start', [float('nan')])[0]:.1f} at the start, "
+             f"{data.get('loadavg_end', [float('nan')])[0]:.1f} at the end).")
   L.append(_SETUPS[name](data))
   budget = ("the standard budget" if (p["n_iter"], p["n_queries"]) == (100, 5000) else
             "a reduced budget (the standard AutoAttack uses 100 and 5,000)")

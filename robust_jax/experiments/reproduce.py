@@ -47,6 +47,7 @@ import jax
 import numpy as np
 
 from robust_jax import evaluation
+from robust_jax import fosc as fosc_lib
 from robust_jax import metrics as metrics_lib
 from robust_jax.analysis import adversarial, fosc_tracking, gap, landscape, reports
 from robust_jax.data import pipeline
@@ -241,6 +242,12 @@ def fosc_over_epochs(workdirs: Sequence[str]) -> Dict[str, Any]:
     out["fosc_c"] = [float(per_seed[0]["fosc_c"][per_seed[0]["epochs"].index(e)]) for e in epochs]
   out["attack_steps"] = [float(np.mean([s.get(e, float("nan")) for s in steps])) for e in epochs]
   return out
+
+
+def _has_fosc(workdir: str) -> bool:
+  """Whether the run logged FOSC histograms (``train_diagnostics`` on; the MNIST recipes other
+  than Dynamic AT's turn them off, as their official code computes no FOSC)."""
+  return any(fosc_lib.HIST_KEY in r for r in metrics_lib.read(workdir) if r.get("kind") == "train")
 
 
 def gap_curve(workdir: str) -> Dict[str, Any]:
@@ -438,19 +445,21 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
           out, results, workdirs, ds, seeds_done=seeds_done, params=params,
           suite_name=suite_spec.name, directions=0 if finished_only else directions,
           eval_examples=eval_examples, timing=dict(timing, t0=t0, cpu0=cpu0, load0=load0),
-          command=command, notes_path=notes_path)
+          command=command, notes_path=notes_path, finished_only=finished_only)
   print(f"[reproduce] wrote {os.path.join(out, 'REPRODUCTION.md')} "
         f"({(time.time() - t0) / 60:.1f} min)", flush=True)
   return data
 
 
 def _analyse_and_report(out, results, workdirs, ds, *, seeds_done, params, suite_name,
-                        directions, eval_examples, timing, command, notes_path):
+                        directions, eval_examples, timing, command, notes_path,
+                        finished_only=False):
   """The analyses over the runs so far, ``reproduction.json`` and ``REPRODUCTION.md``."""
   if not results:
     raise ValueError(f"no finished run with these evaluation settings under {out}/runs")
   t = time.time()
-  fosc = {m: fosc_over_epochs(workdirs[m]) for m in ("pgd_at", "dart") if m in workdirs}
+  fosc = {m: fosc_over_epochs(workdirs[m]) for m in ("pgd_at", "dart")
+          if m in workdirs and all(_has_fosc(w) for w in workdirs[m])}
   flat = {}
   for m in ("pgd_at", "pgd_at_awp"):
     if m in workdirs and directions > 0 and len(workdirs[m]) == len(seeds_done):
@@ -460,7 +469,7 @@ def _analyse_and_report(out, results, workdirs, ds, *, seeds_done, params, suite
   gaps = {m: _gap_summary([gap_curve(w) for w in wds]) for m, wds in workdirs.items()}
   analysis_s = time.time() - t
   data = {
-      "out": out, "suite": suite_name,
+      "out": out, "suite": suite_name, "finished_only": finished_only,
       "command": command or " ".join(shlex.quote(a) for a in sys.argv),
       "machine": report.machine_description(),
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
