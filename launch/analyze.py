@@ -15,18 +15,32 @@ r"""Analyses a trained model: ``python -m launch.analyze --checkpoint=DIR --what
 Each writes ``<name>.png`` and ``<name>.json`` into ``--out`` (default ``DIR/analysis``). The attack
 defaults to the training attack of the run's config (``--eps``, ``--step_size``, ``--num_steps``
 override it). The data are the first ``--num_examples`` of ``--split`` (default: ``train`` for the
-Hessian and the similarity, as Liu et al., ``test`` otherwise).
+Hessian and the similarity, as Liu et al., ``test`` otherwise). Each JSON records, under
+``"settings"``, the split, the number of examples, the seed, the attack (eps, norm, step size,
+steps), the checkpoint's step and the library version; each PNG title says the same.
+
+Flags are checked before anything is loaded: ``--num_points`` odd and >= 3 (so that alpha = 0, the
+trained model itself, is a grid point), ``--span`` > 0, ``--eps`` in (0, 1) for linf,
+``--num_examples`` at most the size of the split when given, budgets >= 1. A bad flag or an
+unreadable checkpoint is one line on stderr (exit code 2 or 1), not a traceback; orbax's
+read-only warnings are not shown. A progress bar on stderr names the analysis that runs
+(``--noprogress`` hides it).
 
   python -m launch.train --config=launch/configs/digits.py --workdir=runs/digits_pgd_at
   python -m launch.analyze --checkpoint=runs/digits_pgd_at --what=landscape,hessian,gap
 """
 
 import os
+import sys
 
-from absl import app, flags, logging
+import tqdm
+from absl import flags, logging
 
 import launch  # noqa: F401  (XLA CPU flags)
+from launch import _cli
+from robust_jax import validation
 from robust_jax.analysis import reports
+from robust_jax.data import pipeline
 from robust_jax.training import restore
 
 WHAT = ("landscape", "hessian", "similarity", "fosc", "gap")
@@ -54,22 +68,68 @@ _ALPHAS = flags.DEFINE_list("alphas", ["0", "0.01", "0.03", "0.05", "0.1"], "Sim
 _INDEPENDENT = flags.DEFINE_bool("independent_starts", False,
                                  "Similarity: independent random starts at theta +- a v.")
 _SEED = flags.DEFINE_integer("seed", 0, "Directions, starts and power-iteration vectors.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "A progress bar over the analyses on stderr.")
+
+
+def _check_flags():
+  """The flags that need nothing loaded."""
+  _cli.check(bool(_CHECKPOINT.value) and bool(_WHAT.value),
+             "pass --checkpoint=DIR and --what=" + "|".join(WHAT))
+  unknown = [w for w in _WHAT.value if w not in WHAT]
+  _cli.check(not unknown, f"--what: unknown {unknown}; valid: {list(WHAT)}")
+  _cli.check(_BATCH.value >= 1, f"--batch_size must be >= 1, got {_BATCH.value}")
+  if "landscape" in _WHAT.value:
+    try:
+      reports.check_landscape_grid(dims=int(_DIMS.value), num_points=_POINTS.value,
+                                   span=_SPAN.value)
+    except ValueError as e:
+      raise _cli.UsageError(f"--{str(e)}") from e
+  _cli.check(_TOPK.value >= 1, f"--topk must be >= 1, got {_TOPK.value}")
+  _cli.check(_ITERS.value >= 1, f"--max_iters must be >= 1, got {_ITERS.value}")
+  _cli.check(_TOL.value > 0, f"--tol must be > 0, got {_TOL.value}")
+  _cli.check(_EPS.value is None or 0.0 < _EPS.value < float("inf"),
+             f"--eps must be > 0, got {_EPS.value}")
+  _cli.check(_STEP.value is None or 0.0 < _STEP.value < float("inf"),
+             f"--step_size must be > 0, got {_STEP.value}")
+  _cli.check(_STEPS.value is None or 0 <= _STEPS.value < 2**31,
+             f"--num_steps must be in [0, 2**31), got {_STEPS.value}")
+  try:
+    alphas = [float(a) for a in _ALPHAS.value]
+  except ValueError as e:
+    raise _cli.UsageError(f"--alphas must be numbers, got {_ALPHAS.value}") from e
+  _cli.check(all(0.0 <= a < float("inf") for a in alphas),
+             f"--alphas must be >= 0, got {_ALPHAS.value}")
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    raise _cli.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
-  if not _CHECKPOINT.value or not _WHAT.value:
-    raise app.UsageError("pass --checkpoint=DIR and --what=" + "|".join(WHAT))
-  unknown = [w for w in _WHAT.value if w not in WHAT]
-  if unknown:
-    raise app.UsageError(f"--what: unknown {unknown}; valid: {list(WHAT)}")
+  _check_flags()
+  _cli.check(os.path.isdir(_CHECKPOINT.value),
+             f"--checkpoint={_CHECKPOINT.value} is not a directory")
   tm = restore.load_trained(_CHECKPOINT.value, which=_WHICH.value)
   out = _OUT.value or os.path.join(tm.workdir, "analysis")
+  _cli.check(not os.path.exists(out) or os.path.isdir(out), f"--out={out} is not a directory")
   attack = {"eps": _EPS.value, "step_size": _STEP.value, "num_steps": _STEPS.value}
+  settings = reports.attack_settings(tm.config, **attack)
+  try:
+    validation.check_eps(settings["eps"], settings["norm"], low_open=True)
+  except ValueError as e:
+    raise _cli.UsageError(f"--eps: {e}") from e
   name = tm.config.method
   cache = {}
+  needs_data = [w for w in _WHAT.value if w != "gap"]
+  splits = {_SPLIT.value or ("train" if w in ("hessian", "similarity") else "test")
+            for w in needs_data}
+  if needs_data and flags.FLAGS["num_examples"].present and _NUM_EXAMPLES.value > 0:
+    ds = pipeline.load_dataset(tm.config.dataset, data_dir=tm.config.get("data_dir") or None,
+                               validation_fraction=tm.config.get("validation_fraction", 0.1))
+    for split in sorted(splits):
+      size = len(ds.split(split)["label"])
+      _cli.check(_NUM_EXAMPLES.value <= size,
+                 f"--num_examples must be at most the size of the {split} split of "
+                 f"{tm.config.dataset}, {size}, got {_NUM_EXAMPLES.value} (<= 0: the whole split)")
 
   def batches(default_split):
     split = _SPLIT.value or default_split
@@ -77,30 +137,41 @@ def main(argv):
       cache[split] = reports.analysis_batches(tm.config, split=split,
                                               num_examples=_NUM_EXAMPLES.value,
                                               batch_size=_BATCH.value)
-    return cache[split]
+    return cache[split], split
 
-  for what in _WHAT.value:
+  bar = tqdm.tqdm(_WHAT.value, desc="analyze", unit="analysis", file=sys.stderr,
+                  disable=not _PROGRESS.value, dynamic_ncols=True)
+  for what in bar:
+    bar.set_description(f"analyze {what} (PGD-{settings['num_steps']}, {settings['norm']} eps "
+                        f"{settings['eps']:g})" if what != "gap" else "analyze gap")
     if what == "landscape":
-      reports.landscape_report({name: tm}, batches("test"), out, dims=int(_DIMS.value),
+      data, split = batches("test")
+      reports.landscape_report({name: tm}, data, out, dims=int(_DIMS.value),
                                num_points=_POINTS.value, span=_SPAN.value,
-                               one_dim=_ONE_DIM.value, seed=_SEED.value, attack=attack)
+                               one_dim=_ONE_DIM.value, seed=_SEED.value, attack=attack,
+                               split=split)
     elif what == "hessian":
-      r = reports.hessian_report({name: tm}, batches("train"), out, topk=_TOPK.value,
+      data, split = batches("train")
+      r = reports.hessian_report({name: tm}, data, out, topk=_TOPK.value,
                                  seed=_SEED.value, max_iters=_ITERS.value, tol=_TOL.value,
-                                 attack=attack)
-      print("top Hessian eigenvalues:", [round(e, 4) for e in r["eigenvalues"][name]])
+                                 attack=attack, split=split)
+      bar.write(f"top Hessian eigenvalues ({split} split, PGD-{settings['num_steps']} examples): "
+                f"{[round(e, 4) for e in r['eigenvalues'][name]]}", file=sys.stdout)
     elif what == "similarity":
-      reports.similarity_report({name: tm}, batches("train"), out,
+      data, split = batches("train")
+      reports.similarity_report({name: tm}, data, out,
                                 alphas=[float(a) for a in _ALPHAS.value], seed=_SEED.value,
                                 max_iters=_ITERS.value, tol=_TOL.value,
-                                independent_starts=_INDEPENDENT.value, attack=attack)
+                                independent_starts=_INDEPENDENT.value, attack=attack,
+                                split=split)
     elif what == "fosc":
-      reports.fosc_report({name: tm}, batches("test"), out, seed=_SEED.value, attack=attack)
+      data, split = batches("test")
+      reports.fosc_report({name: tm}, data, out, seed=_SEED.value, attack=attack, split=split)
     elif what == "gap":
       reports.gap_report({name: tm.workdir}, out)
-    print(f"{what}: written to {out}", flush=True)
+    bar.write(f"{what}: written to {out}", file=sys.stdout)
+  bar.close()
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["checkpoint", "what"])
-  app.run(main)
+  _cli.run(main, "launch.analyze")

@@ -3,20 +3,37 @@ r"""Evaluates a trained model: ``python -m launch.eval --workdir=DIR`` (or ``--c
 Runs the seeds' table (Clean | FGSM | PGD-20 | PGD-100 | CW-inf | APGD-CE | APGD-T | AA, plus the
 worst class) on the test split at the training eps, prints it, and writes ``eval_<which>.json`` and
 ``eval_<which>.md`` next to the checkpoints. ``--attacks`` selects columns, ``--num_examples`` a
-prefix of the test split, ``--n_iter`` / ``--n_queries`` the APGD/AutoAttack budgets,
-``--apgd_variant`` the APGD algorithm of the APGD and AA columns (``official``: fra31/auto-attack's
-``autopgd_base.py``, the default; ``paper``). The JSON record holds, besides the numbers, the
-library version, the seed and every hyperparameter of every column (``attack_settings``).
+prefix of the split, ``--split`` the split (``test``), ``--n_iter`` / ``--n_queries`` the
+APGD/AutoAttack budgets, ``--apgd_variant`` the APGD algorithm of the APGD and AA columns
+(``official``: fra31/auto-attack's ``autopgd_base.py``, the default; ``paper``).
+
+One file per suite: the full default suite (every column, the whole test split, the training eps,
+the default budgets, seed 0) writes ``eval_<which>.{md,json}``; any other suite adds a suffix
+naming what differs (:func:`robust_jax.evaluation.suite_name`, e.g. ``eval_best_FGSM_eps0.1_n50``),
+so a partial run never replaces the full report, and rerunning one suite replaces only its own
+files.
+
+Every record says what was run: the split, the number of examples, eps and the norm, the seed and
+the key, every hyperparameter of every column (``attack_settings``: budgets, variants, restarts),
+the checkpoint (which, epoch, step) and the library version; the Markdown header says the same.
+
+Flags are checked before anything is loaded or compiled: ``--eps`` in (0, 1) for linf (as
+training's ``config.eps``; at eps >= 1 the linf ball holds the whole [0, 1] box) and below the box
+diameter for l2, ``--num_examples`` at most the size of the split, budgets >= 1. A bad flag or an
+unreadable workdir is one line on stderr (exit code 2 or 1), not a traceback. A progress bar on
+stderr names the attack and batch that run (``--noprogress`` hides it).
 """
 
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 import launch  # noqa: F401  (XLA CPU flags)
 import jax
+from launch import _cli
 from robust_jax import evaluation
+from robust_jax import validation
 from robust_jax.data import pipeline
 from robust_jax.training import restore
 
@@ -24,7 +41,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Alias of --workdir.")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint.")
 _ATTACKS = flags.DEFINE_list("attacks", list(evaluation.TABLE_COLUMNS), "Columns to run.")
-_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "0 = the whole test split.")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "The data split.")
+_NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "0 = the whole split.")
 _BATCH = flags.DEFINE_integer("batch_size", 500, "Examples per attack call.")
 _EPS = flags.DEFINE_float("eps", None, "Radius (default: the training eps).")
 _N_ITER = flags.DEFINE_integer("n_iter", 100, "APGD / AutoAttack iterations.")
@@ -32,51 +50,85 @@ _N_QUERIES = flags.DEFINE_integer("n_queries", 5000, "Square queries inside Auto
 _SEED = flags.DEFINE_integer("seed", 0, "Attack randomness.")
 _APGD_VARIANT = flags.DEFINE_enum("apgd_variant", "official", ["official", "paper"],
                                   "APGD algorithm of the APGD and AA columns.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "A progress bar per attack and batch on stderr.")
+
+def _check_flags():
+  """The flags that need nothing loaded."""
+  _cli.check(bool(_WORKDIR.value or _CHECKPOINT.value), "pass --workdir=DIR (or --checkpoint=DIR)")
+  _cli.check(_NUM_EXAMPLES.value >= 0,
+             f"--num_examples must be >= 0 (0: the whole split), got {_NUM_EXAMPLES.value}")
+  _cli.check(_BATCH.value >= 1, f"--batch_size must be >= 1, got {_BATCH.value}")
+  _cli.check(_N_ITER.value >= 1, f"--n_iter must be >= 1, got {_N_ITER.value}")
+  _cli.check(_N_QUERIES.value >= 0, f"--n_queries must be >= 0, got {_N_QUERIES.value}")
+  _cli.check(_EPS.value is None or 0.0 < _EPS.value < float("inf"),
+             f"--eps must be > 0, got {_EPS.value}")
+  _cli.check(bool(_ATTACKS.value), "--attacks must name at least one column")
+  unknown = [a for a in _ATTACKS.value if a not in evaluation.TABLE_COLUMNS]
+  _cli.check(not unknown, f"--attacks: unknown {unknown}; valid: {list(evaluation.TABLE_COLUMNS)}")
+  dup = sorted({a for a in _ATTACKS.value if _ATTACKS.value.count(a) > 1})
+  _cli.check(not dup, f"--attacks: {dup} given twice")
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise _cli.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  _check_flags()
   workdir = _WORKDIR.value or _CHECKPOINT.value
-  if not workdir:
-    raise app.UsageError("pass --workdir=DIR (or --checkpoint=DIR)")
+  _cli.check(os.path.isdir(workdir), f"--workdir={workdir} is not a directory")
   logits_fn, info = restore.load_classifier(workdir, which=_WHICH.value)
   config = info["config"]
+  eps = _EPS.value if _EPS.value is not None else info["eps"]
   ds = pipeline.load_dataset(config.dataset, data_dir=config.data_dir or None,
                              validation_fraction=config.validation_fraction)
-  test = dict(ds.test)
+  try:
+    validation.check_eps(eps, info["norm"], low_open=True, image_shape=(1, *ds.image_shape))
+  except ValueError as e:
+    raise _cli.UsageError(f"--eps: {e}") from e
+  data = dict(ds.split(_SPLIT.value))
+  size = len(data["label"])
+  _cli.check(size > 0, f"the {_SPLIT.value} split of {config.dataset} is empty")
+  _cli.check(_NUM_EXAMPLES.value <= size,
+             f"--num_examples must be at most the size of the {_SPLIT.value} split of "
+             f"{config.dataset}, {size}, got {_NUM_EXAMPLES.value} (0: the whole split)")
   if _NUM_EXAMPLES.value:
-    if _NUM_EXAMPLES.value < 1:
-      raise app.UsageError("--num_examples must be >= 0")
-    test = {k: v[:_NUM_EXAMPLES.value] for k, v in test.items()}
-  test = {"image": pipeline.to_float(test["image"]), "label": test["label"]}
-  eps = _EPS.value if _EPS.value is not None else info["eps"]
+    data = {k: v[:_NUM_EXAMPLES.value] for k, v in data.items()}
+  data = {"image": pipeline.to_float(data["image"]), "label": data["label"]}
   table = evaluation.default_attacks(eps, norm=info["norm"], n_iter=_N_ITER.value,
                                      n_queries=_N_QUERIES.value,
                                      apgd_variant=_APGD_VARIANT.value)
-  unknown = [a for a in _ATTACKS.value if a not in table]
-  if unknown:
-    raise app.UsageError(f"--attacks: unknown {unknown}; valid: {list(table)}")
   attacks = {k: table[k] for k in _ATTACKS.value}
-  report = evaluation.evaluate(logits_fn, test, attacks, batch_size=_BATCH.value,
+  # No batch larger than the data: padding 40 examples to 500 would run the attacks on 500.
+  batch_size = min(_BATCH.value, len(data["label"]))
+  report = evaluation.evaluate(logits_fn, data, attacks, batch_size=batch_size,
                                key=jax.random.key(_SEED.value), eps=eps, norm=info["norm"],
-                               verbose=True)
+                               progress=_PROGRESS.value)
   md = evaluation.format_table(report)
+  name = evaluation.suite_name(_WHICH.value, attacks=_ATTACKS.value, split=_SPLIT.value,
+                               num_examples=_NUM_EXAMPLES.value, eps=eps,
+                               training_eps=info["eps"], n_iter=_N_ITER.value,
+                               n_queries=_N_QUERIES.value, seed=_SEED.value,
+                               apgd_variant=_APGD_VARIANT.value)
   header = (f"{info['method']} / {info['model']} / {info['dataset']}, {_WHICH.value} checkpoint "
-            f"(epoch {info['epoch']}), eps {eps:g} ({info['norm']}), {report.num_examples} test "
-            f"examples; APGD {_APGD_VARIANT.value} variant, n_iter {_N_ITER.value}, n_queries "
-            f"{_N_QUERIES.value}, seed {_SEED.value}, robust_jax {report.library_version}")
+            f"(epoch {info['epoch']}, step {info['step']}), {_SPLIT.value} split, "
+            f"{report.num_examples} examples, eps {eps:g} ({info['norm']}); attacks "
+            f"{', '.join(_ATTACKS.value)}; APGD {_APGD_VARIANT.value} variant, n_iter "
+            f"{_N_ITER.value}, n_queries {_N_QUERIES.value}, seed {_SEED.value}, robust_jax "
+            f"{report.library_version}")
   print(header)
-  print(md)
-  out = os.path.join(workdir, f"eval_{_WHICH.value}")
+  print(md.replace("Worst case over all attacks:",
+                   f"Worst case over all attacks ({_SPLIT.value} split):"))
+  out = os.path.join(workdir, name)
   with open(out + ".md", "w") as f:
     f.write(header + "\n\n" + md + "\n")
   with open(out + ".json", "w") as f:
     record = json.loads(evaluation.report_to_json(report))
-    record.update(method=info["method"], model=info["model"], dataset=info["dataset"],
-                  checkpoint=_WHICH.value, epoch=info["epoch"], seed=_SEED.value,
+    record.update(suite=name, method=info["method"], model=info["model"],
+                  dataset=info["dataset"], split=_SPLIT.value, split_size=size,
+                  checkpoint=_WHICH.value, epoch=info["epoch"], step=info["step"],
+                  training_eps=info["eps"], seed=_SEED.value, attacks=list(_ATTACKS.value),
                   apgd_variant=_APGD_VARIANT.value, n_iter=_N_ITER.value,
-                  n_queries=_N_QUERIES.value, batch_size=_BATCH.value,
+                  n_queries=_N_QUERIES.value, batch_size=batch_size,
                   num_examples_requested=_NUM_EXAMPLES.value)
     json.dump(record, f, indent=2)
   print(f"wrote {out}.md and {out}.json")
@@ -84,4 +136,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_mutual_exclusive(["workdir", "checkpoint"])
-  app.run(main)
+  _cli.run(main, "launch.eval")

@@ -30,6 +30,13 @@ Kill safety:
   gives None. A good checkpoint is never moved or deleted by a restore.
 * A state whose leaf paths or shapes differ from the checkpoint's is not corruption: it raises
   ValueError (a different model or dataset), before anything is moved.
+* A failed write (a full disk, a quota, a read-only or vanished filesystem) raises
+  :class:`CheckpointWriteError` from the next :meth:`CheckpointManager.save` or
+  :meth:`CheckpointManager.wait_until_finished` (asynchronous saves report there). Its message is
+  one line: what happened (``No space left on device (RESOURCE_EXHAUSTED)`` for a full disk),
+  which checkpoint could not be written, and which one is the last good one (kept). The tracebacks
+  that orbax's background threads log for the same failure are held back while a writing manager is
+  open (their first line is in the error).
 
 Multi-process: every process must call :meth:`save` and the restores with the same arguments (orbax
 writes the JSON items on the primary process only); moving corrupt steps is done by process 0.
@@ -53,6 +60,7 @@ SaveResult(saved=True, best=True)
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import json
 import logging as py_logging
@@ -75,6 +83,55 @@ CORRUPT_DIR = "corrupt"
 BEST_TO_KEEP = 2
 _FORMAT = 1
 _MISSING = "<missing>"
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written; the message names the cause, the checkpoint and the last
+  good one. ``errno`` is ``ENOSPC`` for a full disk (or quota), else that of the cause, if any."""
+
+
+_FULL_DISK_MARKERS = ("No space left on device", "RESOURCE_EXHAUSTED", "Disk quota exceeded",
+                      "os_error_code='28'")
+
+
+def _chain_text(e: BaseException) -> str:
+  """The messages of ``e`` and its causes and contexts, joined (for classifying a failure)."""
+  seen, parts = set(), []
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    parts.append(f"{type(e).__name__}: {e}")
+    e = e.__cause__ or e.__context__
+  return " | ".join(parts)
+
+
+def _chain_errno(e: BaseException) -> Optional[int]:
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno:
+      return e.errno
+    e = e.__cause__ or e.__context__
+  return None
+
+
+class _HoldBackOrbaxErrors(py_logging.Filter):
+  """Drops the ERROR records (with tracebacks) that orbax's background threads log for a failed
+  write; the failure is raised in the main thread as one :class:`CheckpointWriteError`."""
+
+  def __init__(self):
+    super().__init__()
+    self.users = 0
+    self.first: Optional[str] = None
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if record.levelno >= py_logging.ERROR and "orbax" in (record.pathname or ""):
+      if self.first is None:
+        self.first = record.getMessage().split("\n")[0][:400]
+      return False
+    return True
+
+
+_HOLD_BACK = _HoldBackOrbaxErrors()
 
 
 class SaveResult(NamedTuple):
@@ -207,6 +264,13 @@ class CheckpointManager:
       raise ValueError(f"max_to_keep must be an int >= 1, got {max_to_keep!r}")
     self._directory = os.path.abspath(os.fspath(directory))
     self._read_only = bool(read_only)
+    self._in_flight: dict[str, str] = {}   # the last save of latest/ and of best/, maybe pending
+    self._filtering = False
+    if not self._read_only:
+      if _HOLD_BACK.users == 0:
+        logging.get_absl_logger().addFilter(_HOLD_BACK)
+      _HOLD_BACK.users += 1
+      self._filtering = True
     self._latest = self._make(LATEST_DIR, max_to_keep, async_save)
     self._best = self._make(BEST_DIR, BEST_TO_KEEP, async_save)
     self._best_metric = self._read_best_metric()
@@ -246,6 +310,71 @@ class CheckpointManager:
     """The newest periodic step, or None (it may still turn out corrupt on restore)."""
     steps = self.all_steps()
     return steps[-1] if steps else None
+
+  def has_checkpoints(self) -> bool:
+    """Whether anything was ever saved here: a periodic, best or quarantined (``corrupt/``) one.
+
+    Temporary directories of interrupted saves do not count.
+    """
+    for sub in (LATEST_DIR, BEST_DIR):
+      path = os.path.join(self._directory, sub)
+      if os.path.isdir(path) and any(d.isdigit() for d in os.listdir(path)):
+        return True
+    corrupt = os.path.join(self._directory, CORRUPT_DIR)
+    return os.path.isdir(corrupt) and bool(os.listdir(corrupt))
+
+  def last_good_checkpoint(self) -> Optional[str]:
+    """The directory of the newest complete periodic checkpoint on disk (or best, if none), or None.
+
+    Read from the directory listing (a complete save is renamed from its temporary name), so it is
+    right even after a failed write.
+    """
+    for sub in (LATEST_DIR, BEST_DIR):
+      path = os.path.join(self._directory, sub)
+      steps = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+      if steps:
+        return os.path.join(path, str(steps[-1]))
+    return None
+
+  def _write_error(self, e: BaseException, writing: Sequence[str]) -> CheckpointWriteError:
+    """One-line :class:`CheckpointWriteError` for a failed write (the cause, where, the last good)."""
+    for manager in (self._latest, self._best):   # let the other pending save end, to see what is
+      try:                                      # on disk
+        if manager is not None:
+          manager.wait_until_finished()
+      except Exception:  # pylint: disable=broad-except  # the same failure, or another one
+        pass
+    writing = [p for p in writing if not os.path.isdir(p)] or list(writing)  # not the completed
+    text = _chain_text(e) + (" | " + _HOLD_BACK.first if _HOLD_BACK.first else "")
+    code = _chain_errno(e)
+    full = code in (errno.ENOSPC, errno.EDQUOT) or any(m in text for m in _FULL_DISK_MARKERS)
+    what = "No space left on device (RESOURCE_EXHAUSTED)" if full else "Could not write"
+    good = self.last_good_checkpoint()
+    kept = (f"the last good checkpoint is {good} (kept)" if good else
+            "no checkpoint was completed before it")
+    where = ", ".join(writing) if writing else self._directory
+    todo = ("free space on that filesystem (or give --workdir on another one and copy the "
+            "checkpoints there)" if full else "fix the cause")
+    cause = text.split(" [tensorstore_spec=")[0]
+    _HOLD_BACK.first = None
+    error = CheckpointWriteError(
+        f"{what} while writing checkpoint {where}: {kept}; {todo}, then rerun the same command to "
+        f"resume from it. Cause: {cause[:500]}")
+    error.errno = errno.ENOSPC if full else (code or errno.EIO)
+    return error
+
+  @contextlib.contextmanager
+  def _writing(self, paths: Sequence[str]):
+    """Turns a failed write in orbax into a :class:`CheckpointWriteError`."""
+    try:
+      yield
+    except CheckpointWriteError:
+      raise
+    except (OSError, ValueError, RuntimeError) as e:
+      writing = [p for p in self._in_flight.values() if p not in paths] + list(paths)
+      err = self._write_error(e, writing)
+      self._in_flight = {}
+      raise err from None
 
   def _read_info(self, manager, step) -> dict[str, Any]:
     return manager.restore(step, args=ocp.args.Composite(info=ocp.args.JsonRestore())).info
@@ -306,31 +435,71 @@ class CheckpointManager:
       logging.info("Checkpoint step %d already exists in %s; not saving it again.", step,
                    self._latest.directory)
     else:
-      saved = bool(self._latest.save(step, args=args()))
-      if not saved:
+      path = os.path.join(os.fspath(self._latest.directory), str(step))
+      with self._writing([path]):
+        saved = bool(self._latest.save(step, args=args()))
+      if saved:   # orbax waited for the previous save of latest/ first: it is on disk
+        self._in_flight[LATEST_DIR] = path
+      else:
         logging.info("Skipped checkpoint step %d: not newer than step %s.", step,
                      self._latest.latest_step())
     best = (metric is not None and math.isfinite(metric)
             and (self._best_metric is None or metric > self._best_metric))
     if best:
       version = (self._best.latest_step() or 0) + 1
-      self._best.save(version, args=args(), force=True)
+      path = os.path.join(os.fspath(self._best.directory), str(version))
+      with self._writing([path]):
+        self._best.save(version, args=args(), force=True)
+      self._in_flight[BEST_DIR] = path
       self._best_metric = metric
       logging.info("New best checkpoint (metric %.6g) at step %d.", metric, step)
     return SaveResult(saved=saved, best=best)
 
   def wait_until_finished(self) -> None:
-    """Blocks until every pending asynchronous save is on disk."""
-    for manager in (self._latest, self._best):
-      if manager is not None:
-        manager.wait_until_finished()
+    """Blocks until every pending asynchronous save is on disk.
 
-  def close(self) -> None:
-    """Waits for pending saves and releases orbax's resources."""
+    Raises:
+      CheckpointWriteError: if a pending save failed (see the module docstring).
+    """
+    with self._writing([]):
+      for manager in (self._latest, self._best):
+        if manager is not None:
+          manager.wait_until_finished()
+    self._in_flight = {}
+
+  def close(self, *, quiet: bool = False) -> None:
+    """Waits for pending saves and releases orbax's resources.
+
+    Args:
+      quiet: log a failed pending save instead of raising (for cleaning up after another error).
+
+    Raises:
+      CheckpointWriteError: if a pending save failed and ``quiet`` is False.
+    """
+    error = None
     for manager in (self._latest, self._best):
-      if manager is not None:
-        manager.wait_until_finished()
+      if manager is None:
+        continue
+      try:
+        with self._writing([]):
+          manager.wait_until_finished()
+      except CheckpointWriteError as e:
+        error = error or e
+      try:
         manager.close()
+      except Exception as e:  # pylint: disable=broad-except  # a failed save reported again
+        logging.info("Closing the checkpoint manager of %s: %s", manager.directory, _describe(e))
+    self._in_flight = {}
+    if self._filtering:
+      self._filtering = False
+      _HOLD_BACK.users -= 1
+      if _HOLD_BACK.users == 0:
+        logging.get_absl_logger().removeFilter(_HOLD_BACK)
+    if error is not None:
+      if quiet:
+        logging.info("%s", error)
+      else:
+        raise error
 
   def __enter__(self) -> "CheckpointManager":
     return self

@@ -30,6 +30,15 @@ made: the APGD variant, the budgets (``n_iter``, restarts, ``n_queries``, target
 the norm; for AutoAttack, the hyperparameters of each of its stages
 (:func:`robust_jax.attacks.autoattack_settings`). :func:`report_to_json` writes them all.
 
+Nothing is counted that cannot be trusted: the model's output is checked before anything compiles
+(one floating array [B, C], C >= 2: :func:`robust_jax.validation.check_logits_fn`), and an example
+whose logits are not finite, at its clean point or at an attack's point (a NaN ``x_adv`` included),
+stops the evaluation with a :class:`NonFiniteLogitsError` that names the attack and the batch,
+rather than being counted correct or broken.
+
+Progress: with ``progress=True`` a tqdm bar on stderr counts the (batch, attack) calls and shows the
+attack that is running (``launch.eval`` turns it on; ``--noprogress`` turns it off).
+
 Conventions: images float32 NHWC in [0, 1]; labels int32; a model is only ``logits_fn(x)``, which
 must be deterministic (eval mode).
 """
@@ -39,12 +48,17 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
+import re
+import sys
 import time
+import types
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import robust_jax
@@ -55,6 +69,14 @@ AttackFn = Callable[[Callable, jax.Array, jax.Array, jax.Array], Any]
 # An attack, or the (name, hyperparameters) of robust_jax.attacks.make.
 AttackSpec = Union[AttackFn, tuple[str, Mapping[str, Any]]]
 TABLE_COLUMNS = ("FGSM", "PGD-20", "PGD-100", "CW-inf", "APGD-CE", "APGD-T", "AA")
+
+
+class NonFiniteLogitsError(ValueError):
+  """``logits_fn`` returned NaN or inf logits where :func:`evaluate` would count a prediction.
+
+  Such an example can be neither correct nor broken, so the evaluation stops instead of reporting
+  a number. The message names where (clean or the attack), the batch and how many examples.
+  """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +207,8 @@ def default_attacks(
     An ordered ``{name: attack(logits_fn, x, y, key)}``; each attack carries ``name`` and
     ``hyperparameters`` (those of :func:`robust_jax.attacks.make`), which :func:`evaluate` records.
   """
-  validation.check_scalar("eps", eps, low=0.0, low_open=True)
   validation.check_choice("norm", norm, ("linf", "l2"))
+  validation.check_eps(eps, norm, low_open=True)
   validation.check_choice("fgsm_start", fgsm_start, ("uniform", "none"))
   validation.check_choice("apgd_variant", apgd_variant, ("official", "paper"))
   step = eps / 4.0 if step_size is None else step_size
@@ -351,7 +373,37 @@ def _key_data(key) -> list:
 
 
 def _predict(logits_fn, x):
-  return jnp.argmax(logits_fn(x), axis=-1)
+  """``(argmax [B], finite [B])``: the prediction and whether every logit (and input) is finite."""
+  logits = logits_fn(x)
+  finite = jnp.all(jnp.isfinite(logits), axis=-1) & jnp.all(
+      jnp.isfinite(x.reshape(x.shape[0], -1)), axis=-1)
+  return jnp.argmax(logits, axis=-1), finite
+
+
+def _checked_predict(predict_fn, x, mask, *, where: str, batch: int) -> np.ndarray:
+  """The predictions at ``x``; raises :class:`NonFiniteLogitsError` for a non-finite example."""
+  pred, finite = _predict_jit(predict_fn, x)
+  bad = int(np.sum(~np.asarray(finite) & mask))
+  if bad:
+    raise NonFiniteLogitsError(
+        f"logits_fn returned non-finite logits (NaN or inf) {where} for {bad} of "
+        f"{int(mask.sum())} examples of batch {batch}; evaluate refuses to count them (an accuracy "
+        "over NaN predictions would be wrong). Check the model and its inputs.")
+  return np.asarray(pred)
+
+
+def _num_batches(dataset, batch_size: int) -> Optional[int]:
+  """How many batches :func:`_batches` yields, when it can be told without reading the data."""
+  try:
+    if _is_full_arrays(dataset):
+      n = len(dataset["label"] if isinstance(dataset, Mapping) else dataset[1])
+    elif isinstance(dataset, (list, tuple)):
+      n = sum(len(item["label"] if isinstance(item, Mapping) else item[1]) for item in dataset)
+    else:
+      return None
+  except (KeyError, TypeError, ValueError):
+    return None
+  return math.ceil(n / batch_size)
 
 
 _predict_jit = jax.jit(_predict)
@@ -384,6 +436,7 @@ def evaluate(
     norm: str = "linf",
     class_names: Optional[Sequence[str]] = None,
     verbose: bool = False,
+    progress: bool = False,
 ) -> EvaluationReport:
   """Evaluates ``logits_fn`` under every attack of ``attacks``, batch by batch.
 
@@ -401,17 +454,22 @@ def evaluate(
     norm: ``"linf"`` or ``"l2"``, for the validity check.
     class_names: optional names of the C classes, for ``worst_class_name``.
     verbose: print one line per batch.
+    progress: show a tqdm progress bar on stderr, one tick per (batch, attack), with the name of
+      the attack that is running.
 
   Returns:
     An :class:`EvaluationReport`.
 
   Raises:
-    ValueError: on a bad argument or malformed data.
+    ValueError: on a bad argument, malformed data or a ``logits_fn`` whose output is not [B, C]
+      floating logits (checked abstractly before the first batch).
+    NonFiniteLogitsError: when the logits of an example are NaN or inf, clean or at an attack's
+      point (a subclass of ValueError).
   """
   validation.check_scalar("batch_size", batch_size, low=1, integer=True)
   validation.check_choice("norm", norm, ("linf", "l2"))
   if eps is not None:
-    validation.check_scalar("eps", eps, low=0.0)
+    validation.check_eps(eps, norm)
   validation.check_key(key, needed_by="evaluate")
   attacks = {name: _as_attack(name, a) for name, a in (attacks or {}).items()}
   predict_fn = attacks_lib.as_pytree_fn(logits_fn)  # traced parameters: no recompilation per model
@@ -421,24 +479,35 @@ def evaluate(
   seconds = {"clean": 0.0, **{name: 0.0 for name in attacks}}
   invalid = {name: 0 for name in attacks}
   num_classes = None
+  num_batches = _num_batches(dataset, batch_size)
+  bar = tqdm.tqdm(total=None if num_batches is None else num_batches * max(len(attacks), 1),
+                  desc="evaluate", unit="call", file=sys.stderr, disable=not progress,
+                  dynamic_ncols=True, leave=True)
   for b, (x, y, m) in enumerate(_batches(dataset, batch_size)):
     validation.check_images("image", x)
     xb, yb = _put(x, sharding), _put(y, sharding)
     if num_classes is None:
       num_classes = validation.num_classes(logits_fn, x)
     validation.check_labels("label", y, x.shape[0], num_classes)
+    batch_txt = f"batch {b + 1}/{num_batches or '?'}"
+    bar.set_description(f"evaluate clean, {batch_txt}")
     t0 = time.perf_counter()
-    ok = np.asarray(_predict_jit(predict_fn, xb)) == y
+    ok = _checked_predict(predict_fn, xb, m, where="at the clean inputs", batch=b) == y
     seconds["clean"] += time.perf_counter() - t0
+    if not attacks:
+      bar.update(1)
     labels.append(y)
     masks.append(m)
     clean.append(ok)
     key_b = jax.random.fold_in(key, b)
     for j, (name, attack) in enumerate(attacks.items()):
+      bar.set_description(f"evaluate {name}, {batch_txt}")
       t0 = time.perf_counter()
       x_adv = _x_adv(attack(logits_fn, xb, yb, jax.random.fold_in(key_b, j)))
-      pred = np.asarray(_predict_jit(predict_fn, x_adv))
+      pred = _checked_predict(predict_fn, x_adv, m, where=f"at the points of attack {name!r}",
+                              batch=b)
       seconds[name] += time.perf_counter() - t0
+      bar.update(1)
       correct = pred == y
       if eps is not None:
         valid = _valid(np.asarray(x_adv), x, eps, norm)
@@ -447,7 +516,8 @@ def evaluate(
       robust[name].append(ok & correct)
     if verbose:
       accs = " ".join(f"{n}={np.mean(r[-1][m]):.3f}" for n, r in robust.items())
-      print(f"evaluate: batch {b} clean={np.mean(ok[m]):.3f} {accs}")
+      bar.write(f"evaluate: batch {b} clean={np.mean(ok[m]):.3f} {accs}", file=sys.stdout)
+  bar.close()
   if num_classes is None:
     raise ValueError("dataset is empty")
   mask = np.concatenate(masks)
@@ -521,10 +591,12 @@ def transfer(
     xb, yb = _put(x, sharding), _put(y, sharding)
     x_adv = _x_adv(attack(source_logits_fn, xb, yb,
                           jax.random.fold_in(jax.random.fold_in(key, b), 0)))
-    ok_s = np.asarray(_predict_jit(source_fn, xb)) == y
-    ok_t = np.asarray(_predict_jit(target_fn, xb)) == y
-    adv_s = np.asarray(_predict_jit(source_fn, x_adv)) == y
-    adv_t = np.asarray(_predict_jit(target_fn, x_adv)) == y
+    ok_s = _checked_predict(source_fn, xb, m, where="of the source model", batch=b) == y
+    ok_t = _checked_predict(target_fn, xb, m, where="of the target model", batch=b) == y
+    adv_s = _checked_predict(source_fn, x_adv, m, where="of the source model at the attack's "
+                             "points", batch=b) == y
+    adv_t = _checked_predict(target_fn, x_adv, m, where="of the target model at the attack's "
+                             "points", batch=b) == y
     tot += int(m.sum())
     clean_t += int((ok_t & m).sum())
     src += int((ok_s & adv_s & m).sum())
@@ -535,6 +607,66 @@ def transfer(
                         transfer_accuracy=tgt / tot, seconds=time.perf_counter() - t0,
                         attack_settings=attack_settings(attack),
                         library_version=robust_jax.__version__, key_data=_key_data(key))
+
+
+# ----------------------------------------------------------------------------------------------
+# Report files: one per suite.
+
+# The full default suite of ``launch.eval``, whose report files carry no suffix.
+SUITE_DEFAULTS = types.MappingProxyType(dict(
+    split="test", num_examples=0, n_iter=100, n_queries=5000, seed=0, apgd_variant="official",
+    attacks=TABLE_COLUMNS))
+
+
+def suite_name(which: str, *, attacks: Sequence[str], split: str, num_examples: int, eps: float,
+               training_eps: float, n_iter: int, n_queries: int, seed: int,
+               apgd_variant: str) -> str:
+  """The report file stem of an evaluation suite: ``eval_<which>`` plus every difference.
+
+  The full default suite (every column of :data:`TABLE_COLUMNS`, the whole test split, the
+  training eps, :data:`SUITE_DEFAULTS`' budgets and seed) is ``eval_<which>``; any other suite
+  adds one suffix per difference, so that a partial run never replaces a fuller report, and two
+  runs of one suite share their files. Budgets that no chosen column uses are not named.
+
+  Args:
+    which: the checkpoint, ``"best"`` or ``"latest"``.
+    attacks: the column names, in order.
+    split: the data split.
+    num_examples: the prefix of the split (0: the whole split).
+    eps: the radius evaluated; training_eps: the run's own.
+    n_iter, n_queries, seed, apgd_variant: as :func:`default_attacks` and :func:`evaluate`.
+
+  Returns:
+    A file name stem of letters, digits and ``_.+-``.
+
+  Example:
+    >>> suite_name("best", attacks=TABLE_COLUMNS, split="test", num_examples=0, eps=0.3,
+    ...            training_eps=0.3, n_iter=100, n_queries=5000, seed=0, apgd_variant="official")
+    'eval_best'
+    >>> suite_name("best", attacks=["FGSM"], split="test", num_examples=50, eps=0.1,
+    ...            training_eps=0.2, n_iter=100, n_queries=5000, seed=0, apgd_variant="official")
+    'eval_best_FGSM_eps0.1_n50'
+  """
+  d = SUITE_DEFAULTS
+  parts = [f"eval_{which}"]
+  if split != d["split"]:
+    parts.append(split)
+  if tuple(attacks) != tuple(d["attacks"]):
+    parts.append("+".join(attacks))
+  if float(eps) != float(training_eps):
+    parts.append(f"eps{eps:g}")
+  if num_examples:
+    parts.append(f"n{num_examples}")
+  uses_apgd = any(a in ("APGD-CE", "APGD-T", "AA") for a in attacks)
+  if n_iter != d["n_iter"] and uses_apgd:
+    parts.append(f"iter{n_iter}")
+  if n_queries != d["n_queries"] and "AA" in attacks:
+    parts.append(f"q{n_queries}")
+  if apgd_variant != d["apgd_variant"] and uses_apgd:
+    parts.append(f"apgd-{apgd_variant}")
+  if seed != d["seed"]:
+    parts.append(f"seed{seed}")
+  return re.sub(r"[^A-Za-z0-9_.+\-]", "-", "_".join(parts))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Weight adversaries as parts of the training step: none, AWP, RWP, SAM and SAMPa.
+"""Weight adversaries as parts of the training step: none, AWP, RWP, SAM, SAMPa, BiSAM and DDi.
 
 The mechanism (directions, per-layer or global scaling) is :mod:`robust_jax.weight_perturbation`;
 this module wraps each adversary in the shape the step composes, close to optax's
@@ -32,6 +32,8 @@ awp      the pass at w + v (ascent: none)   w + v                    csdongxian/
 rwp      the pass at w + v                  w + v                    AWP's random control
 sam      the ascent pass at w               w + v (official)         google-research/sam
 sampa    the pass at x~_t = x_t + v_t       x_t                      LIONS-EPFL/SAMPa
+bisam    the ascent pass at w               w                        LIONS-EPFL/BiSAM
+ddi      the mean of the K passes at w      w                        LIONS-EPFL/ddi_at
 =======  =================================  =======================  ==========================
 
 Factories read their config fields by keyword (:func:`robust_jax.parts.bind`):
@@ -45,17 +47,27 @@ rwp      awp_gamma, awp_warmup                                 AWP's random-dire
 sam      sam_rho, sam_weight_decay, sam_m, weight_decay,       Foret et al. 2021,
          batch_size                                            google-research/sam
 sampa    sam_rho, sampa_lambda                                 Xie et al. 2024, LIONS-EPFL/SAMPa
+bisam    sam_rho, bisam_lower_bound_kind, bisam_mu,            Xie et al. 2024, LIONS-EPFL/BiSAM
+         bisam_alpha
+ddi      ddi_maximisers, ddi_qp_iterations, ddi_normalize      Latorre et al. 2023,
+                                                               LIONS-EPFL/ddi_at
 =======  ====================================================  ================================
+
+BiSAM changes only SAM's ascent loss (a lower bound of the 0-1 loss). DDi is not a perturbation:
+it owns how the update direction is formed from the gradients at K maximisers of the inner problem
+(``num_maximisers``; the bundle runs the input adversary K times).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from robust_jax import danskin
 from robust_jax import weight_perturbation as wp
 from robust_jax.parts import EmptyState, Registry, require
 
@@ -119,12 +131,17 @@ class WeightAdversary(NamedTuple):
   Attributes:
     init: ``params -> state`` (a NamedTuple carried in the train state).
     gradient: ``(loss_fn, examples, params, state, key, info) -> (WeightGradient, state)``.
-    needs_input_adversary: True when v ascends the *adversarial* loss (AWP, RWP): such an adversary
-      needs a method with an input adversary.
+    needs_input_adversary: True when v ascends the *adversarial* loss (AWP, RWP) or the update
+      needs the adversarial points (DDi): such an adversary needs a method with an input adversary.
+    num_maximisers: None for the adversaries that take the input adversary's points as they are
+      (``examples.x_adv`` [B, ...]); K >= 1 for one that takes K inner maximisers per example (DDi:
+      :func:`robust_jax.training.methods.build` then restarts the input adversary K times, and
+      ``examples.x_adv`` is [K, B, ...]).
   """
   init: Callable[[Any], Any]
   gradient: Callable[..., Tuple[WeightGradient, Any]]
   needs_input_adversary: bool = False
+  num_maximisers: Optional[int] = None
 
 
 def split_into_groups(examples: Examples, groups: int) -> Examples:
@@ -379,6 +396,175 @@ def sampa(*, sam_rho: float = 0.05, sampa_lambda: float = 0.2) -> WeightAdversar
   return WeightAdversary(init=wp.sampa_init, gradient=gradient)
 
 
+def ddi(*, ddi_maximisers: int = 10, ddi_qp_iterations: int = danskin.QP_ITERATIONS,
+        ddi_normalize: bool = False) -> WeightAdversary:
+  """DDi: the update direction is Danskin's descent direction, the minimum-norm element of the
+  convex hull of the parameter gradients at K maximisers of the inner problem.
+
+  The K maximisers are K restarts of the method's input adversary (different random starts; the
+  bundle tiles the batch K times, as the official ``get_attacks``), so ``examples.x_adv`` is
+  [K, B, ...]. For each copy k the training loss (the method's objective, batch mean) gives g_k at
+  w; the Gram matrix G_kl = <g_k, g_l> (global over the parameter pytree) and the simplex QP
+  min_y y^T G y (:func:`robust_jax.danskin.min_norm_weights`: the official accelerated projected
+  gradient, ``ddi_qp_iterations`` iterations inside the step) give d = sum_k y_k g_k, which the
+  optimizer receives in place of the gradient (optionally d / ||d||, ``ddi_normalize``). The
+  official code then calls ``SGD.step()``, so momentum and weight decay act on d; here the same
+  (the optimizer is applied at w). DDi is per *batch*: K gradients of whole-batch losses, not per
+  example (``acat/jax_danskinattack.py``, ``get_grad_per_attack``: ``vmap(grad(loss))`` over the
+  copy axis with ``reduction="mean"``). With K = 1 it is the plain gradient.
+
+  Differences from the official JAX path (LIONS-EPFL/ddi_at @87353fb): the K gradients are taken
+  with the step's training loss, i.e. BatchNorm in train mode (the official path takes them in eval
+  mode, so its running statistics never move); the kept BatchNorm statistics are the mean over the
+  K copies' (equal to one pass for models without BatchNorm, the paper's setting, which uses
+  smooth activations and no BatchNorm). The reported loss and logits are those of the copy with
+  the largest loss (the estimate of the max-loss).
+
+  Args:
+    ddi_maximisers: K >= 1 (official ``num_of_attacks`` 10).
+    ddi_qp_iterations: QP iterations >= 1 (official 1000).
+    ddi_normalize: divide d by ||d||_2 (official ``normalize_danskin``, default False).
+
+  Returns:
+    A :class:`WeightAdversary` with ``needs_input_adversary=True`` and ``num_maximisers=K``.
+
+  References:
+    Latorre, Krawczuk, Dadi, Pethick, Cevher. Finding actual descent directions for adversarial
+    training. ICLR 2023. https://github.com/LIONS-EPFL/ddi_at (``acat/jax_danskinattack.py``,
+    ``acat/jax_descentdir.py``, ``acat/model.py`` ``overwrite_gradients``).
+
+  Example:
+    >>> part = ddi(ddi_maximisers=4)
+    >>> part.num_maximisers, part.needs_input_adversary
+    (4, True)
+  """
+  require(isinstance(ddi_maximisers, int) and ddi_maximisers >= 1, "ddi_maximisers",
+          "must be an integer >= 1 (maximisers per batch)", ddi_maximisers)
+  require(isinstance(ddi_qp_iterations, int) and ddi_qp_iterations >= 1, "ddi_qp_iterations",
+          "must be an integer >= 1", ddi_qp_iterations)
+  require(isinstance(ddi_normalize, bool), "ddi_normalize", "must be True or False", ddi_normalize)
+
+  def gradient(loss_fn, examples, params, state, key, info):
+    del key, info
+    if examples.x_adv is None or examples.x_adv.ndim != examples.x.ndim + 1:
+      raise ValueError("the ddi weight adversary needs the K maximisers as x_adv [K, B, ...]; "
+                       "build the bundle with robust_jax.training.methods.build")
+    at_copy = lambda xa: _gradient_at(loss_fn, params, examples._replace(x_adv=xa))
+    (losses, auxs), grads = jax.vmap(at_copy)(examples.x_adv)
+    weights = danskin.min_norm_weights(danskin.gram(grads), iterations=ddi_qp_iterations)
+    d = danskin.combine(weights, grads)
+    if ddi_normalize:
+      norm = optax.tree.norm(d)
+      d = jax.tree.map(lambda a: a / jnp.where(norm > 0, norm, 1.0).astype(a.dtype), d)
+    best = jnp.argmax(losses)
+    mean = lambda t: jax.tree.map(lambda a: jnp.mean(a, axis=0), t)
+    aux = LossAux(batch_stats=mean(auxs.batch_stats),
+                  logits=jax.tree.map(lambda a: a[best], auxs.logits), metrics=mean(auxs.metrics))
+    return WeightGradient(losses[best], aux, d, params, jnp.zeros((), jnp.float32)), state
+
+  return WeightAdversary(init=_empty_init, gradient=gradient, needs_input_adversary=True,
+                         num_maximisers=ddi_maximisers)
+
+
+BISAM_LOWER_BOUNDS = ("log", "tanh")
+# phi_log(x) = 1 - log(1 + exp(gamma - x)) with gamma = log(e - 1), so that phi_log(0) = 0
+# (BiSAM ``loss_fnc.py``: ``1 + softplus(pred - log(e - 1), beta=-1)``).
+_BISAM_LOG_SHIFT = math.log(math.e - 1.0)
+
+
+def bisam_phi(margins: jax.Array, *, kind: str = "log", alpha: float = 0.1) -> jax.Array:
+  """BiSAM's smooth lower bound of the step 1[F > 0]: phi(F) <= 1[F > 0], phi(0) = 0, increasing.
+
+  ``"tanh"``: phi(F) = tanh(alpha F); ``"log"``: phi(F) = 1 - log(1 + exp(gamma - F)),
+  gamma = log(e - 1). Both are < 1 everywhere and <= 0 for F <= 0.
+  """
+  if kind == "tanh":
+    return jnp.tanh(alpha * margins)
+  return 1.0 - jax.nn.softplus(_BISAM_LOG_SHIFT - margins)
+
+
+def bisam_lower_bound(logits: jax.Array, y: jax.Array, *, kind: str = "log", mu: float = 1.0,
+                      alpha: float = 0.1) -> jax.Array:
+  """BiSAM's ascent loss per example: Q_i = logsumexp_j(mu phi(F_ij)), F_ij = f_ij - f_iy.
+
+  The 0-1 loss is 1[max_{j != y} F_ij > 0] >= max_j phi(F_ij) (phi(F_iy) = phi(0) = 0), and
+  (1/mu) Q_i is the log-sum-exp smoothing of that max: max_j phi(F_ij) <= Q_i / mu <=
+  max_j phi(F_ij) + log(C) / mu. As the official code, Q is not divided by mu (the ascent step is
+  normalised, so the scale does not matter).
+
+  Args:
+    logits: float [B, C]. y: int [B]. kind: ``"log"`` or ``"tanh"``. mu > 0. alpha > 0 (tanh).
+
+  Returns:
+    float [B].
+
+  References:
+    Xie, Latorre, Antonakopoulos, Pethick, Cevher. Improving SAM requires rethinking its
+    optimization formulation. ICML 2024 (arXiv 2407.12993); https://github.com/LIONS-EPFL/BiSAM
+    ``loss_fnc.py`` (``perturbation_loss_tanh``, ``perturbation_loss_log``).
+  """
+  margins = logits - jnp.take_along_axis(logits, y[:, None], axis=1)
+  return jax.nn.logsumexp(mu * bisam_phi(margins, kind=kind, alpha=alpha), axis=1)
+
+
+def bisam(*, sam_rho: float = 0.05, bisam_lower_bound_kind: str = "log", bisam_mu: float = 1.0,
+          bisam_alpha: float = 0.1) -> WeightAdversary:
+  """BiSAM: SAM whose ascent maximises a smooth lower bound of the 0-1 loss instead of the loss.
+
+  The bilevel formulation: the minimiser descends the training loss (an upper bound of the 0-1
+  loss) at w + v, the maximiser picks v on the rho-sphere to increase a *lower* bound
+  Q = mean_i logsumexp_j(mu phi(F_ij)) (:func:`bisam_lower_bound`). As the official train step
+  (LIONS-EPFL/BiSAM ``train.py``, ``utility/sam.py`` from davda54/sam):
+
+  * the ascent forward is the training forward at w (BatchNorm in train mode, running statistics
+    updated: the statistics kept are this pass's; the second pass's are discarded, as the official
+    ``disable_running_stats``), on the logits the method's objective computes (the adversarial
+    logits for adversarial methods, the clean ones for ``standard``);
+  * v = rho grad Q / (||grad Q||_2 + 1e-12), the global norm over every parameter (``first_step``;
+    weight decay is not in the ascent gradient: it lives in the base SGD);
+  * the update gradient is that of the training loss at w + v, and the optimizer (coupled weight
+    decay, momentum) is applied at w (``second_step`` restores w before ``base_optimizer.step()``).
+
+  With rho = 0, v = 0 and the step is plain training's exactly.
+
+  Differences: the official minimiser loss is label-smoothed CE (0.1); here it is the method's
+  objective (plain CE for ``standard``).
+
+  Args:
+    sam_rho: rho >= 0 (official 0.05), shared with SAM.
+    bisam_lower_bound_kind: ``"log"`` (official ``--optim bisam_log``, the default) or ``"tanh"``.
+    bisam_mu: mu > 0 (official 1.0).
+    bisam_alpha: alpha > 0, the tanh slope (official 0.1).
+
+  Returns:
+    A :class:`WeightAdversary` (no carried state).
+
+  Example:
+    >>> bisam(sam_rho=0.05).needs_input_adversary
+    False
+  """
+  require(sam_rho >= 0, "sam_rho", "must be >= 0", sam_rho)
+  require(bisam_lower_bound_kind in BISAM_LOWER_BOUNDS, "bisam_lower_bound_kind",
+          f"must be one of {BISAM_LOWER_BOUNDS}", bisam_lower_bound_kind)
+  require(bisam_mu > 0, "bisam_mu", "must be > 0", bisam_mu)
+  require(bisam_alpha > 0, "bisam_alpha", "must be > 0", bisam_alpha)
+
+  def gradient(loss_fn, examples, params, state, key, info):
+    del key, info
+    def ascent_loss(p):
+      aux = loss_fn(p, examples)[1]
+      q = bisam_lower_bound(aux.logits, examples.y, kind=bisam_lower_bound_kind, mu=bisam_mu,
+                            alpha=bisam_alpha)
+      return jnp.mean(q), aux
+    (_, ascent_aux), g = jax.value_and_grad(ascent_loss, has_aux=True)(params)
+    params_at, v_norm = _at(params, wp.perturbation("sam", params, g, size=sam_rho))
+    (loss, aux), grads = _gradient_at(loss_fn, params_at, examples)
+    aux = aux._replace(batch_stats=ascent_aux.batch_stats)
+    return WeightGradient(loss, aux, grads, params, v_norm), state
+
+  return WeightAdversary(init=_empty_init, gradient=gradient)
+
+
 SampaState = wp.SampaState
 
 WEIGHT_ADVERSARIES = Registry("weight adversary", field="weight_perturbation")
@@ -388,3 +574,5 @@ WEIGHT_ADVERSARIES.register("awp", awp)
 WEIGHT_ADVERSARIES.register("rwp", rwp)
 WEIGHT_ADVERSARIES.register("sam", sam)
 WEIGHT_ADVERSARIES.register("sampa", sampa)
+WEIGHT_ADVERSARIES.register("ddi", ddi)
+WEIGHT_ADVERSARIES.register("bisam", bisam)

@@ -223,3 +223,88 @@ def test_cw_inf_ascends_the_cw_loss(data):
   with pytest.raises(ValueError, match="num_restarts"):
     restarts.pgd_restarts(logits_fn, x, y, eps=EPS, step_size=0.02, num_steps=5,
                           num_restarts=0, key=jax.random.key(0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad model outputs and inputs (issue 15): clear errors, never silent numbers. A random linear
+# model on 8x8x1 inputs; nothing here needs a trained one.
+
+_W = jax.random.normal(jax.random.key(0), (64, 10))
+_X = np.asarray(jax.random.uniform(jax.random.key(1), (10, 8, 8, 1)))
+_Y = np.arange(10, dtype=np.int32)
+_TABLE = {"PGD-2": ("pgd", dict(eps=0.1, step_size=0.05, num_steps=2)),
+          "FGSM": ("fgsm", dict(eps=0.1))}
+
+
+def _linear(x):
+  return x.reshape(x.shape[0], -1) @ _W
+
+
+def test_nan_logits_are_refused_not_counted():
+  with pytest.raises(evaluation.NonFiniteLogitsError,
+                     match=r"non-finite logits.*at the clean inputs.*4 of 4 examples of batch 0"):
+    evaluation.evaluate(lambda x: _linear(x) * jnp.nan, (_X, _Y), _TABLE, batch_size=4,
+                        key=jax.random.key(0), eps=0.1)
+
+
+def test_an_attack_returning_nan_is_refused_not_counted_robust():
+  # A NaN x_adv is outside the ball, so the validity check alone would count it robust.
+  nan_attack = lambda logits_fn, x, y, key: x * jnp.nan  # noqa: E731
+  with pytest.raises(evaluation.NonFiniteLogitsError, match=r"attack 'bad'.*batch 0"):
+    evaluation.evaluate(_linear, (_X, _Y), {"bad": nan_attack}, batch_size=4,
+                        key=jax.random.key(0), eps=0.1)
+  # Logits that turn non-finite only away from the clean points (large inputs overflow).
+  blowup = lambda x: _linear(x) * jnp.where(jnp.max(x) > 0.999, jnp.inf, 1.0)  # noqa: E731
+  to_one = lambda logits_fn, x, y, key: jnp.ones_like(x)  # noqa: E731
+  with pytest.raises(evaluation.NonFiniteLogitsError, match="attack 'ones'"):
+    evaluation.evaluate(blowup, (_X * 0.5, _Y), {"ones": to_one}, batch_size=4,
+                        key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("bad_fn,match", [
+    (lambda x: _linear(x)[:1], r"\[B, C\] = \[4, C\].*\(1, 10\)"),
+    (lambda x: _linear(x)[:, 0], r"\[B, C\].*\(4,\)"),
+    (lambda x: jnp.argmax(_linear(x), -1)[:, None] + jnp.zeros((1, 10), jnp.int32), "floating"),
+])
+def test_evaluate_checks_the_model_output_first(bad_fn, match):
+  with pytest.raises(ValueError, match=match):
+    evaluation.evaluate(bad_fn, (_X, _Y), _TABLE, batch_size=4, key=jax.random.key(0))
+
+
+def test_evaluate_refuses_eps_above_the_box_and_bad_keys():
+  with pytest.raises(ValueError, match=r"eps must be in .0, 1\) for norm='linf'"):
+    evaluation.default_attacks(2.0)
+  with pytest.raises(ValueError, match=r"eps must be in .0, 1\) for norm='linf'"):
+    evaluation.evaluate(_linear, (_X, _Y), None, batch_size=4, key=jax.random.key(0), eps=2.0)
+  with pytest.raises(ValueError, match="key must be a PRNG key"):
+    evaluation.evaluate(_linear, (_X, _Y), None, batch_size=4, key=0)
+  with pytest.raises(ValueError, match=r"batch_size must be in \[1, inf\)"):
+    evaluation.evaluate(_linear, (_X, _Y), None, batch_size=0, key=jax.random.key(0))
+  with pytest.raises(ValueError, match="channels-first"):
+    evaluation.evaluate(_linear, (_X.transpose(0, 3, 1, 2), _Y), None, batch_size=4,
+                        key=jax.random.key(0))
+
+
+def test_progress_bar_names_each_attack_on_stderr(capsys):
+  r = evaluation.evaluate(_linear, (_X, _Y), _TABLE, batch_size=4, key=jax.random.key(0),
+                          eps=0.1, progress=True)
+  err = capsys.readouterr().err
+  assert "evaluate PGD-2, batch 1/3" in err and "evaluate FGSM, batch 3/3" in err
+  assert "6/6" in err and set(r.attack_accuracy) == set(_TABLE)
+  evaluation.evaluate(_linear, (_X, _Y), _TABLE, batch_size=4, key=jax.random.key(0), eps=0.1)
+  assert capsys.readouterr().err == ""  # off by default
+
+
+def test_suite_names_tell_partial_suites_apart():
+  full = dict(attacks=evaluation.TABLE_COLUMNS, split="test", num_examples=0, eps=0.3,
+              training_eps=0.3, n_iter=100, n_queries=5000, seed=0, apgd_variant="official")
+  assert evaluation.suite_name("best", **full) == "eval_best"
+  variants = [dict(attacks=["FGSM"]), dict(num_examples=50), dict(eps=0.1),
+              dict(split="validation"), dict(n_iter=5), dict(n_queries=20), dict(seed=1),
+              dict(apgd_variant="paper"), dict(attacks=["FGSM"], num_examples=50, eps=0.1)]
+  names = [evaluation.suite_name("best", **{**full, **v}) for v in variants]
+  assert len(set(names)) == len(names) and "eval_best" not in names
+  assert all(n.startswith("eval_best_") and "/" not in n for n in names)
+  # A budget no chosen column uses does not split the suite.
+  assert evaluation.suite_name("best", **{**full, "attacks": ["FGSM"], "n_iter": 5}) == (
+      evaluation.suite_name("best", **{**full, "attacks": ["FGSM"]}))

@@ -9,6 +9,8 @@ Modules:
   hessian        top-k Hessian eigenpairs by power iteration with deflation (Liu et al. 2020).
   similarity     cosine of perturbations at theta +- a v (Liu et al. 2020, Tables 1-2).
   gap            train vs held-out robust accuracy per epoch from metrics.jsonl.
+  label_noise    clean vs noisy-label fit per epoch under ST and AT; kappa as a noise detector (AUC).
+  sammd          SAMMD: the semantic-aware MMD two-sample test of adversarial batches, its power.
   plots          every figure writes a PNG and the JSON of its numbers.
   reports        checkpoint in, PNG + JSON out: what ``launch/analyze.py`` and the notebooks call.
 
@@ -18,8 +20,8 @@ robust_jax.analysis.fosc_tracking`` from the training step pulls in neither matp
 
 import importlib
 
-_SUBMODULES = ("adversarial", "fosc_tracking", "gap", "hessian", "landscape", "plots", "reports",
-               "similarity")
+_SUBMODULES = ("adversarial", "fosc_tracking", "gap", "hessian", "label_noise", "landscape", "plots",
+               "reports", "sammd", "similarity")
 _NAMES = {
     "adversarial_examples": "adversarial", "adversarial_loss_fn": "adversarial",
     "adversarial_metrics_fn": "adversarial", "fixed_examples_loss_fn": "adversarial",

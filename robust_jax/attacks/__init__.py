@@ -14,6 +14,10 @@ optax; this ``__init__`` is the API:
 * attacks: :func:`fgsm`, :func:`pgd`, :func:`pgd_restarts`, :func:`cw_inf`, :func:`beta_attack`,
   :func:`apgd`, :func:`apgd_targeted` (with :func:`checkpoints`), :func:`fab`, :func:`square` and
   :func:`autoattack` (with :func:`autoattack_settings`, every hyperparameter of its stages);
+* minimum-norm attacks, each returning the smallest perturbation found per example
+  (:class:`MinNormResult`, and so the robust accuracy at every eps, :func:`robust_accuracy_at`):
+  :func:`fmn` (L0, L1, L2, Linf), :func:`ddn` (L2), :func:`cw_l2`, :func:`deepfool` (L2, Linf), with
+  the L1 projection :func:`project_l1`;
 * the factory: :func:`make`, :data:`NAMES`, :func:`hyperparameter_defaults`, :func:`call_inputs`.
 
 The per-example attack losses live in :mod:`robust_jax.losses` (shared with the objectives);
@@ -25,10 +29,15 @@ from robust_jax.attacks._autoattack import ATTACKS as AUTOATTACK_ATTACKS
 from robust_jax.attacks._autoattack import AutoAttackResult, autoattack
 from robust_jax.attacks._autoattack import stage_settings as autoattack_settings
 from robust_jax.attacks._beta import beta_attack
+from robust_jax.attacks._cw_l2 import cw_l2
+from robust_jax.attacks._ddn import ddn
+from robust_jax.attacks._deepfool import deepfool
 from robust_jax.attacks._fab import FabResult, fab
 from robust_jax.attacks._factory import NAMES, call_inputs, hyperparameter_defaults, make
 from robust_jax.attacks._fgsm_pgd import fgsm, pgd
+from robust_jax.attacks._fmn import fmn
 from robust_jax.attacks._loop import AttackResult, as_pytree_fn, ascent
+from robust_jax.attacks._minimum_norm import MinNormResult, project_l1, robust_accuracy_at
 from robust_jax.attacks._projections import (ascent_direction, project, project_l2, project_linf,
                                              random_start)
 from robust_jax.attacks._restarts import cw_inf, pgd_restarts
@@ -46,6 +55,7 @@ __all__ = [
     "fgsm", "pgd", "pgd_restarts", "cw_inf", "beta_attack", "apgd", "apgd_targeted", "checkpoints",
     "fab", "FabResult", "square", "SquareResult", "autoattack", "AutoAttackResult",
     "AUTOATTACK_ATTACKS", "autoattack_settings",
+    "fmn", "ddn", "cw_l2", "deepfool", "MinNormResult", "robust_accuracy_at", "project_l1",
     # the factory
     "make", "NAMES", "hyperparameter_defaults", "call_inputs",
 ]

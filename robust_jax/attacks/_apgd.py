@@ -367,7 +367,7 @@ def check_hyperparameters(*, eps, n_iter=100, norm="linf", loss="ce", n_restarts
   validation.check_choice("norm", norm, NORMS)
   validation.check_choice("variant", variant, VARIANTS)
   validation.check_choice("loss", loss, APGD_LOSSES)
-  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_eps(eps, norm)
   validation.check_scalar("n_iter", n_iter, low=1, integer=True)
   validation.check_scalar("rho", rho, low=0.0, high=1.0)
   validation.check_scalar("momentum", momentum, low=0.0, high=1.0)
@@ -443,7 +443,8 @@ def apgd(
   check_hyperparameters(eps=eps, n_iter=n_iter, norm=norm, loss=loss, n_restarts=n_restarts,
                         rho=rho, momentum=momentum, variant=variant)
   num_classes = validation.check_attack_inputs(logits_fn, x, y, target=target, active=active,
-                                               key=key, key_needed_by=_KEY_NEEDED_BY)
+                                               key=key, key_needed_by=_KEY_NEEDED_BY, eps=eps,
+                                               norm=norm)
   if loss == "dlr" and num_classes is not None:
     need = 4 if target is not None else 3
     if num_classes < need:
@@ -492,7 +493,7 @@ def apgd_targeted(
   check_hyperparameters(eps=eps, n_iter=n_iter, norm=norm, n_restarts=n_restarts, rho=rho,
                         momentum=momentum, variant=variant, n_target_classes=n_target_classes)
   num_classes = validation.check_attack_inputs(logits_fn, x, y, active=active, key=key,
-                                               key_needed_by=_KEY_NEEDED_BY)
+                                               key_needed_by=_KEY_NEEDED_BY, eps=eps, norm=norm)
   if n_target_classes is None:
     n_target_classes = min(9, validation.num_classes(logits_fn, x) - 1)
   if num_classes is not None:

@@ -208,7 +208,7 @@ def check_hyperparameters(*, eps, norm="linf", version="standard", attacks=None,
   if norm == "l2" and "square" in names:
     raise ValueError("Square is implemented for norm='linf' only: for l2 use version='custom' with "
                      "attacks=('apgd-ce', 'apgd-t', 'fab-t')")
-  validation.check_scalar("eps", eps, low=0.0, low_open=True)
+  validation.check_eps(eps, norm, low_open=True)
   validation.check_scalar("n_iter", n_iter, low=1, integer=True)
   validation.check_scalar("n_queries", n_queries, low=0, integer=True)
   if n_restarts is not None:
@@ -302,8 +302,8 @@ def autoattack(
   x_np = np.asarray(x, np.float32)
   n = x_np.shape[0]
   logits_fn = as_pytree_fn(logits_fn)
-  num_classes = validation.num_classes(
-      logits_fn, jax.ShapeDtypeStruct((1,) + x_np.shape[1:], jnp.float32))
+  # The whole batch's shape (abstract: no FLOPs), so that logits [1, C] for a batch are refused.
+  num_classes = validation.num_classes(logits_fn, jax.ShapeDtypeStruct(x_np.shape, jnp.float32))
   validation.check_labels("y", y, n, num_classes)
   y_np = np.asarray(y, np.int32)
   if n_target_classes is None:
@@ -342,6 +342,10 @@ def autoattack(
     logits = np.asarray(_logits_jit(logits_fn, xb))
     pred[sel] = logits.argmax(-1)[:len(sel)]
     lv = logits[:len(sel)]
+    if not np.isfinite(lv).all():  # on the logits already fetched: no extra device work
+      bad = int((~np.isfinite(lv).all(-1)).sum())
+      raise ValueError(f"logits_fn returned non-finite logits (NaN or inf) for {bad} of "
+                       f"{len(sel)} clean examples; AutoAttack refuses to count them")
     probs_like &= bool(lv.min() >= 0 and lv.max() <= 1 and np.allclose(lv.sum(-1), 1, atol=1e-4))
   if probs_like and n:
     warnings.warn("autoattack: the model's outputs look like probabilities; AutoAttack expects "

@@ -283,7 +283,7 @@ def check_hyperparameters(*, eps, norm="linf", n_target_classes=None, n_iter=100
   C - 1 of ``n_target_classes`` is checked when the logits are seen.
   """
   validation.check_choice("norm", norm, NORMS)
-  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_eps(eps, norm)
   validation.check_scalar("n_iter", n_iter, low=1, integer=True)
   validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
   validation.check_scalar("alpha_max", alpha_max, low=0.0, high=1.0)
@@ -356,7 +356,7 @@ def fab(
   restarts = validation.is_concrete(n_restarts) and int(n_restarts) > 1
   num_classes = validation.check_attack_inputs(
       logits_fn, x, y, active=active, key=key,
-      key_needed_by="n_restarts > 1 (random starts)" if restarts else None)
+      key_needed_by="n_restarts > 1 (random starts)" if restarts else None, eps=eps, norm=norm)
   if targeted and n_target_classes is None:
     n_target_classes = min(9, validation.num_classes(logits_fn, x) - 1)
   if targeted and num_classes is not None:

@@ -31,6 +31,11 @@ Names (:data:`NAMES`) and the functions they configure:
 * ``"fab"``, ``"fab_t"``: :func:`~robust_jax.attacks.fab` with ``targeted`` fixed to False / True.
 * ``"square"``: :func:`~robust_jax.attacks.square`; ``"autoattack"``:
   :func:`~robust_jax.attacks.autoattack`.
+* minimum-norm attacks (results with a per-example ``distance``, see
+  :func:`~robust_jax.attacks.robust_accuracy_at`): ``"fmn"`` (:func:`~robust_jax.attacks.fmn`, L0 /
+  L1 / L2 / Linf), ``"ddn"`` (:func:`~robust_jax.attacks.ddn`, L2), ``"cw_l2"``
+  (:func:`~robust_jax.attacks.cw_l2`) and ``"deepfool"`` (:func:`~robust_jax.attacks.deepfool`,
+  L2 / Linf).
 
 Adding an attack: its module, with a public function ``fn(logits_fn, x, y, *, key, ...)`` and a
 data-free ``check_hyperparameters(**hyperparameters)``, and one row in :func:`_registry`.
@@ -43,10 +48,11 @@ import inspect
 import types
 from typing import Any, Callable, Mapping, NamedTuple
 
-from robust_jax.attacks import _apgd, _beta, _fab, _fgsm_pgd, _restarts, _square
+from robust_jax.attacks import (_apgd, _beta, _cw_l2, _ddn, _deepfool, _fab, _fgsm_pgd, _fmn,
+                                _restarts, _square)
 
 NAMES = ("fgsm", "pgd", "pgd_restarts", "cw_inf", "apgd_ce", "apgd_dlr", "apgd_t", "fab", "fab_t",
-         "square", "autoattack", "beta")
+         "square", "autoattack", "beta", "fmn", "ddn", "cw_l2", "deepfool")
 
 # Arguments of the attack functions that are neither hyperparameters nor per-call inputs.
 _CALL_ARGUMENTS = ("logits_fn", "x", "y", "key")
@@ -89,6 +95,10 @@ def _registry() -> Mapping[str, _Entry]:
       "autoattack": _Entry(_autoattack.autoattack, _autoattack.check_hyperparameters,
                            inputs=("sharding",)),
       "beta": _Entry(_beta.beta_attack, _beta.check_hyperparameters),
+      "fmn": _Entry(_fmn.fmn, _fmn.check_hyperparameters),
+      "ddn": _Entry(_ddn.ddn, _ddn.check_hyperparameters),
+      "cw_l2": _Entry(_cw_l2.cw_l2, _cw_l2.check_hyperparameters),
+      "deepfool": _Entry(_deepfool.deepfool, _deepfool.check_hyperparameters),
   })
 
 

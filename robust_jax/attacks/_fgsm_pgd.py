@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from robust_jax import losses
 from robust_jax import validation
@@ -48,12 +49,12 @@ def _pgd(logits_fn, x, y, key, eps, step_size, num_steps, stop, target, kappa, s
 
 
 def check_hyperparameters(*, eps, step_size, num_steps, norm="linf", loss="ce", start="none",
-                          fosc_reference="natural", compaction=0, **_unchecked):
+                          fosc_reference="natural", compaction=0, kappa=50.0, **_unchecked):
   """Raises ValueError naming the first bad hyperparameter of :func:`pgd` and its valid range.
 
   Needs no data, so :func:`robust_jax.attacks.make` runs it before the first call. The other
-  hyperparameters of :func:`pgd` (``stop``, ``kappa``, ``start_std``, ``final_eval``) are accepted
-  and not checked here.
+  hyperparameters of :func:`pgd` (``stop``, ``start_std``, ``final_eval``) are accepted and not
+  checked here.
   """
   validation.check_choice("norm", norm, NORMS)
   validation.check_choice("loss", loss, losses.LOSSES)
@@ -62,14 +63,24 @@ def check_hyperparameters(*, eps, step_size, num_steps, norm="linf", loss="ce", 
     raise ValueError(f"start='radial' is an l2 start (robust_overfitting, torchattacks); "
                      f"norm={norm!r} has 'uniform'")
   validation.check_choice("fosc_reference", fosc_reference, ("natural", "start"))
-  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_eps(eps, norm)
   validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
   validation.check_scalar("num_steps", num_steps, low=0, integer=True)
   validation.check_scalar("compaction", compaction, low=0, integer=True)
+  validation.check_scalar("kappa", kappa, low=0.0)
+
+
+def _check_fgsm_eps(eps):
+  validation.check_scalar("eps", eps, low=0.0)
+  if validation.is_concrete(eps) and float(eps) == 0:
+    raise ValueError(f"eps must be > 0 for fgsm, whose step size defaults to eps (pass step_size "
+                     f"for a start-only FGSM), got {eps}")
 
 
 def check_fgsm_hyperparameters(*, eps, step_size=None, **hyperparameters):
   """:func:`check_hyperparameters` for :func:`fgsm`: one step of ``step_size`` (default eps)."""
+  if step_size is None:  # the step is eps: name eps, not a step_size the user never passed
+    _check_fgsm_eps(eps)
   check_hyperparameters(eps=eps, step_size=eps if step_size is None else step_size, num_steps=1,
                         **hyperparameters)
 
@@ -142,9 +153,11 @@ def pgd(
     (True, [3, 3])
   """
   check_hyperparameters(eps=eps, step_size=step_size, num_steps=num_steps, norm=norm, loss=loss,
-                        start=start, fosc_reference=fosc_reference, compaction=compaction)
+                        start=start, fosc_reference=fosc_reference, compaction=compaction,
+                        kappa=kappa)
   validation.check_attack_inputs(logits_fn, x, y, target=target, key=key,
-                                 key_needed_by=None if start == "none" else f"start={start!r}")
+                                 key_needed_by=None if start == "none" else f"start={start!r}",
+                                 eps=eps, norm=norm)
   if target is not None and loss == "kl":
     raise ValueError("loss='kl' is untargeted: pass target=None")
   if key is None:
@@ -177,11 +190,13 @@ def fgsm(
   zero-init FGSM); with ``start="uniform"`` and ``step_size=1.25 * eps`` it is the FGSM-RS of Wong et
   al. (2020). The result is projected onto the ball and the box like every iterate of :func:`pgd`.
 
-  Args: as :func:`pgd`; ``step_size`` defaults to ``eps``.
+  Args: as :func:`pgd`; ``step_size`` defaults to ``eps``, which must then be > 0.
 
   Returns:
     An :class:`~robust_jax.attacks.AttackResult` (``num_steps`` is 1 for every example).
   """
-  step_size = eps if step_size is None else step_size
+  if step_size is None:  # the step is eps: name eps, not a step_size the user never passed
+    _check_fgsm_eps(eps)
+    step_size = eps
   return pgd(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=1, norm=norm, loss=loss,
              start=start, key=key, target=target, kappa=kappa)

@@ -64,7 +64,7 @@ def check_hyperparameters(*, eps, step_size, num_steps, num_restarts=1, norm="li
   if start == "radial" and norm != "l2":
     raise ValueError(f"start='radial' is an l2 start (robust_overfitting, torchattacks); "
                      f"norm={norm!r} has 'uniform'")
-  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_eps(eps, norm)
   validation.check_scalar("step_size", step_size, low=0.0, low_open=True)
   validation.check_scalar("num_steps", num_steps, low=0, integer=True)
   validation.check_scalar("num_restarts", num_restarts, low=1, integer=True)
@@ -136,7 +136,7 @@ def pgd_restarts(
   check_hyperparameters(eps=eps, step_size=step_size, num_steps=num_steps,
                         num_restarts=num_restarts, norm=norm, loss=loss, start=start, kappa=kappa)
   validation.check_attack_inputs(logits_fn, x, y, target=target, key=key,
-                                 key_needed_by="the random starts")
+                                 key_needed_by="the random starts", eps=eps, norm=norm)
   if target is not None:
     target = jnp.asarray(target, jnp.int32)
   return _pgd_restarts(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key,

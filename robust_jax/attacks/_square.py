@@ -219,7 +219,7 @@ def check_hyperparameters(*, eps, n_queries=5000, p_init=0.8, loss="margin", nor
   validation.check_choice("norm", norm, ("linf",))
   validation.check_choice("variant", variant, VARIANTS)
   validation.check_choice("loss", loss, SQUARE_LOSSES)
-  validation.check_scalar("eps", eps, low=0.0)
+  validation.check_eps(eps, norm)
   validation.check_scalar("n_queries", n_queries, low=0, integer=True)
   validation.check_scalar("p_init", p_init, low=0.0, high=1.0, low_open=True)
 

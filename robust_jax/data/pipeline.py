@@ -37,6 +37,7 @@ import numpy as np
 
 from robust_jax.data import augment as augment_lib
 from robust_jax.data import digits as digits_lib
+from robust_jax.data import label_noise as label_noise_lib
 from robust_jax.data import mnist5k as mnist5k_lib
 from robust_jax.data import splits
 from robust_jax.data import tfds_source
@@ -106,7 +107,8 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 
 def load_dataset(
     name: str, *, data_dir: Optional[str] = None, validation_fraction: float = 0.1,
-    split_seed: int = 0,
+    split_seed: int = 0, label_noise: str = "none", label_noise_rate: float = 0.0,
+    label_noise_seed: int = 0,
 ) -> Dataset:
   """Loads a dataset of :data:`DATASETS` by name.
 
@@ -119,6 +121,11 @@ def load_dataset(
       (``digits`` and ``mnist5k`` hold out 20% of all examples for testing first).
     split_seed: the seed of the stratified validation split, an int >= 0, independent of the
       training seed.
+    label_noise: ``"none"``, ``"symmetric"`` or ``"pair"``: corrupts the *training* split's labels
+      (:mod:`robust_jax.data.label_noise`; the split then also holds ``"clean_label"`` and the
+      boolean ``"noisy"`` record). Validation and test keep their labels.
+    label_noise_rate: the exact fraction of corrupted training labels, in [0, 1).
+    label_noise_seed: the seed of the corruption, an int >= 0.
 
   Returns:
     A :class:`Dataset`.
@@ -131,8 +138,14 @@ def load_dataset(
     raise ValueError(f"dataset name must be one of {sorted(DATASETS)}, got {name!r}")
   splits.check_fraction("validation_fraction", validation_fraction)
   split_seed = _check_nonneg_int("split_seed", split_seed)
-  return DATASETS[name](
+  ds = DATASETS[name](
       data_dir=data_dir, validation_fraction=validation_fraction, split_seed=split_seed)
+  label_noise_lib.check(label_noise, label_noise_rate, label_noise_seed)
+  if label_noise == "none":
+    return ds
+  return dataclasses.replace(ds, train=label_noise_lib.apply_to_split(
+      ds.train, num_classes=ds.num_classes, kind=label_noise, rate=label_noise_rate,
+      seed=label_noise_seed))
 
 
 def _check_arrays(arrays: Arrays, argname: str) -> int:

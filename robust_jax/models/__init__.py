@@ -15,6 +15,7 @@ Their convolutions are :class:`robust_jax.models.layers.Conv`, whose custom VJP 
 name                          architecture (reference code)                   input   params*
 ============================= =============================================== ======= ==========
 ``mlp``                       MLP 256-256 for the 8x8 embedded digits         8x8x1   85,002
+``mlp_sn``                    the same, spectrally normalised (Miyato 2018)   8x8x1   85,002
 ``cnn4``                      Dynamic AT's MNIST 4-layer CNN (Keras)          28x28x1 421,834
 ``cnn8``                      Dynamic AT's CIFAR 8-layer CNN (FAT's port)     32x32x3 1,639,282
 ``small_cnn``                 TRADES' MNIST SmallCNN, dropout 0.5             28x28x1 312,202
@@ -26,11 +27,18 @@ name                          architecture (reference code)                   in
 ``wrn28_10``                  TRADES/MART WideResNet, depth 28, width 10      32x32x3 36,479,194
 ``wrn32_10``                  Madry's WRN-32-10 (Dynamic AT, FAT, GAIRAT)     32x32x3 46,160,474
 ``wrn34_10``                  TRADES/MART/AWP WRN-34-10 (= wrn32_10)          32x32x3 46,160,474
+``cifs_cnn4``                 cnn4 with CIFS after both stages (HanshuYAN)    28x28x1 427,998
+``cifs_resnet18``             CIFS's ResNet18_L4: CIFS after layer4's blocks  32x32x3 11,246,046
 ============================= =============================================== ======= ==========
 
 \\* trainable parameters with 10 classes (BatchNorm scale and bias included, running statistics not).
 The three PreAct ResNet-18s differ in what the 1x1 projection shortcut sees, the final BN-ReLU
 and the initialisation; :mod:`robust_jax.models.resnet` gives the official files and lines.
+
+Model options: the ResNet family (``resnet18``, ``preact_resnet18*``, ``wrn*``) takes
+``sgm_gamma`` (the Skip Gradient Method, :mod:`robust_jax.models.sgm`: the backward pass through the
+residual branches scaled by gamma, the forward unchanged); ``cifs_*`` are the CIFS models
+(:mod:`robust_jax.models.cifs`).
 """
 
 from __future__ import annotations
@@ -43,13 +51,16 @@ import jax
 import numpy as np
 
 from robust_jax.models import kernels, layers
+from robust_jax.models.cifs import CIFSCNN4, CIFSResNet18
 from robust_jax.models.cnn import CNN4, CNN8, MLP, MNISTNet, SmallCNN
 from robust_jax.models.layers import Conv, conv2d, global_avg_pool, max_pool_2x2
 from robust_jax.models.resnet import PreActResNet18, ResNet18
+from robust_jax.models.spectral_norm import SNMLP
 from robust_jax.models.wide_resnet import WideResNet, blocks_per_group
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
+    "mlp_sn": SNMLP,  # spectrally normalised dense layers (robust_jax.models.spectral_norm)
     "cnn4": CNN4,
     "cnn8": CNN8,
     "small_cnn": SmallCNN,
@@ -62,6 +73,8 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),
     "wrn32_10": functools.partial(WideResNet, depth=32, widen_factor=10, depth_convention="madry"),
     "wrn34_10": functools.partial(WideResNet, depth=34, widen_factor=10),
+    "cifs_cnn4": CIFSCNN4,
+    "cifs_resnet18": CIFSResNet18,
 }
 
 

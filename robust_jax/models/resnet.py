@@ -71,7 +71,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from robust_jax.models import layers
+from robust_jax.models import layers, sgm
 from robust_jax.models.layers import Conv, Dense
 
 _STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (channels, stride of the first block)
@@ -119,11 +119,14 @@ class BasicBlock(nn.Module):
     stride: stride of conv1 and of the projection shortcut.
     dtype: compute dtype.
     conv_vjp: how the convolutions are differentiated (:class:`~robust_jax.models.layers.Conv`).
+    sgm_gamma: the Skip Gradient Method's backward scale of the residual branch
+      (:mod:`robust_jax.models.sgm`; 1.0 = plain autodiff, the forward never changes).
   """
   planes: int
   stride: int = 1
   dtype: Any = jnp.float32
   conv_vjp: str = "custom"
+  sgm_gamma: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -137,7 +140,7 @@ class BasicBlock(nn.Module):
     if self.stride != 1 or x.shape[-1] != self.planes:
       shortcut = conv(self.planes, 1, self.stride, name="shortcut_conv")(x)
       shortcut = layers.batch_norm(train, self.dtype, "shortcut_bn")(shortcut)
-    return nn.relu(out + shortcut)
+    return nn.relu(sgm.skip_gradient(out, self.sgm_gamma) + shortcut)
 
 
 class PreActBlock(nn.Module):
@@ -162,6 +165,8 @@ class PreActBlock(nn.Module):
     initialization: ``"torch"`` (PyTorch's default conv init) or ``"he_normal"``
       (N(0, 2 / fan_out), fan_out = k * k * planes).
     conv_vjp: how the convolutions are differentiated (:class:`~robust_jax.models.layers.Conv`).
+    sgm_gamma: the Skip Gradient Method's backward scale of the residual branch
+      (:mod:`robust_jax.models.sgm`; 1.0 = plain autodiff, the forward never changes).
 
   Raises:
     ValueError: (when called) for an unknown ``shortcut_input`` or ``initialization``.
@@ -172,6 +177,7 @@ class PreActBlock(nn.Module):
   shortcut_input: str = "activated"
   initialization: str = "torch"
   conv_vjp: str = "custom"
+  sgm_gamma: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -187,7 +193,7 @@ class PreActBlock(nn.Module):
     out = conv(self.planes, 3, self.stride, name="conv1")(a)
     out = nn.relu(layers.batch_norm(train, self.dtype, "bn2")(out))
     out = conv(self.planes, 3, 1, name="conv2")(out)
-    return out + shortcut
+    return sgm.skip_gradient(out, self.sgm_gamma) + shortcut
 
 
 def _stages(block_cls, x: jax.Array, train: bool) -> jax.Array:
@@ -213,12 +219,15 @@ class ResNet18(nn.Module):
     mean, std: optional per-channel input standardisation.
     conv_vjp: how the convolutions are differentiated, ``"custom"`` or ``"jax"`` (see
       :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
+    sgm_gamma: the Skip Gradient Method's backward scale of every residual branch
+      (:mod:`robust_jax.models.sgm`); the forward and the parameters do not depend on it.
   """
   num_classes: int = 10
   dtype: Any = jnp.float32
   mean: Optional[Tuple[float, ...]] = None
   std: Optional[Tuple[float, ...]] = None
   conv_vjp: str = "custom"
+  sgm_gamma: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -226,7 +235,8 @@ class ResNet18(nn.Module):
     x = layers.normalize_input(x, self.mean, self.std)
     x = _conv(64, 3, 1, self.dtype, "conv1", vjp=self.conv_vjp)(x)
     x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
-    block = functools.partial(BasicBlock, dtype=self.dtype, conv_vjp=self.conv_vjp)
+    block = functools.partial(BasicBlock, dtype=self.dtype, conv_vjp=self.conv_vjp,
+                              sgm_gamma=self.sgm_gamma)
     x = layers.global_avg_pool(_stages(block, x, train))
     return _linear(self.num_classes, x, self.dtype)(x).astype(jnp.float32)
 
@@ -259,6 +269,8 @@ class PreActResNet18(nn.Module):
       N(0, 2 / in_features), the linear bias 0; BatchNorm 1 and 0 in both).
     conv_vjp: how the convolutions are differentiated, ``"custom"`` or ``"jax"`` (see
       :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
+    sgm_gamma: the Skip Gradient Method's backward scale of every residual branch
+      (:mod:`robust_jax.models.sgm`); the forward and the parameters do not depend on it.
 
   Raises:
     ValueError: (when called) for an unknown ``shortcut_input`` or ``initialization``.
@@ -279,6 +291,7 @@ class PreActResNet18(nn.Module):
   final_bn_relu: bool = True
   initialization: str = "torch"
   conv_vjp: str = "custom"
+  sgm_gamma: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -288,7 +301,8 @@ class PreActResNet18(nn.Module):
     x = layers.normalize_input(x, self.mean, self.std)
     x = _conv(64, 3, 1, self.dtype, "conv1", self.initialization, self.conv_vjp)(x)
     block = functools.partial(PreActBlock, dtype=self.dtype, shortcut_input=self.shortcut_input,
-                              initialization=self.initialization, conv_vjp=self.conv_vjp)
+                              initialization=self.initialization, conv_vjp=self.conv_vjp,
+                              sgm_gamma=self.sgm_gamma)
     x = _stages(block, x, train)
     if self.final_bn_relu:
       x = nn.relu(layers.batch_norm(train, self.dtype, "bn")(x))

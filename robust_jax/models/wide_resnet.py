@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from robust_jax.models import layers
+from robust_jax.models import layers, sgm
 from robust_jax.models.layers import Conv, Dense
 
 _CONVENTIONS = ("trades", "madry")
@@ -79,11 +79,14 @@ class WideBasicBlock(nn.Module):
     stride: stride of conv1 and of the 1x1 shortcut.
     dtype: compute dtype.
     conv_vjp: how the convolutions are differentiated (:class:`~robust_jax.models.layers.Conv`).
+    sgm_gamma: the Skip Gradient Method's backward scale of the residual branch
+      (:mod:`robust_jax.models.sgm`; 1.0 = plain autodiff, the forward never changes).
   """
   out_planes: int
   stride: int = 1
   dtype: Any = jnp.float32
   conv_vjp: str = "custom"
+  sgm_gamma: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -92,6 +95,7 @@ class WideBasicBlock(nn.Module):
     out = _conv(self.out_planes, 3, self.stride, self.dtype, "conv1", self.conv_vjp)(a)
     out = nn.relu(layers.batch_norm(train, self.dtype, "bn2")(out))
     out = _conv(self.out_planes, 3, 1, self.dtype, "conv2", self.conv_vjp)(out)
+    out = sgm.skip_gradient(out, self.sgm_gamma)
     if x.shape[-1] == self.out_planes:
       return x + out
     return _conv(self.out_planes, 1, self.stride, self.dtype, "shortcut_conv",
@@ -110,6 +114,8 @@ class WideResNet(nn.Module):
     mean, std: optional per-channel input standardisation.
     conv_vjp: how the convolutions are differentiated, ``"custom"`` or ``"jax"`` (see
       :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
+    sgm_gamma: the Skip Gradient Method's backward scale of every residual branch
+      (:mod:`robust_jax.models.sgm`); the forward and the parameters do not depend on it.
   """
   depth: int = 34
   widen_factor: int = 10
@@ -119,6 +125,7 @@ class WideResNet(nn.Module):
   mean: Optional[Tuple[float, ...]] = None
   std: Optional[Tuple[float, ...]] = None
   conv_vjp: str = "custom"
+  sgm_gamma: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -134,7 +141,7 @@ class WideResNet(nn.Module):
     for g, (planes, stride) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 2))):
       for b in range(n):
         x = WideBasicBlock(planes, stride if b == 0 else 1, self.dtype, conv_vjp=self.conv_vjp,
-                           name=f"block{g + 1}_{b}")(x, train)
+                           sgm_gamma=self.sgm_gamma, name=f"block{g + 1}_{b}")(x, train)
     x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
     x = layers.global_avg_pool(x)
     x = Dense(self.num_classes, kernel_init=layers.torch_default_kernel_init(), dtype=self.dtype,

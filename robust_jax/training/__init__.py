@@ -9,6 +9,9 @@ Modules:
   step        ``make_train_step``: the step that only calls the parts; ``make_eval_step``
   loop        ``train_and_evaluate(config, workdir)``: epochs, evaluation, checkpoints, resume
   restore     ``load_trained`` / ``load_classifier``: the one restore path; the resume policy
+  resume      which config changes a resume accepts; best-checkpoint fallback, ``restart``
+  preemption  SIGTERM / SIGINT: finish the step, save, exit with code 75
+  workdir_lock  one trainer per workdir (``train.lock``: host, pid, stale-lock detection)
 
 Nothing here imports :mod:`robust_jax.analysis` (tests/test_architecture.py checks the graph).
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from robust_jax.data import label_noise as label_noise_lib
 from robust_jax.training import methods
 
 
@@ -21,6 +22,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_dir = ""               # tfds data_dir holding prepared datasets ("" = tfds default)
   c.validation_fraction = 0.1   # carved out of the training split, for model selection
   c.augment = "none"            # none | crop_flip (pad-4 random crop + horizontal flip)
+  # Label noise on the training split (robust_jax/data/label_noise.py; Zhu et al. 2021): exactly
+  # round(rate * n) labels corrupted, chosen by label_noise_seed (independent of config.seed).
+  c.label_noise = "none"        # none | symmetric (uniform over the other classes) | pair (y+1 mod C)
+  c.label_noise_rate = 0.0
+  c.label_noise_seed = 0
   c.model = "mlp"
   c.dtype = "float32"           # compute dtype: float32 | bfloat16 (parameters stay float32)
   # Method.
@@ -80,6 +86,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.sam_weight_decay = "official"
   c.sam_m = 0                   # SAM m-sharpness: examples per perturbation (0 = the whole batch)
   c.sampa_lambda = 0.2
+  # BiSAM (weight_perturbation="bisam" or method "bisam"; Xie et al. 2024): SAM whose ascent
+  # maximises a smooth lower bound of the 0-1 loss; rho is sam_rho (official 0.05).
+  c.bisam_lower_bound_kind = "log"  # log (official bisam_log) | tanh
+  c.bisam_mu = 1.0
+  c.bisam_alpha = 0.1           # tanh slope
+  # DDi (method "ddi" or weight_perturbation="ddi"; Latorre et al. 2023): the min-norm element of
+  # the convex hull of the gradients at K restarts of the attack is the update direction.
+  c.ddi_maximisers = 10         # K (official num_of_attacks)
+  c.ddi_qp_iterations = 1000    # accelerated projected gradient on the simplex
+  c.ddi_normalize = False       # official normalize_danskin
+  # CFOL-AT (method "cfol"; Pethick et al. 2023): batches drawn from p = gamma u + (1 - gamma)
+  # softmax(w), w updated from the misclassified adversarial examples (Exp3).
+  c.cfol_eta = 5e-6             # official class_sampler_lr (CIFAR-10 command)
+  c.cfol_gamma = 0.5
+  c.cfol_num_classes = 10       # the dataset's number of classes (checked by the sampler)
   # Optimisation.
   c.batch_size = 128
   c.num_epochs = 10
@@ -111,6 +132,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.log_every_steps = 0         # 0 = once per epoch
   c.progress = True
+  # Resume policy (robust_jax/training/resume.py). restart: when the workdir holds checkpoints of
+  # which none restores, move them aside (to <workdir>/abandoned-<time>/) and start from scratch
+  # instead of stopping with an error; a restorable checkpoint is resumed either way.
+  c.restart = False
+  # Fields whose change on resume is accepted although it alters the trajectory, e.g.
+  # ("weight_decay",); each accepted change is recorded in metrics.jsonl and the checkpoints.
+  c.allow_config_change = ()
   # Multi-host (jax.distributed); automatic on TPU/SLURM when left empty.
   c.coordinator_address = ""
   c.num_processes = 0
@@ -120,6 +148,16 @@ def base_config() -> ml_collections.ConfigDict:
 
 FIELDS_THAT_MUST_MATCH_ON_RESUME = ("dataset", "model", "method", "eps", "norm", "num_steps",
                                     "batch_size", "seed", "weight_perturbation", "optimizer")
+
+# The fields a resumed run may change freely: they leave the parameters' trajectory alone (logging,
+# checkpointing, evaluation budgets and model selection's attack, addresses, the resume switches).
+# Every other field must match the checkpoint unless listed in allow_config_change; num_epochs may
+# change when the schedule does not depend on it (robust_jax/training/resume.py).
+FIELDS_FREE_ON_RESUME = ("data_dir", "progress", "log_every_steps", "checkpoint_every_steps",
+                         "keep_checkpoints", "train_diagnostics", "eval_batch_size",
+                         "select_attack_steps", "select_step_size", "test_attack_steps",
+                         "coordinator_address", "num_processes", "process_id", "restart",
+                         "allow_config_change")
 
 
 def _check(ok: bool, msg: str):
@@ -136,7 +174,12 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
   also checks that its parts compose.
   """
   methods.get_method(c.method)
-  _check(0.0 < c.eps <= 1.0, f"config.eps must be in (0, 1], got {c.eps}")
+  # linf: at eps >= 1 the ball holds the whole box [0, 1] (the attacks refuse it too); l2: the
+  # attacks check eps against the box diameter sqrt(D) once the image shape is known.
+  if c.norm == "linf":
+    _check(0.0 < c.eps < 1.0, f"config.eps must be in (0, 1) for config.norm='linf', got {c.eps}")
+  else:
+    _check(c.eps > 0.0, f"config.eps must be > 0, got {c.eps}")
   _check(isinstance(c.num_epochs, int) and c.num_epochs >= 1,
          f"config.num_epochs must be an integer >= 1, got {c.num_epochs}")
   _check(isinstance(c.batch_size, int) and c.batch_size >= 1,
@@ -160,5 +203,9 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
            "config.periodic_bounds needs at least two epochs (e.g. (0, num_epochs))")
   _check(0.0 <= c.validation_fraction < 1.0,
          f"config.validation_fraction must be in [0, 1), got {c.validation_fraction}")
+  try:
+    label_noise_lib.check(c.label_noise, c.label_noise_rate, c.label_noise_seed)
+  except ValueError as e:
+    raise ValueError(f"config.{e}") from None
   methods.check_all_parts(c)
   methods.build(c)

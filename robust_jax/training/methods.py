@@ -32,6 +32,18 @@ calls the parts.
 | elle        | ce          | none    | never | single_step | pgd  | uniform   | ce_adv    | elle        | Abad Rocamora et al. 2024 |
 | elle_a      | ce          | none    | never | single_step | pgd  | uniform   | ce_adv    | elle_a      | Abad Rocamora et al. 2024 |
 | beta_at     | margin (targeted, every class) | uniform | never | fixed | beta | uniform | ce_adv | none | Robey et al. 2023 |
+| ddi         | ce (K restarts) | uniform | never | fixed     | pgd  | uniform   | ce_adv    | none        | Latorre et al. 2023 (weight adversary ``ddi``) |
+| cfol        | ce          | uniform | never | fixed       | pgd  | cfol (class sampler) | ce_adv | none   | Pethick et al. 2023 |
+| bisam       | (none)      |         |       |             |      | uniform   | ce_clean  | none        | Xie et al. 2024 (weight adversary ``bisam``) |
+
+A row may name its own weight adversary (``ddi``, ``bisam``); ``config.weight_perturbation`` must
+then be ``"none"`` (or that name). ``ddi`` is ``pgd_at`` whose update direction is Danskin's: the
+weight adversary asks for K maximisers (``WeightAdversary.num_maximisers``) and :func:`build`
+restarts the input adversary K times (:func:`robust_jax.training.ddi.restarts`), so
+``weight_perturbation="ddi"`` also composes with TRADES or MART. ``bisam`` is ``standard`` with
+BiSAM's ascent (``weight_perturbation="bisam"`` adds it to any method). ``cfol``'s weighting carries
+the class distribution in the train state; the loop draws its batches from it
+(:mod:`robust_jax.training.sampling`).
 
 The starts are those of the official code (TRADES, MART and their FAT variants start at
 x + 0.001 N(0, I); the others uniformly in the ball). ``config.attack_start`` overrides them.
@@ -75,6 +87,9 @@ changed back": each was checked by reverting the behaviour it pins).
 | awp / rwp | csdongxian/AWP ``utils_awp.py`` + ``train_cifar10.py`` (one ascent step, per layer; optimizer at w + v, torch-style coupled weight decay) | tests/training/test_training.py (AWP with weight decay and momentum against a transcription) |
 | sam | google-research/sam ``get_sam_gradient`` (BN statistics of the ascent pass; L2 term inside the loss, ``sam_weight_decay="official"``; m-sharpness ``sam_m``) | tests/training/test_training.py (transcriptions of the official train step, per-device m-sharpness) |
 | sampa | LIONS-EPFL/SAMPa ``train.py`` (weight decay at x_t; the paper's look-ahead) | tests/training/test_training.py |
+| ddi | LIONS-EPFL/ddi_at @87353fb ``acat/jax_danskinattack.py`` (batch tiled K times, one PGD; K batch-mean gradients; Gram matrix; ``acat/jax_descentdir.py`` accelerated projected gradient, 1000 iterations; d written as the gradient, then SGD with momentum and weight decay); K = 10, ``ddi_normalize=False``; gradients in train-mode BatchNorm where the official path uses eval mode (equal without BatchNorm, the paper's setting). Recipe: ``--config=launch/configs/digits.py --config.method=ddi`` | tests/training/test_ddi.py (QP against the K = 2 closed form, scipy SLSQP and a K = 3 grid; two-maximiser descent; min-norm optimality on the MLP; K = 1 is pgd_at) |
+| cfol | LIONS-EPFL/class-focused-online-learning-code @98abd59 ``cfol/class_sampler.py`` (p = gamma u + (1 - gamma) softmax(w), gamma 0.5; draws c ~ p, example uniform in c with replacement; ``batch_update`` w_y += eta 1[adv misclassified] / p_y summed over the batch; unweighted loss, ``reweight=False``); eta 5e-6 (``cmd_generator.py``, CIFAR-10). The batch of step t is drawn from p after step t - 1 (the official DataLoader lags by its prefetch). Recipe: ``--config=launch/configs/digits.py --config.method=cfol --config.cfol_eta=5e-4`` (eta scaled by the digits run's 104x fewer draws, see robust_jax/experiments/descent_and_fairness.py) | tests/training/test_cfol.py (update against a transcription of ``batch_update``; chi-square of the sampler's class and within-class frequencies; interrupted mid-epoch and resumed equals uninterrupted, bitwise) |
+| bisam | LIONS-EPFL/BiSAM @be996e4 ``loss_fnc.py`` (``perturbation_loss_log`` default, ``_tanh``; mu 1, alpha 0.1), ``train.py`` + ``utility/sam.py`` (ascent pass's BatchNorm statistics kept; v = rho grad Q / ||grad Q||, no weight decay in it; SGD at w); rho = ``sam_rho`` 0.05. The official minimiser loss is label-smoothed CE (0.1); here the method's objective. Recipe: ``--config=launch/configs/digits.py --config.method=bisam`` | tests/training/test_bisam.py (Q against a NumPy transcription of ``loss_fnc.py``, phi <= 1[F > 0], the log-sum-exp bounds; the update gradient recomputed; rho = 0 is plain training, bitwise) |
 
 Left as documented differences: CAT's plateau rule (needs k as carried state, a per-epoch PGD-k
 validation and a checkpoint reload; the fixed schedule stands in), Wong et al.'s input
@@ -103,8 +118,9 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 from robust_jax import objectives, regularizers, weighting
 from robust_jax import weight_adversaries
-from robust_jax.parts import PartStates, bind
+from robust_jax.parts import EmptyState, PartStates, bind
 from robust_jax.training import adversary as adversary_lib
+from robust_jax.training import ddi as ddi_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +137,9 @@ class Method:
     weighting: a weighting of :data:`robust_jax.weighting.WEIGHTINGS`.
     objective: an objective of :data:`robust_jax.objectives.OBJECTIVES`.
     regularizer: a regularizer of :data:`robust_jax.regularizers.REGULARIZERS`.
+    weight_adversary: the method's own weight adversary of
+      :data:`robust_jax.weight_adversaries.WEIGHT_ADVERSARIES` (DDi's descent direction, BiSAM's
+      ascent), or None: ``config.weight_perturbation`` chooses it.
   """
   name: str
   attack_loss: Optional[str]
@@ -131,6 +150,7 @@ class Method:
   weighting: str = "uniform"
   objective: str = "ce_adv"
   regularizer: str = "none"
+  weight_adversary: Optional[str] = None
 
   @property
   def single_step(self) -> bool:
@@ -164,6 +184,9 @@ _METHODS = (
     Method("elle", "ce", start="none", budget="single_step", regularizer="elle"),
     Method("elle_a", "ce", start="none", budget="single_step", regularizer="elle_a"),
     Method("beta_at", "margin", core="beta"),
+    Method("ddi", "ce", weight_adversary="ddi"),
+    Method("cfol", "ce", weighting="cfol"),
+    Method("bisam", None, objective="ce_clean", weight_adversary="bisam"),
 )
 
 METHODS = {m.name: m for m in _METHODS}
@@ -193,9 +216,27 @@ class Bundle(NamedTuple):
   weight_adversary: Any
 
   def init(self, params) -> Any:
-    """The initial :class:`robust_jax.parts.PartStates` of the carried part states."""
-    return PartStates(weight_adversary=self.weight_adversary.init(params),
-                      regularizer=self.regularizer.init())
+    """The initial :class:`robust_jax.parts.PartStates` of the carried part states
+    (:class:`PartStatesWithWeighting` when the weighting carries a state, CFOL's)."""
+    states = PartStates(weight_adversary=self.weight_adversary.init(params),
+                        regularizer=self.regularizer.init())
+    if self.weighting.stateful:
+      return PartStatesWithWeighting(*states, weighting=self.weighting.init())
+    return states
+
+
+class PartStatesWithWeighting(NamedTuple):
+  """:class:`robust_jax.parts.PartStates` plus the weighting's carried state (CFOL's class
+  distribution), for the methods whose weighting has one. A separate type, so that every other
+  method's train state, and its checkpoints, keep exactly the structure they had.
+
+  Attributes:
+    weight_adversary, regularizer: as :class:`robust_jax.parts.PartStates`.
+    weighting: e.g. :class:`robust_jax.weighting.CfolState`.
+  """
+  weight_adversary: Any = EmptyState()
+  regularizer: Any = EmptyState()
+  weighting: Any = EmptyState()
 
 
 def _input_adversary(method: Method, config: Mapping[str, Any]):
@@ -221,19 +262,31 @@ def build(config: Mapping[str, Any]) -> Bundle:
       not compose (AWP / RWP without an input adversary).
   """
   method = get_method(config["method"])
+  wpk = config["weight_perturbation"]
+  if method.weight_adversary is not None and wpk not in ("none", method.weight_adversary):
+    raise ValueError(
+        f"config.weight_perturbation must be 'none' for config.method={method.name!r}, which has "
+        f"its own weight adversary ({method.weight_adversary!r}), got {wpk!r}")
+  wa_name = method.weight_adversary or wpk
   bundle = Bundle(
       input_adversary=_input_adversary(method, config),
       weighting=weighting.WEIGHTINGS.build(method.weighting, config),
       objective=bind(objectives.make, config, name=method.objective),
       regularizer=regularizers.REGULARIZERS.build(method.regularizer, config),
-      weight_adversary=weight_adversaries.WEIGHT_ADVERSARIES.build(config["weight_perturbation"],
-                                                                   config))
+      weight_adversary=weight_adversaries.WEIGHT_ADVERSARIES.build(wa_name, config))
   if bundle.weight_adversary.needs_input_adversary and not bundle.input_adversary.active:
-    wpk = config["weight_perturbation"]
     raise ValueError(
-        f"config.weight_perturbation={wpk!r} perturbs the weights against the adversarial loss; "
-        f"it needs an adversarial method, not {method.name!r} (use 'sam' or 'sampa' for standard "
+        f"config.weight_perturbation={wa_name!r} needs the adversarial loss (AWP and RWP perturb "
+        f"the weights against it, DDi takes its gradients at the maximisers); it needs an "
+        f"adversarial method, not {method.name!r} (use 'sam', 'sampa' or 'bisam' for standard "
         "training)")
+  k = bundle.weight_adversary.num_maximisers
+  if k is not None:
+    if method.weighting != "uniform":
+      raise ValueError(
+          f"config.weight_perturbation={wa_name!r} restarts the attack {k} times; it needs a "
+          f"method without per-example weights, not {method.name!r} ({method.weighting!r})")
+    bundle = bundle._replace(input_adversary=ddi_lib.restarts(bundle.input_adversary, k))
   return bundle
 
 

@@ -38,7 +38,7 @@ import optax
 from robust_jax import attacks, losses
 from robust_jax import weight_adversaries as wa_lib
 from robust_jax.models import functional
-from robust_jax.parts import PartStates, StepInfo
+from robust_jax.parts import StepInfo
 from robust_jax.training import methods, schedules
 from robust_jax.training.state import TrainState
 
@@ -143,8 +143,11 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
                                                     state.parts.weight_adversary, k_wp, info)
     loss, grads, (new_bs, out_logits, reg_metrics) = out.loss, out.grads, out.aux
     updates, opt_state = tx.update(grads, state.opt_state, out.optimizer_params)
-    new_parts = PartStates(weight_adversary=wa_state,
-                           regularizer=regularizer.update(reg_state, reg_metrics))
+    new_parts = state.parts._replace(weight_adversary=wa_state,
+                                     regularizer=regularizer.update(reg_state, reg_metrics))
+    if parts.weighting.stateful:  # CFOL's class distribution, from the logits before the update
+      new_parts = new_parts._replace(
+          weighting=parts.weighting.update(state.parts.weighting, out_logits, y))
 
     metrics = dict(lr=info.lr, eps=info.eps, loss=loss, wp_norm=out.v_norm,
                    grad_norm=optax.tree.norm(grads), **adv.metrics, **reg_metrics)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import robust_jax
 from robust_jax import attacks
 from robust_jax.analysis import (adversarial, fosc_tracking, gap, hessian, landscape, plots,
                                  reports, similarity)
@@ -326,8 +327,40 @@ def test_load_trained_and_reports(tmp_path, tiny):
   batches = reports.analysis_batches(tm.config, split="test", num_examples=20, batch_size=16)
   assert len(batches) == 2 and int(batches[1]["mask"].sum()) == 4
   out = str(tmp_path / "analysis")
-  r = reports.fosc_report({"m": tm}, batches, out)
+  r = reports.fosc_report({"m": tm}, batches, out, split="test", seed=3)
   assert sum(r["final"]["m"]["fosc_hist"]) == 20 and "epochs" in r
   _check_written(f"{out}/fosc_over_epochs.png")
+  # Every artifact records what it shows (issue 15): split, examples, seed, attack, checkpoint.
+  with open(f"{out}/fosc_distribution.json") as f:
+    settings = json.load(f)["settings"]
+  assert settings["split"] == "test" and settings["num_examples"] == 20 and settings["seed"] == 3
+  assert settings["library_version"] == robust_jax.__version__
+  m = settings["models"]["m"]
+  assert m["checkpoint_step"] == 5 and m["epoch"] == 1
+  assert m["attack"] == {"eps": EPS, "step_size": STEP, "num_steps": 2, "norm": "linf",
+                         "start": "uniform"}
+  line = reports.settings_line(settings)
+  for part in ("test split", "20 examples", "PGD-2 linf eps 0.1", "seed 3", "checkpoint step 5",
+               f"robust_jax {robust_jax.__version__}"):
+    assert part in line
   r = reports.gap_report({"m": str(workdir)}, out)
   assert r["m"]["epochs"] == [0, 1, 2, 3]
+  with open(f"{out}/robust_gap.json") as f:
+    assert json.load(f)["settings"]["split"] == "validation"
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(num_points=1), "num_points must be an odd integer >= 3.*alpha = 0"),
+    (dict(num_points=20), "num_points must be an odd integer >= 3.*try 21"),
+    (dict(span=-1.0), r"span must be in \(0, inf\).*reverse the axis"),
+    (dict(span=0.0), r"span must be in \(0, inf\)"),
+    (dict(dims=3), "dims must be one of"),
+])
+def test_landscape_grid_must_hold_the_model_itself(tiny, tmp_path, kw, match):
+  grid = {"dims": 1, "num_points": 5, "span": 1.0, **kw}
+  with pytest.raises(ValueError, match=match):
+    reports.check_landscape_grid(**grid)
+  with pytest.raises(ValueError, match=match):  # before any model or data is touched
+    reports.landscape_report({}, [], str(tmp_path), **grid)
+  alphas = np.linspace(-1.0, 1.0, 5)
+  assert 0.0 in alphas and np.all(np.diff(alphas) > 0)

@@ -441,6 +441,15 @@ _DIRECT = {
     "beta": (dict(eps=0.1, step_size=0.02, num_steps=2),
              lambda f, x, y, k: attacks.beta_attack(f, x, y, eps=0.1, step_size=0.02,
                                                     num_steps=2, key=k)),
+    "fmn": (dict(norm="linf", steps=4),
+            lambda f, x, y, k: attacks.fmn(f, x, y, norm="linf", steps=4, key=k)),
+    "ddn": (dict(steps=4),
+            lambda f, x, y, k: attacks.ddn(f, x, y, steps=4, key=k)),
+    "cw_l2": (dict(binary_search_steps=2, max_iterations=3),
+              lambda f, x, y, k: attacks.cw_l2(f, x, y, binary_search_steps=2, max_iterations=3,
+                                               key=k)),
+    "deepfool": (dict(norm="l2", max_iter=3),
+                 lambda f, x, y, k: attacks.deepfool(f, x, y, norm="l2", max_iter=3, key=k)),
 }
 
 

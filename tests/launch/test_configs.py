@@ -19,7 +19,8 @@ from robust_jax.training.methods import METHODS
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "launch" / "configs"
 # common.py holds the bases the recipes start from (no get_config of its own).
-RECIPES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name not in ("__init__.py", "common.py"))
+RECIPES = sorted(p for p in CONFIG_DIR.glob("*.py")
+                 if p.name not in ("__init__.py", "common.py", "gan.py"))  # gan.py: GAN configs
 
 _MODEL_NAMES = {"mlp", "cnn4", "cnn8", "small_cnn", "preact_resnet18", "preact_resnet18_fast",
                 "preact_resnet18_gradalign", "resnet18", "wrn28_10", "wrn32_10", "wrn34_10"}

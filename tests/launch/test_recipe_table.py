@@ -32,7 +32,8 @@ from robust_jax import regularizers
 from robust_jax.training import methods, schedules
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "launch" / "configs"
-NOT_IN_TABLE = ("__init__", "common", "mnist5k")  # mnist5k.py: its own RECIPES table and tests
+NOT_IN_TABLE = ("__init__", "common", "mnist5k", "gan")  # mnist5k.py: its own RECIPES table and
+# tests; gan.py: GAN configs (robust_jax.games, tests/games)
 
 INF = math.inf
 
