@@ -309,16 +309,21 @@ def fosc_report(models_or_one, batches, out_dir: str, *, seed: int = 0,
     kw = attack_settings(tm.config, **dict(attack or {}))
     values[name] = fosc_tracking.fosc_distribution(tm.logits_fn(), batches, key=key, **kw)
   png = os.path.join(out_dir, "fosc_distribution.png")
-  out = {"final": _record(fosc_tracking.plot_fosc_distributions(
-      values, png, title=_titled("FOSC of PGD adversarial examples", prov)), png, prov)}
+  # ``out["final"]`` and ``out["epochs"]`` stay ``method -> numbers``; the settings sit beside them
+  # (and in each JSON).
+  final = fosc_tracking.plot_fosc_distributions(
+      values, png, title=_titled("FOSC of PGD adversarial examples", prov))
+  _record(final, png, prov)
+  out = {"final": final, "settings": plots.to_jsonable(dict(prov))}
   paths = {name: os.path.join(tm.workdir, "metrics.jsonl") for name, tm in models_.items()}
   if all(os.path.exists(p) and fosc_tracking.has_fosc_histograms(p) for p in paths.values()):
     png = os.path.join(out_dir, "fosc_over_epochs.png")
     epochs_prov = provenance(models_, [], seed=None, split="train", attack=False,
                              source="metrics.jsonl (the training attack's examples)")
-    out["epochs"] = _record(fosc_tracking.plot_fosc_over_epochs(
-        paths, png, title=_titled("FOSC of the training adversarial examples", epochs_prov)),
-        png, epochs_prov)
+    out["epochs"] = fosc_tracking.plot_fosc_over_epochs(
+        paths, png, title=_titled("FOSC of the training adversarial examples", epochs_prov))
+    _record(out["epochs"], png, epochs_prov)
+    out["epochs_settings"] = plots.to_jsonable(dict(epochs_prov))
   return out
 
 
