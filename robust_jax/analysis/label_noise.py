@@ -159,18 +159,14 @@ def track_training(config: ml_collections.ConfigDict, *, kappa_eps: Optional[flo
     ``{"epochs": [{epoch, clean_acc, noisy_fit, noisy_true, test_acc, seconds}], "kappa_auc",
     "kappa_hist": {"clean", "noisy"}, "kappa_mean": {"clean", "noisy"}, "noise": {...}}``.
   """
-  from robust_jax.training import methods  # pylint: disable=import-outside-toplevel
+  from robust_jax.training import loop, methods  # pylint: disable=import-outside-toplevel
   from robust_jax.training import restore as restore_lib  # pylint: disable=import-outside-toplevel
   from robust_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
   from robust_jax.training import step as step_lib  # pylint: disable=import-outside-toplevel
 
   if config.label_noise == "none":
     raise ValueError("track_training needs config.label_noise != 'none'")
-  ds = pipeline.load_dataset(config.dataset, data_dir=config.data_dir or None,
-                             validation_fraction=config.validation_fraction,
-                             label_noise=config.label_noise,
-                             label_noise_rate=config.label_noise_rate,
-                             label_noise_seed=config.label_noise_seed)
+  ds = loop.load_dataset(config)
   model = restore_lib.build_model(config, ds.num_classes)
   spe = pipeline.steps_per_epoch(len(ds.train["label"]), config.batch_size)
   tx, lr_fn = step_lib.make_optimizer(config, spe)

@@ -158,10 +158,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     return _train(config, workdir, mesh, guard)
 
 
+def load_dataset(config: ml_collections.ConfigDict) -> pipeline.Dataset:
+  """The dataset a training run of ``config`` trains on: its splits and, when
+  ``config.label_noise`` is not ``"none"``, its corrupted training labels (with ``clean_label``
+  and ``noisy`` recorded in the training split)."""
+  return pipeline.load_dataset(config.dataset, data_dir=config.data_dir or None,
+                               validation_fraction=config.validation_fraction,
+                               label_noise=config.label_noise,
+                               label_noise_rate=config.label_noise_rate,
+                               label_noise_seed=config.label_noise_seed)
+
+
 def _train(config, workdir, mesh, guard) -> Dict[str, Any]:
   is_main = jax.process_index() == 0
-  ds = pipeline.load_dataset(config.dataset, data_dir=config.data_dir or None,
-                             validation_fraction=config.validation_fraction)
+  ds = load_dataset(config)
   model = restore_lib.build_model(config, ds.num_classes)
   spe = pipeline.steps_per_epoch(len(ds.train["label"]), config.batch_size)
   tx, lr_fn = step_lib.make_optimizer(config, spe)

@@ -75,3 +75,17 @@ def test_load_dataset_records_the_noisy_indices_on_the_training_split_only():
   batch = next(pipeline.train_batches(ds.train, batch_size=n, seed=0, epoch=0))
   order = pipeline.epoch_permutation(n, seed=0, epoch=0)
   np.testing.assert_array_equal(batch["label"], ds.train["label"][order])
+
+
+def test_a_training_run_trains_on_the_noisy_labels():
+  """``config.label_noise`` reaches the data the trainer loads (``loop.load_dataset``)."""
+  from robust_jax.training import config as config_lib  # pylint: disable=import-outside-toplevel
+  from robust_jax.training import loop  # pylint: disable=import-outside-toplevel
+  c = config_lib.base_config()
+  c.label_noise, c.label_noise_rate, c.label_noise_seed = "symmetric", 0.2, 3
+  train = loop.load_dataset(c).train
+  flipped = train["label"] != train["clean_label"]
+  assert (flipped == train["noisy"]).all()
+  assert flipped.sum() == round(0.2 * len(train["label"]))
+  c.label_noise = "none"
+  assert "clean_label" not in loop.load_dataset(c).train
