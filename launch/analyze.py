@@ -10,7 +10,12 @@ r"""Analyses a trained model: ``python -m launch.analyze --checkpoint=DIR --what
   (Liu et al. 2020, Tables 1-2);
 * ``fosc``: FOSC of PGD examples against the model, and over the training epochs when the run
   logged FOSC histograms (Wang et al. 2019);
-* ``gap``: train versus validation robust accuracy per epoch, from ``metrics.jsonl``.
+* ``gap``: train versus validation robust accuracy per epoch, from ``metrics.jsonl``;
+* ``transfer``: PGD examples crafted on this model (no random start, as ``attack_sgm.py``) evaluated
+  on the models of ``--targets`` (workdirs); ``--sgm_gamma`` adds the Skip Gradient Method's
+  surrogate (Wu et al. 2020; ResNet-family sources) beside the plain one;
+* ``sammd``: SAMMD's two-sample test (Gao et al. 2021) with phi the output of ``--sammd_layer``:
+  its power on clean against PGD batches and its type-I error on two clean batches.
 
 Each writes ``<name>.png`` and ``<name>.json`` into ``--out`` (default ``DIR/analysis``). The attack
 defaults to the training attack of the run's config (``--eps``, ``--step_size``, ``--num_steps``
@@ -43,7 +48,7 @@ from robust_jax.analysis import reports
 from robust_jax.data import pipeline
 from robust_jax.training import restore
 
-WHAT = ("landscape", "hessian", "similarity", "fosc", "gap")
+WHAT = ("landscape", "hessian", "similarity", "fosc", "gap", "transfer", "sammd")
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A training workdir (or its checkpoints/).")
 _WHAT = flags.DEFINE_list("what", None, f"Analyses, any of {', '.join(WHAT)}.")
@@ -68,6 +73,14 @@ _ALPHAS = flags.DEFINE_list("alphas", ["0", "0.01", "0.03", "0.05", "0.1"], "Sim
 _INDEPENDENT = flags.DEFINE_bool("independent_starts", False,
                                  "Similarity: independent random starts at theta +- a v.")
 _SEED = flags.DEFINE_integer("seed", 0, "Directions, starts and power-iteration vectors.")
+_TARGETS = flags.DEFINE_list("targets", None, "Transfer: workdirs of the target models.")
+_SGM = flags.DEFINE_float("sgm_gamma", None, "Transfer: also the SGM surrogate at this gamma in "
+                          "(0, 1] (ResNet-family sources).")
+_SAMMD_LAYER = flags.DEFINE_string("sammd_layer", None, "SAMMD: the submodule whose output is phi "
+                                   "(e.g. fc2 of the digits MLP).")
+_SAMMD_N = flags.DEFINE_integer("sammd_n", 50, "SAMMD: points per sample of each test.")
+_SAMMD_TESTS = flags.DEFINE_integer("sammd_tests", 100, "SAMMD: tests per rejection rate.")
+_KERNEL_STEPS = flags.DEFINE_integer("kernel_steps", 1000, "SAMMD: Adam steps of the kernel.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "A progress bar over the analyses on stderr.")
 
 
@@ -99,6 +112,17 @@ def _check_flags():
     raise _cli.UsageError(f"--alphas must be numbers, got {_ALPHAS.value}") from e
   _cli.check(all(0.0 <= a < float("inf") for a in alphas),
              f"--alphas must be >= 0, got {_ALPHAS.value}")
+  if "transfer" in _WHAT.value:
+    _cli.check(bool(_TARGETS.value), "--what=transfer needs --targets=DIR[,DIR...]")
+    missing = [t for t in _TARGETS.value if not os.path.isdir(t)]
+    _cli.check(not missing, f"--targets: not directories: {missing}")
+  _cli.check(_SGM.value is None or 0.0 < _SGM.value <= 1.0,
+             f"--sgm_gamma must be in (0, 1], got {_SGM.value}")
+  if "sammd" in _WHAT.value:
+    _cli.check(bool(_SAMMD_LAYER.value), "--what=sammd needs --sammd_layer=NAME (a submodule)")
+  _cli.check(_SAMMD_N.value >= 2, f"--sammd_n must be >= 2, got {_SAMMD_N.value}")
+  _cli.check(_SAMMD_TESTS.value >= 1, f"--sammd_tests must be >= 1, got {_SAMMD_TESTS.value}")
+  _cli.check(_KERNEL_STEPS.value >= 0, f"--kernel_steps must be >= 0, got {_KERNEL_STEPS.value}")
 
 
 def main(argv):
@@ -121,7 +145,7 @@ def main(argv):
   cache = {}
   needs_data = [w for w in _WHAT.value if w != "gap"]
   splits = {_SPLIT.value or ("train" if w in ("hessian", "similarity") else "test")
-            for w in needs_data}
+            for w in needs_data} | ({"train"} if "sammd" in needs_data else set())
   if needs_data and flags.FLAGS["num_examples"].present and _NUM_EXAMPLES.value > 0:
     ds = pipeline.load_dataset(tm.config.dataset, data_dir=tm.config.get("data_dir") or None,
                                validation_fraction=tm.config.get("validation_fraction", 0.1))
@@ -169,6 +193,35 @@ def main(argv):
       reports.fosc_report({name: tm}, data, out, seed=_SEED.value, attack=attack, split=split)
     elif what == "gap":
       reports.gap_report({name: tm.workdir}, out)
+    elif what == "transfer":
+      if _SGM.value is not None:
+        try:
+          reports.check_sgm_gamma(tm.model, _SGM.value)
+        except ValueError as e:
+          raise _cli.UsageError(f"--{e}") from e
+      targets = {os.path.basename(os.path.normpath(t)): restore.load_trained(t, which=_WHICH.value)
+                 for t in _TARGETS.value}
+      data, split = batches("test")
+      r = reports.transfer_report(tm, targets, data, out, seed=_SEED.value, attack=attack,
+                                  sgm_gamma=_SGM.value, split=split)
+      for row in r["rows"]:
+        bar.write(f"transfer gamma {row['gamma']:g} -> {row['target']}: clean "
+                  f"{row['target_clean_acc']:.3f}, on transferred "
+                  f"{row['target_acc_on_transferred']:.3f}", file=sys.stdout)
+    elif what == "sammd":
+      data, split = batches("test")
+      kernel_data = reports.analysis_batches(tm.config, split="train",
+                                             num_examples=_NUM_EXAMPLES.value,
+                                             batch_size=_BATCH.value)
+      try:
+        r = reports.sammd_report(tm, kernel_data, data, out, layer=_SAMMD_LAYER.value,
+                                 n=_SAMMD_N.value, num_tests=_SAMMD_TESTS.value,
+                                 kernel_steps=_KERNEL_STEPS.value, seed=_SEED.value,
+                                 attack=attack, split=split)
+      except ValueError as e:
+        raise _cli.UsageError(f"--what=sammd: {e}") from e
+      bar.write(f"SAMMD ({_SAMMD_LAYER.value}): power {r['power']:.2f}, type-I error "
+                f"{r['type_i_error']:.2f}", file=sys.stdout)
     bar.write(f"{what}: written to {out}", file=sys.stdout)
   bar.close()
 

@@ -15,6 +15,7 @@ is recorded; it is ``None`` otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -342,3 +343,195 @@ def gap_report(workdirs: Union[str, Mapping[str, str]], out_dir: str, *,
   title = (f"Robust generalisation gap\ntrain vs {split} robust accuracy from metrics.jsonl "
            f"(the training run's own evaluation), robust_jax {robust_jax.__version__}")
   return _record(plots.plot_robust_gap(gaps, png, title=title), png, prov)
+
+
+def _stacked_images(batches: Sequence[Mapping[str, Any]]):
+  """The unmasked images and labels of ``batches``, concatenated: ``(x [N, ...], y [N])``."""
+  xs, ys = [], []
+  for b in batches:
+    m = np.asarray(b["mask"], bool) if "mask" in b else np.ones(len(b["label"]), bool)
+    xs.append(np.asarray(b["image"])[m])
+    ys.append(np.asarray(b["label"])[m])
+  return np.concatenate(xs), np.concatenate(ys).astype(np.int32)
+
+
+def _plot_bars(values: Mapping[str, float], out_png: str, *, ylabel: str, title: str,
+               hline: Optional[float] = None, data: Any = None) -> None:
+  fig = plots.new_figure(width=max(4.0, 1.2 * len(values)))
+  ax = fig.axes[0]
+  ax.bar(range(len(values)), list(values.values()), color="tab:blue")
+  ax.set_xticks(range(len(values)), list(values), rotation=20, ha="right", fontsize=8)
+  if hline is not None:
+    ax.axhline(hline, color="k", lw=0.8, ls="--")
+  ax.set_ylim(0, 1)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=8)
+  plots.save_figure(fig, out_png, data)
+
+
+def check_sgm_gamma(model, gamma: float) -> None:
+  """Raises ValueError unless ``gamma`` is in (0, 1] and ``model`` has residual branches to scale."""
+  validation.check_scalar("sgm_gamma", gamma, low=0.0, high=1.0, low_open=True)
+  if "sgm_gamma" not in {f.name for f in dataclasses.fields(model)}:
+    raise ValueError(f"sgm_gamma: the Skip Gradient Method needs a model with residual branches "
+                     f"(the ResNet and WideResNet families); {type(model).__name__} has none")
+
+
+def transfer_report(source: TrainedModel, targets: Mapping[str, TrainedModel],
+                    batches: Sequence[Mapping[str, Any]], out_dir: str, *, seed: int = 0,
+                    attack: Optional[Mapping[str, Any]] = None, start: str = "none",
+                    sgm_gamma: Optional[float] = None,
+                    split: Optional[str] = None) -> Dict[str, Any]:
+  """Transfer of PGD examples crafted on ``source`` to ``targets`` (Wu et al. 2020 with SGM).
+
+  The attack is the source's training attack (``attack`` overrides eps, step size, steps, norm)
+  from ``start`` (``"none"``: no random start, as the official ``attack_sgm.py``); with
+  ``sgm_gamma`` the source is rebuilt with that backward scale of its residual branches (the Skip
+  Gradient Method: the same weights and logits, gradients through the skips favoured), and the
+  report also gives the plain (gamma = 1) transfer, so the two are compared on the same examples'
+  starts. Runs :func:`robust_jax.evaluation.transfer` per target. Writes ``transfer.png`` (each
+  target's accuracy on the transferred examples; lower = better transfer) and ``transfer.json``.
+
+  Args:
+    source: the surrogate the attack sees.
+    targets: ``name -> TrainedModel`` evaluated on the source's adversarial examples.
+    batches: the data (:func:`analysis_batches`).
+    out_dir: where the files go.
+    seed: the attack's key.
+    attack: overrides of the PGD settings.
+    start: ``"none"`` or ``"uniform"``.
+    sgm_gamma: None (plain transfer) or the SGM gamma in (0, 1].
+    split: the split of ``batches``, for the record.
+
+  Returns:
+    ``{"rows": [{"gamma", "target", "target_clean_acc", "target_acc_on_transferred",
+    "source_whitebox_acc"}], "settings"}``.
+
+  Raises:
+    ValueError: for an empty ``targets``, a bad ``start`` or ``sgm_gamma``, or a source without
+      residual branches given ``sgm_gamma``.
+  """
+  from robust_jax import evaluation  # pylint: disable=import-outside-toplevel
+  if not targets:
+    raise ValueError("targets is empty: pass at least one model to transfer to")
+  if start not in ("none", "uniform"):
+    raise ValueError(f"start must be 'none' or 'uniform', got {start!r}")
+  gammas = [1.0]
+  if sgm_gamma is not None:
+    check_sgm_gamma(source.model, sgm_gamma)
+    gammas.append(float(sgm_gamma))
+  kw = attack_settings(source.config, **dict(attack or {}))
+  prov = provenance({"source": source, **targets}, batches, seed=seed, split=split, attack=attack,
+                    start=start, sgm_gamma=sgm_gamma)
+  x, y = _stacked_images(batches)
+  data = {"image": x, "label": y}
+  variables = {"params": source.params, **({"batch_stats": source.batch_stats}
+                                           if source.batch_stats else {})}
+  target_fns = {name: tm.logits_fn() for name, tm in targets.items()}
+  rows = []
+  for gamma in gammas:
+    model = source.model if gamma == 1.0 else source.model.clone(sgm_gamma=gamma)
+    source_fn = lambda xx, m=model: m.apply(variables, xx, train=False)  # noqa: E731
+    spec = ("pgd", dict(eps=kw["eps"], step_size=kw["step_size"], num_steps=kw["num_steps"],
+                        norm=kw["norm"], start=start))
+    for name, target_fn in target_fns.items():
+      rep = evaluation.transfer(source_fn, target_fn, data, spec, batch_size=len(y),
+                                key=jax.random.key(seed))
+      rows.append({"gamma": gamma, "target": name, "target_clean_acc": rep.clean_accuracy,
+                   "target_acc_on_transferred": rep.transfer_accuracy,
+                   "source_whitebox_acc": rep.source_accuracy})
+  png = os.path.join(out_dir, "transfer.png")
+  bars = {f"{r['target']} (gamma {r['gamma']:g})": r["target_acc_on_transferred"] for r in rows}
+  out = {"rows": rows}
+  _plot_bars(bars, png, ylabel="target accuracy on transferred examples",
+             title=_titled("Transfer from the source (lower = stronger transfer)", prov), data=out)
+  return _record(out, png, prov)
+
+
+def sammd_report(tm: TrainedModel, train_batches: Sequence[Mapping[str, Any]],
+                 test_batches: Sequence[Mapping[str, Any]], out_dir: str, *, layer: str,
+                 n: int = 50, num_tests: int = 100, kernel_steps: int = 1000,
+                 learning_rate: float = 2e-4, num_permutations: int = 100, alpha: float = 0.05,
+                 seed: int = 0, attack: Optional[Mapping[str, Any]] = None,
+                 split: Optional[str] = None) -> Dict[str, Any]:
+  """SAMMD (Gao et al. 2021): does a two-sample test tell natural batches from PGD batches?
+
+  phi = ReLU of the output of the submodule ``layer`` of the trained classifier
+  (:func:`robust_jax.analysis.sammd.classifier_features`). The kernel is trained
+  (:func:`~robust_jax.analysis.sammd.train_kernel`) on the training batches: their first half
+  natural, the PGD examples (the model's training attack, uniform start) of their second half. The
+  held-out batches are split in halves A and B; the test power is the rejection rate of A against
+  PGD(B), the type-I error that of A against B (:func:`~robust_jax.analysis.sammd.test_power`,
+  permutation test, n points per sample). Writes ``sammd.png`` and ``sammd.json``.
+
+  Args:
+    tm: the classifier.
+    train_batches: data for the kernel (at least 2 examples).
+    test_batches: held-out data; each half needs at least ``n`` examples.
+    out_dir: where the files go.
+    layer: the submodule whose output gives phi (e.g. ``"fc2"`` of the digits MLP).
+    n, num_tests, num_permutations, alpha: the tests (:func:`~robust_jax.analysis.sammd.test_power`).
+    kernel_steps, learning_rate: the kernel's Adam training (official: 1000, 2e-4).
+    seed: attack and test keys.
+    attack: overrides of the PGD settings.
+    split: the split of ``test_batches``, for the record.
+
+  Returns:
+    ``{"power", "type_i_error", "classifier_acc_on_adversarial", "kernel": [sigma_phi, sigma_q,
+    eps], "n", "num_tests", "alpha", "layer", "settings"}``.
+
+  Raises:
+    ValueError: for an unknown ``layer`` (the message lists the submodules) or too little data.
+  """
+  from robust_jax.analysis import sammd  # pylint: disable=import-outside-toplevel
+  validation.check_scalar("n", n, low=2, integer=True)
+  validation.check_scalar("num_tests", num_tests, low=1, integer=True)
+  validation.check_scalar("kernel_steps", kernel_steps, low=0, integer=True)
+  x_train, y_train = _stacked_images(train_batches)
+  x_test, y_test = _stacked_images(test_batches)
+  if len(y_train) < 2:
+    raise ValueError(f"train_batches hold {len(y_train)} examples; the kernel needs at least 2")
+  if len(y_test) // 2 < n:
+    raise ValueError(f"n={n} needs at least {2 * n} held-out examples, got {len(y_test)}")
+  variables = {"params": tm.params, **({"batch_stats": tm.batch_stats} if tm.batch_stats else {})}
+  _, state = jax.eval_shape(lambda xx: tm.model.apply(variables, xx, train=False,
+                                                      capture_intermediates=True,
+                                                      mutable=["intermediates"]), x_test[:1])
+  names = sorted(k for k in state["intermediates"] if k != "__call__")
+  if layer not in names:
+    raise ValueError(f"layer must be a submodule of {type(tm.model).__name__}: one of {names}, "
+                     f"got {layer!r}")
+  kw = attack_settings(tm.config, **dict(attack or {}))
+  prov = provenance({tm.config.get("method", "model"): tm}, test_batches, seed=seed, split=split,
+                    attack=attack, layer=layer, n=n, num_tests=num_tests,
+                    kernel_steps=kernel_steps, learning_rate=learning_rate)
+  logits_fn = tm.logits_fn()
+  attack_fn = adversarial.pgd_attack(eps=kw["eps"], step_size=kw["step_size"],
+                                     num_steps=kw["num_steps"], norm=kw["norm"])
+  pgd = jax.jit(lambda xx, yy, k: attack_fn(logits_fn, xx, yy, k).x_adv)
+  phi = jax.jit(sammd.classifier_features(tm.model, variables, layer))
+  key = jax.random.key(seed)
+  half = len(y_train) // 2
+  nat, adv = x_train[:half], pgd(x_train[half:2 * half], y_train[half:2 * half],
+                                 jax.random.fold_in(key, 0))
+  params = sammd.train_kernel(phi(nat), phi(adv), nat, adv, steps=kernel_steps,
+                              learning_rate=learning_rate)
+  perm = np.random.default_rng(seed).permutation(len(y_test))
+  a, b = perm[:len(perm) // 2], perm[len(perm) // 2:]
+  x_a, x_b = x_test[a], x_test[b]
+  adv_b = pgd(x_b, y_test[b], jax.random.fold_in(key, 1))
+  adv_acc = float(np.mean(np.argmax(np.asarray(logits_fn(adv_b)), -1) == y_test[b]))
+  rates = {}
+  for what, (fy, yy) in {"power": (phi(adv_b), adv_b), "type_i_error": (phi(x_b), x_b)}.items():
+    rates[what] = sammd.test_power(phi(x_a), x_a, fy, yy, params, n=n, num_tests=num_tests,
+                                   key=jax.random.fold_in(key, 2), num_permutations=num_permutations,
+                                   alpha=alpha)
+  out = {**rates, "classifier_acc_on_adversarial": adv_acc,
+         "kernel": [float(v) for v in params.constrained()], "n": n, "num_tests": num_tests,
+         "alpha": alpha, "layer": layer}
+  png = os.path.join(out_dir, "sammd.png")
+  _plot_bars({"power (clean vs PGD)": rates["power"],
+              "type-I error (clean vs clean)": rates["type_i_error"]}, png,
+             ylabel="rejection rate", hline=alpha, data=out,
+             title=_titled(f"SAMMD two-sample test, phi = {layer}, n = {n}", prov))
+  return _record(out, png, prov)
