@@ -36,9 +36,10 @@ NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reproduction_n
 # Per suite: the defaults of the flags left unset (None).
 SUITE_DEFAULTS = {
     "digits": dict(epochs=40, n_iter=50, n_queries=1000, pgd_steps=["20", "100"], columns=None,
-                   notes=NOTES),
+                   notes=NOTES, aa_seeds=None),
     "mnist5k": dict(epochs=None, n_iter=100, n_queries=5000, pgd_steps=["20", "40"],
-                    columns=["FGSM", "PGD-20", "PGD-40", "CW-inf", "APGD-CE", "AA"], notes=None),
+                    columns=["FGSM", "PGD-20", "PGD-40", "CW-inf", "APGD-CE", "AA"], notes=None,
+                    aa_seeds=["0"]),
 }
 
 
@@ -73,6 +74,9 @@ def _flag_values() -> flags.FlagValues:
                        flag_values=fv)
   flags.DEFINE_list("co_settings", list(catastrophic.SETTINGS), "mnist5k: the catastrophic-"
                     "overfitting settings (empty: none).", flag_values=fv)
+  flags.DEFINE_list("aa_seeds", None, "Seeds evaluated with the AA column too (digits: every "
+                    "seed; mnist5k: 0, the others get every other column; 'all': every seed).",
+                    flag_values=fv)
   flags.DEFINE_list("co_seeds", ["0"], "mnist5k: seeds of the catastrophic-overfitting study.",
                     flag_values=fv)
   flags.DEFINE_integer("co_epochs", catastrophic.EPOCHS, "mnist5k: epochs of each catastrophic-"
@@ -107,12 +111,15 @@ def main(argv):
                               awp_gamma=fv.awp_gamma)
   else:
     spec = suite.mnist5k_suite(mnist5k.get_config, epochs=fv.epochs)
+  aa_seeds = get("aa_seeds")
+  aa_seeds = (None if aa_seeds is None or aa_seeds == ["all"] else
+              [int(x) for x in aa_seeds if int(x) in [int(s) for s in fv.seeds]])
   reproduce.run(fv.out, suite_spec=spec, seeds=[int(s) for s in fv.seeds],
                 methods=list(fv.methods), n_iter=get("n_iter"), n_queries=get("n_queries"),
                 cw_steps=fv.cw_steps, pgd_steps=[int(k) for k in get("pgd_steps")],
                 columns=get("columns"), eval_examples=fv.eval_examples,
                 directions=fv.directions, command=cmd, notes_path=d["notes"],
-                finished_only=fv.finished_only)
+                finished_only=fv.finished_only, full_seeds=aa_seeds)
   if fv.finished_only:
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
   elif fv.suite == "mnist5k" and fv.co_settings:

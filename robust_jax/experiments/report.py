@@ -114,7 +114,11 @@ def _setup_lines(data: Dict[str, Any], methods: List[str]) -> List[str]:
            f": FGSM (random start), PGD-k (step eps/4, random start), CW-inf (kappa 50), "
            f"APGD-CE, APGD-T (9 targets), AutoAttack standard (fra31's official APGD-CE, APGD-T, "
            f"FAB-T, Square) at {p['n_iter']} iterations and {p['n_queries']} Square queries, "
-           f"{budget}. 'Worst case' is the per-example worst case over all columns.")
+           f"{budget}. 'Worst case' is the per-example worst case over all columns."
+           + (f" AutoAttack runs on seeds {p['full_seeds']} only (it is most of the evaluation "
+              f"time); every seed gets the other columns ({', '.join(cols)}), which the main "
+              f"tables, the spreads and the verdicts use."
+              if p.get("full_columns") and list(p["full_columns"]) != list(cols or []) else ""))
   if "pgd_at_awp" in methods and name == "digits":
     L.append(f"- AWP gamma = {p['awp_gamma']:g} (relative, per layer; not biases). "
              f"{suite.AWP_GAMMA_NOTE}")
@@ -150,6 +154,20 @@ def _accuracy_lines(data: Dict[str, Any], methods: List[str], cols: List[str]) -
     L.append(f"| {suite.METHODS[m][0]} | {pm([r['clean'] for r in rs])} | "
              + " | ".join(pm([r["attacks"][c] for r in rs]) for c in cols)
              + f" | {pm([r['worst_case'] for r in rs])} |")
+  full = {m: [r for r in res[m] if "full" in r] for m in methods}
+  if any(full.values()):
+    fcols = list(next(r for rs in full.values() for r in rs)["full"]["attacks"])
+    seeds = sorted({r["seed"] for rs in full.values() for r in rs})
+    L.append(f"\nWith AutoAttack (seeds {seeds}; the tables above and the spreads use the columns "
+             f"every seed has, this one every column, its worst case over all of them):\n")
+    L.append("| Method | Clean | " + " | ".join(fcols) + " | Worst case |")
+    L.append("|---|" + "---:|" * (len(fcols) + 2))
+    for m in methods:
+      if full[m]:
+        fs = [r["full"] for r in full[m]]
+        L.append(f"| {suite.METHODS[m][0]} | {pm([f['clean'] for f in fs])} | "
+                 + " | ".join(pm([f["attacks"][c] for f in fs]) for c in fcols)
+                 + f" | {pm([f['worst_case'] for f in fs])} |")
   if all("train_epochs_s" in r and "eval_wall_s" in r for m in methods for r in res[m]):
     L.append("\nCost per run (mean over seeds): the training epochs' wall time (the steps, "
              "without compilation and per-epoch validation), the evaluation's wall time and its "
@@ -161,7 +179,9 @@ def _accuracy_lines(data: Dict[str, Any], methods: List[str], cols: List[str]) -
     L.append("|---|---:|---:|---:|---:|")
     for m in methods:
       rs = res[m]
-      mean = lambda k: mean_std([r.get(k) for r in rs])[0]  # noqa: E731
+      # A seed's evaluation cost includes its full evaluation (with AutoAttack) when it had one.
+      mean = lambda k: mean_std([r.get(k) + (r["full"].get(k, 0.0) if "full" in r and  # noqa: E731
+                                             k.startswith("eval") else 0.0) for r in rs])[0]
       L.append(f"| {suite.METHODS[m][0]} | {mean('train_epochs_s'):.0f} | "
                f"{mean('eval_wall_s'):.0f} | {mean('eval_cpu_s'):.0f} | "
                f"{mean('attack_steps'):.2f} |")

@@ -152,12 +152,18 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
                 "evidence": f"clean {d_c:+.1f} points (spread {s_c:.1f}); worst-case robust "
                             f"{d_w:+.1f} (spread {s_w:.1f})."})
 
-  if have("pgd_at", "gairat"):
+  def with_aa(m):  # the results with an AA column: every seed's, or the full evaluations'
+    rs = res.get(m, [])
+    if rs and all("AA" in r["attacks"] for r in rs):
+      return [r["attacks"] for r in rs]
+    return [r["full"]["attacks"] for r in rs if "AA" in r.get("full", {}).get("attacks", {})]
+
+  if have("pgd_at", "gairat") and with_aa("gairat") and with_aa("pgd_at"):
     d_p, s_p = diff(atk("gairat", "PGD-20"), atk("pgd_at", "PGD-20"))
-    d_a, s_a = diff(atk("gairat", "AA"), atk("pgd_at", "AA"))
+    d_a, s_a = diff([a["AA"] for a in with_aa("gairat")], [a["AA"] for a in with_aa("pgd_at")])
     d_w, s_w = diff(col("gairat", "worst_case"), col("pgd_at", "worst_case"))
-    gp = [r["attacks"]["PGD-20"] - r["attacks"]["AA"] for r in res["gairat"]]
-    pp = [r["attacks"]["PGD-20"] - r["attacks"]["AA"] for r in res["pgd_at"]]
+    gp = [a["PGD-20"] - a["AA"] for a in with_aa("gairat")]
+    pp = [a["PGD-20"] - a["AA"] for a in with_aa("pgd_at")]
     higher_pgd = d_p > max(s_p, 1.0)
     no_aa_gain = d_a <= max(s_a, 1.0)
     verdict = ("reproduced" if higher_pgd and no_aa_gain else

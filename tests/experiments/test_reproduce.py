@@ -117,3 +117,35 @@ def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path):
   assert partial["params"]["seeds_done"] == [0]
   assert {m: [r["worst_case"] for r in rs] for m, rs in partial["results"].items()} == {
       m: [r["worst_case"] for r in rs] for m, rs in data["results"].items()}
+
+
+def test_autoattack_on_some_seeds_keeps_the_tables_consistent(tmp_path):
+  """``--aa_seeds``: every seed gets the common columns (the tables and spreads use them), the AA
+  seeds also every column, kept beside; the two evaluations of a seed agree on the shared columns
+  (same keys), and a legacy one-entry cache file is still read."""
+  out = str(tmp_path / "aa")
+  argv = ["reproduce", f"--out={out}", "--seeds=0,1", "--methods=standard", "--epochs=1",
+          "--n_iter=2", "--n_queries=5", "--pgd_steps=20", "--columns=FGSM,PGD-20,AA",
+          "--eval_examples=32", "--directions=0", "--aa_seeds=0"]
+  reproduce.main(argv)
+  data = json.load(open(os.path.join(out, "reproduction.json")))
+  r0, r1 = data["results"]["standard"]
+  assert data["params"]["columns"] == ["FGSM", "PGD-20"] and data["params"]["full_seeds"] == [0]
+  assert tuple(r0["attacks"]) == tuple(r1["attacks"]) == ("FGSM", "PGD-20")
+  assert "full" not in r1 and tuple(r0["full"]["attacks"]) == ("FGSM", "PGD-20", "AA")
+  for c in ("FGSM", "PGD-20"):
+    assert r0["full"]["attacks"][c] == r0["attacks"][c]
+  assert r0["full"]["worst_case"] <= r0["worst_case"] and r0["full"]["clean"] == r0["clean"]
+  md = open(os.path.join(out, "REPRODUCTION.md")).read()
+  assert "With AutoAttack (seeds [0]" in md and "AutoAttack runs on seeds [0] only" in md
+
+  # A cache file of the earlier one-entry format is read as one entry.
+  path = os.path.join(out, "runs", "standard", "seed1", "reproduce_eval.json")
+  (entry,) = json.load(open(path))["entries"]
+  with open(path, "w") as f:
+    json.dump(entry, f)
+  stamp = os.path.getmtime(path)
+  reproduce.main(argv + ["--finished_only"])
+  assert os.path.getmtime(path) == stamp
+  again = json.load(open(os.path.join(out, "reproduction.json")))
+  assert [r["attacks"] for r in again["results"]["standard"]] == [r0["attacks"], r1["attacks"]]
