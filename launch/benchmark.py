@@ -3,6 +3,7 @@ r"""Speed of the real training steps and of the attacks: compile time, step time
   python -m launch.benchmark                               # the default subset, a table on stdout
   python -m launch.benchmark --models=small_cnn --methods=standard,pgd_at --batch=64 --json
   python -m launch.benchmark --torch_python=/work/torchvenv/bin/python --write_markdown=BENCHMARKS.md
+  python -m launch.benchmark --models= --gans --json > gans.jsonl     # the GAN steps alone
 
 Flags -> :func:`robust_jax.benchmarking.run` (the package docstring says what each measurement is:
 the library's ``make_train_step`` compiled ahead of time on a synthetic batch, the attacks alone,
@@ -10,8 +11,13 @@ the PyTorch comparison). Methods are ``method[+weight_perturbation][@field=value
 ``pgd_at+awp``, ``dart@fosc_c_max=2``); attacks are ``fwd_bwd``, ``pgd10``, ``pgd20``,
 ``pgd10_unrolled``, ``pgd10_default_vjp``, ``pgd10_fat``, ``pgd10_fat_compact``, ``pgd10_fosc``,
 ``apgd_ce`` and ``autoattack``. ``--torch_python`` (a Python with ``torch``) adds the PyTorch
-comparison, run by ``launch/benchmark_torch.py``; ``--write_markdown`` regenerates BENCHMARKS.md
-(never edit it by hand), ``--from_jsonl`` re-renders it from an earlier ``--json`` run.
+comparison, run by ``launch/benchmark_torch.py``. ``--gans`` adds the GAN training steps (each
+kind of ``--gan_kinds`` on each image size of ``--gan_datasets``, the kinds alternated in
+``--gan_rounds`` rounds, with the WGAN-GP / WGAN ratios; :mod:`robust_jax.benchmarking.gans`); it
+is off by default, so the default run measures what it always did (the published-width MNIST-5k
+GAN steps take seconds each on a CPU). ``--write_markdown`` regenerates BENCHMARKS.md (never edit it
+by hand), ``--from_jsonl`` re-renders it from earlier ``--json`` runs (comma-separated: records
+merged, e.g. a full run and a GAN-only one).
 """
 
 from __future__ import annotations
@@ -51,9 +57,19 @@ _APGD_ITER = flags.DEFINE_integer("apgd_iter", 100, "APGD-CE iterations.")
 _AA_ITER = flags.DEFINE_integer("aa_n_iter", 10, "AutoAttack: APGD/FAB iterations.")
 _AA_QUERIES = flags.DEFINE_integer("aa_n_queries", 100, "AutoAttack: Square queries.")
 _FOSC_C = flags.DEFINE_float("fosc_c", 0.5, "FOSC threshold of the pgd10_fosc attack.")
+_GANS = flags.DEFINE_bool("gans", False, "Add the GAN training steps (off by default).")
+_GAN_KINDS = flags.DEFINE_list("gan_kinds", list(benchmarking.GAN_KINDS),
+                               "GAN kinds timed with --gans.")
+_GAN_DATASETS = flags.DEFINE_list("gan_datasets", list(benchmarking.GAN_DATASETS),
+                                  "Image sizes of the GAN steps (digits 8x8, mnist5k 28x28).")
+_GAN_CPU = flags.DEFINE_bool("gan_cpu", False, "The GANs at the reproduction's CPU widths "
+                             "(launch/configs/gan.py:<kind>,cpu) instead of the published ones.")
+_GAN_ROUNDS = flags.DEFINE_integer("gan_rounds", benchmarking.gans.DEFAULT_ROUNDS,
+                                   "Alternation rounds of the GAN steps.")
 _FROM_JSONL = flags.DEFINE_string(
     "from_jsonl", None, "Measure nothing: re-render --write_markdown from the JSON lines (with "
-    "their final 'meta' line) that an earlier --json run printed.")
+    "their final 'meta' line) that earlier --json runs printed (comma-separated: merged, the "
+    "first run's machine and command on top).")
 
 
 def main(argv):
@@ -65,6 +81,10 @@ def main(argv):
       raise app.UsageError("--from_jsonl needs --write_markdown")
     benchmarking.rerender(_FROM_JSONL.value, _MARKDOWN.value)
     return
+  try:  # before anything is measured
+    benchmarking.check_gan_names(_GAN_KINDS.value, _GAN_DATASETS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   attack_names = _ATTACKS.value
   if attack_names is not None:
     attack_names = [a for a in attack_names if a]
@@ -75,7 +95,8 @@ def main(argv):
                "aa_n_queries": _AA_QUERIES.value, "fosc_c": _FOSC_C.value},
       torch_python=_TORCH.value, torch_script=TORCH_SCRIPT, torch_models=_TORCH_MODELS.value,
       torch_rounds=_TORCH_ROUNDS.value, torch_steps=_TORCH_STEPS.value, json_lines=_JSON.value,
-      markdown_path=_MARKDOWN.value,
+      markdown_path=_MARKDOWN.value, gan_kinds=_GAN_KINDS.value if _GANS.value else (),
+      gan_datasets=_GAN_DATASETS.value, gan_cpu=_GAN_CPU.value, gan_rounds=_GAN_ROUNDS.value,
       command="python -m launch.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 

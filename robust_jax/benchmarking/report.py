@@ -3,8 +3,8 @@
 :func:`render_markdown` writes the whole file from one run's records (or from the JSON lines of an
 earlier ``--json`` run, read back by :func:`read_jsonl`): the machine and command, how to read the
 numbers, the training steps, the attacks alone, the ratios, early stopping, the while loop against
-the unrolled loop, JAX against PyTorch, and :func:`findings`, plain statements of where the numbers
-stand.
+the unrolled loop, the GAN training steps (with the alternated WGAN-GP / WGAN ratios), JAX against
+PyTorch, and :func:`findings`, plain statements of where the numbers stand.
 
 Example:
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Sequence, Tuple
 
+from robust_jax.benchmarking.gans import GAN_IDEAL_NOTE, GAN_RATIOS, ROUND_MIN_TIME_S
 from robust_jax.benchmarking.ratios import compute_ratios, find
 from robust_jax.benchmarking.specs import (ALTERNATED_WHILE, GLIBC_TUNABLES, LIB_LABEL,
                                            TORCH_MODELS, model_order)
@@ -55,6 +56,10 @@ EARLY_HEADERS = ("model", "batch", "what", "gradient steps (mean / max)", "ms", 
 WHILE_HEADERS = ("model", "batch", "PGD-10 while_loop (custom VJP) ms", "Python-unrolled ms",
                  "while / unrolled", "while / unrolled, alternated",
                  "while_loop, JAX's conv VJP ms", "default VJP / custom VJP")
+GAN_HEADERS = ("dataset", "image", "kind", "batch", "n_critic", "dim / latent", "compile s",
+               "step ms", "min-max ms", "real examples/s", "critic update ms",
+               "rest ms (generator update)", "peak RSS MB", "XLA temp MB")
+GAN_RATIO_HEADERS = ("ratio", "dataset", "batch", "measured", "per round", "expected (ideal)")
 TORCH_HEADERS = ("implementation", "PGD-10 AT step ms", "fastest AT step ms", "clean step ms",
                  "examples/s (AT)", "JAX library step / this",
                  "JAX library step without diagnostics / this", "JAX minimal step / this",
@@ -79,7 +84,10 @@ def _header_lines(meta: Dict[str, Any]) -> List[str]:
          f"* load average (1, 5, 15 min) at the start: {meta.get('loadavg', '?')}; at the end: "
          f"{meta.get('loadavg_end', '?')} (above the core count means other processes shared the "
          "CPU: absolute times are then inflated, ratios measured close together less so)",
-         f"* total wall time of the run: {fmt(meta.get('wall_s'))} s", "",
+         f"* total wall time of the run: {fmt(meta.get('wall_s'))} s",
+         *[f"* merged with the records of a further run ({m.get('date', '?')}, load "
+           f"{m.get('loadavg', '?')} to {m.get('loadavg_end', '?')}, {fmt(m.get('wall_s'))} s): "
+           f"`{m.get('command', '?')}`" for m in meta.get("merged_runs", ())], "",
          "## How to read", "",
          "* Every number comes from the one run above. Machines, and shared machines above all, are "
          "noisy: compare **ratios measured in the same run** (the tables below), not absolute times "
@@ -145,8 +153,10 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
   """
   recs = list(records)
   ratios = [r for r in recs if r["kind"] == "ratio"]
-  if all(r["name"] == ALTERNATED_WHILE for r in ratios):
+  if all(r["name"] in (ALTERNATED_WHILE,) + GAN_RATIOS for r in ratios):
     ratios += compute_ratios(recs)
+  gan_ratios = [r for r in ratios if r["name"] in GAN_RATIOS]
+  ratios = [r for r in ratios if r["name"] not in GAN_RATIOS]
   train = [r for r in recs if r["kind"] == "train"]
   atk = [r for r in recs if r["kind"] == "attack"]
   fw = [r for r in recs if r["kind"] == "framework"]
@@ -186,11 +196,51 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
             "same 10 steps and 11 gradient evaluations written as a Python loop (unrolled in the "
             "HLO), and the while loop with JAX's default convolution gradient instead of the "
             "custom VJP of `robust_jax/models/kernels.py`.", "", table(WHILE_HEADERS, wl), ""]
+  out += _gan_lines([r for r in recs if r["kind"] == "gan"], gan_ratios)
   out += _torch_lines(fw)
   notes = findings(recs)
   if notes:
     out += ["## Findings", ""] + [f"* {n}" for n in notes] + [""]
   return "\n".join(out)
+
+
+def _gan_lines(gan: Sequence[Dict[str, Any]], gan_ratios: Sequence[Dict[str, Any]]) -> List[str]:
+  """The GAN training-step table and its WGAN-GP / WGAN ratios (``kind="gan"`` records)."""
+  if not gan and not gan_ratios:
+    return []
+  rounds = sorted({r.get("rounds") for r in gan if r.get("rounds")})
+  min_s = sorted({r.get("round_min_time_s") for r in gan if r.get("round_min_time_s") is not None})
+  out = ["## GAN training steps", "",
+         "The compiled training step of `robust_jax.games` as `launch/train_gan.py` runs it "
+         "(`step.make_train_step` under `parallel.jit_data_parallel`, state donated): n_critic "
+         "critic updates in a `lax.fori_loop`, then one generator update, on one synthetic batch of "
+         "the real shape [B, n_critic, H, W, C] (no data loading timed). Configs: "
+         "`games.config.for_kind(kind, dataset)` (`,cpu`: the reproduction's CPU widths). "
+         "`real examples/s` = B x n_critic / step time (the real images a step consumes; the "
+         "trainer's log counts B x (n_critic + 1)). `critic update ms` = (T(n_critic) - T(n')) / "
+         "(n_critic - n'), T(n') the same step compiled with n' = 1 critic update (2 for vanilla) "
+         "and timed in the same rounds; `rest ms` = step - n_critic x critic update (the generator "
+         "update and the step's fixed cost). The kinds of one image size are timed alternately"
+         + (f", {' / '.join(str(r) for r in rounds)} round{'s' if rounds[-1] > 1 else ''}"
+            if rounds else "")
+         + " (order reversed every other round, each step called until its calls add up to "
+         + (" / ".join(f"{v:g}" for v in min_s) if min_s else f"{ROUND_MIN_TIME_S:g}")
+         + " s per round); `step ms` is the median of all timed calls, the ratios the median of "
+         "the per-round ratios.", ""]
+  if gan:
+    out += [table(GAN_HEADERS, [
+        (r["model"], "x".join(str(v) for v in r.get("image_shape", ())),
+         r["method"] + ("" if r.get("finite_metrics", True) else " (metrics non-finite)"),
+         r["batch"], r.get("n_critic"), f"{r.get('dim', '?')} / {r.get('latent_dim', '?')}",
+         r["compile_s"], r["step_ms"], _spread(r), r["examples_per_s"], r.get("critic_update_ms"),
+         r.get("rest_ms"), r["peak_mem_mb"], r.get("xla_temp_mb")) for r in gan]), ""]
+  if gan_ratios:
+    out += [table(GAN_RATIO_HEADERS, [
+        (r["name"], r["model"], r["batch"], r["value"],
+         ", ".join(f"{v:.2f}" for v in r.get("per_round", ())), r["ideal"])
+        for r in gan_ratios]), "",
+            f"Expected values: {GAN_IDEAL_NOTE}.", ""]
+  return out
 
 
 def _early_rows(recs):
@@ -349,4 +399,6 @@ def format_record(rec: Dict[str, Any]) -> str:
           f"{fmt(rec['step_ms'])} ms  {fmt(rec['examples_per_s'])} ex/s  "
           f"{fmt(rec.get('peak_mem_mb'))} MB"
           + (f"  steps {rec['attack_steps']}" if rec.get("attack_steps") is not None else "")
-          + (f"  steps {rec['steps_mean']}/{rec['steps_max']}" if "steps_mean" in rec else ""))
+          + (f"  steps {rec['steps_mean']}/{rec['steps_max']}" if "steps_mean" in rec else "")
+          + (f"  critic update {fmt(rec['critic_update_ms'])} ms" if "critic_update_ms" in rec
+             else ""))

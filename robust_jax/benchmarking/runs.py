@@ -3,9 +3,10 @@
 :func:`run` is what ``python -m launch.benchmark`` calls: :func:`run_benchmarks` measures the
 training steps and the attacks of each model (:mod:`robust_jax.benchmarking.measure`), the PyTorch
 comparison alternates JAX and PyTorch steps (:mod:`robust_jax.benchmarking.torch_worker`), the
-ratios are derived from the same run (:mod:`robust_jax.benchmarking.ratios`) and BENCHMARKS.md is
-rendered from it (:mod:`robust_jax.benchmarking.report`); :func:`rerender` rewrites the markdown
-from the JSON lines of an earlier run.
+ratios are derived from the same run (:mod:`robust_jax.benchmarking.ratios`), the GAN training
+steps are timed when asked for (:mod:`robust_jax.benchmarking.gans`, alternating the kinds) and
+BENCHMARKS.md is rendered from it (:mod:`robust_jax.benchmarking.report`); :func:`rerender`
+rewrites the markdown from the JSON lines of one or more earlier runs.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import datetime
 import json
 import statistics
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from robust_jax import models
+from robust_jax.benchmarking import gans
 from robust_jax.benchmarking.measure import bench_attack, bench_train_step
 from robust_jax.benchmarking.ratios import compute_ratios
 from robust_jax.benchmarking.report import format_record, read_jsonl, render_markdown
@@ -101,8 +103,11 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
         attack_names: Optional[Sequence[str]], batch: int, repeats: int, warmup: int,
         options: Dict[str, Any], torch_python: str = "", torch_script: Optional[str] = None,
         torch_models: Sequence[str] = TORCH_MODELS, torch_rounds: int = 3, torch_steps: int = 3,
-        json_lines: bool = False, markdown_path: Optional[str] = None,
-        command: str = "") -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+        json_lines: bool = False, markdown_path: Optional[str] = None, command: str = "",
+        gan_kinds: Sequence[str] = (), gan_datasets: Sequence[str] = gans.GAN_DATASETS,
+        gan_cpu: bool = False, gan_rounds: int = gans.DEFAULT_ROUNDS,
+        gan_overrides: Optional[Dict[str, Any]] = None
+        ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
   """One benchmark session: the measurements, the PyTorch comparison, the ratios, the markdown.
 
   Prints each record as it is measured (one JSON line with ``json_lines``, else a readable line),
@@ -122,15 +127,23 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
     json_lines: print JSON lines instead of readable ones.
     markdown_path: if given, BENCHMARKS.md is written there.
     command: the command line recorded in the meta and the markdown.
+    gan_kinds: GAN kinds whose training steps are timed after the classifiers'
+      (:func:`~robust_jax.benchmarking.gans.bench_gans`); empty: none.
+    gan_datasets: their image sizes (``digits``, ``mnist5k``).
+    gan_cpu: the reproduction's CPU-budget widths instead of the published ones.
+    gan_rounds: alternation rounds of the GAN steps.
+    gan_overrides: GAN config fields to set (the tests shrink the networks).
 
   Returns:
     ``(records, meta)``: every record (ratios included) and the machine description.
 
   Raises:
-    ValueError: for an unknown model, or ``torch_python`` without ``torch_script``.
+    ValueError: for an unknown model, GAN kind or GAN dataset, or ``torch_python`` without
+      ``torch_script`` (the GAN names are checked before anything is measured).
   """
   if torch_python and not torch_script:
     raise ValueError("the PyTorch comparison needs torch_script (launch/benchmark_torch.py)")
+  gans.check_gan_names(gan_kinds, gan_datasets)
   t_start = time.perf_counter()
   meta = machine_info()
   meta["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -143,6 +156,9 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
   records = run_benchmarks(
       model_names=model_names, methods=methods, attack_names=attack_names, batch=batch,
       repeats=repeats, warmup=warmup, emit=emit, options=options)
+  if gan_kinds:
+    records += gans.bench_gans(kinds=gan_kinds, datasets=gan_datasets, cpu=gan_cpu,
+                               overrides=gan_overrides, rounds=gan_rounds, warmup=warmup, emit=emit)
   if torch_python:
     for m in torch_models:
       for rec in torch_comparison(torch_python, script=torch_script, rounds=torch_rounds,
@@ -166,10 +182,26 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
   return records, meta
 
 
-def rerender(jsonl_path: str, markdown_path: str) -> str:
+def rerender(jsonl_paths: Union[str, Sequence[str]], markdown_path: str) -> str:
   """Measures nothing: writes BENCHMARKS.md to ``markdown_path`` from the JSON lines (with their
-  final meta line) that an earlier ``json_lines`` run printed. Returns the markdown."""
-  records, meta = read_jsonl(jsonl_path)
+  final meta line) that earlier ``json_lines`` runs printed. Returns the markdown.
+
+  Args:
+    jsonl_paths: one path, or several (a sequence, or comma-separated): their records are
+      concatenated; the machine and command are the first file's, and the header lists each further
+      run's command, date and load (``meta["merged_runs"]``), e.g. a GAN-only run merged into a full
+      one.
+    markdown_path: where the markdown is written.
+  """
+  paths = [p for p in (jsonl_paths.split(",") if isinstance(jsonl_paths, str) else jsonl_paths)
+           if p]
+  records, meta = read_jsonl(paths[0])
+  meta = dict(meta)
+  for p in paths[1:]:
+    more, more_meta = read_jsonl(p)
+    records += more
+    meta.setdefault("merged_runs", []).append(
+        {k: more_meta.get(k) for k in ("date", "command", "loadavg", "loadavg_end", "wall_s")})
   md = render_markdown(records, meta)
   with open(markdown_path, "w") as f:
     f.write(md)
