@@ -13,6 +13,14 @@ naming what differs (:func:`robust_jax.evaluation.suite_name`, e.g. ``eval_best_
 so a partial run never replaces the full report, and rerunning one suite replaces only its own
 files.
 
+``--curve=0.05,0.1,0.2`` also measures robust accuracy at each of those radii with one attack
+(``--curve_attack``: a column such as ``PGD-20``, the default, swept over eps in one compiled
+program, or a minimum-norm attack ``fmn`` / ``ddn`` / ``deepfool`` run once for every eps; see
+:func:`robust_jax.evaluation.robustness_curve`) on the same examples and seed (a column of the
+table with that column's random starts, so that at ``--eps`` it repeats the column's own number),
+and writes ``<suite>_curve_<attack>.json`` and ``.png`` (accuracy against eps, the training eps
+marked) next to the report.
+
 Every record says what was run: the split, the number of examples, eps and the norm, the seed and
 the key, every hyperparameter of every column (``attack_settings``: budgets, variants, restarts),
 the checkpoint (which, epoch, step) and the library version; the Markdown header says the same.
@@ -24,8 +32,10 @@ unreadable workdir is one line on stderr (exit code 2 or 1), not a traceback. A 
 stderr names the attack and batch that run (``--noprogress`` hides it).
 """
 
+import dataclasses
 import json
 import os
+import re
 
 from absl import flags, logging
 
@@ -33,6 +43,7 @@ import launch  # noqa: F401  (XLA CPU flags)
 import jax
 from launch import _cli
 from robust_jax import evaluation
+from robust_jax import evaluation_curves
 from robust_jax import validation
 from robust_jax.data import pipeline
 from robust_jax.training import restore
@@ -51,6 +62,23 @@ _SEED = flags.DEFINE_integer("seed", 0, "Attack randomness.")
 _APGD_VARIANT = flags.DEFINE_enum("apgd_variant", "official", ["official", "paper"],
                                   "APGD algorithm of the APGD and AA columns.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "A progress bar per attack and batch on stderr.")
+_CURVE = flags.DEFINE_list("curve", [], "Radii of a robustness curve (e.g. 0.05,0.1,0.2); none: "
+                           "no curve.")
+_CURVE_ATTACK = flags.DEFINE_string("curve_attack", "PGD-20",
+                                    "The curve's attack: FGSM, PGD-<k>, CW-inf, APGD-CE, APGD-T "
+                                    "(swept over eps) or fmn, ddn, deepfool (minimum norm).")
+
+
+def _curve_eps() -> list:
+  """The radii of --curve, as floats (a usage error for anything else)."""
+  values = []
+  for v in _CURVE.value:
+    try:
+      values.append(float(v))
+    except ValueError:
+      raise _cli.UsageError(f"--curve: {v!r} is not a number") from None
+  return values
+
 
 def _check_flags():
   """The flags that need nothing loaded."""
@@ -67,6 +95,13 @@ def _check_flags():
   _cli.check(not unknown, f"--attacks: unknown {unknown}; valid: {list(evaluation.TABLE_COLUMNS)}")
   dup = sorted({a for a in _ATTACKS.value if _ATTACKS.value.count(a) > 1})
   _cli.check(not dup, f"--attacks: {dup} given twice")
+  curve = _curve_eps()
+  _cli.check(all(0.0 < e < float("inf") for e in curve), f"--curve radii must be > 0, got {curve}")
+  _cli.check(len(set(curve)) == len(curve), f"--curve: a radius given twice in {curve}")
+  try:
+    evaluation_curves.check_curve_attack(_CURVE_ATTACK.value)
+  except ValueError as e:
+    raise _cli.UsageError(f"--curve_attack: {e}") from e
 
 
 def main(argv):
@@ -85,6 +120,14 @@ def main(argv):
     validation.check_eps(eps, info["norm"], low_open=True, image_shape=(1, *ds.image_shape))
   except ValueError as e:
     raise _cli.UsageError(f"--eps: {e}") from e
+  curve_eps = _curve_eps()
+  try:
+    for e in curve_eps:
+      validation.check_eps(e, info["norm"], low_open=True, image_shape=(1, *ds.image_shape))
+    if curve_eps:
+      evaluation_curves.check_curve_attack(_CURVE_ATTACK.value, info["norm"])
+  except ValueError as e:
+    raise _cli.UsageError(f"--curve: {e}") from e
   data = dict(ds.split(_SPLIT.value))
   size = len(data["label"])
   _cli.check(size > 0, f"the {_SPLIT.value} split of {config.dataset} is empty")
@@ -132,6 +175,21 @@ def main(argv):
                   num_examples_requested=_NUM_EXAMPLES.value)
     json.dump(record, f, indent=2)
   print(f"wrote {out}.md and {out}.json")
+  if curve_eps:
+    curve = evaluation.robustness_curve(
+        logits_fn, data, curve_eps, attack=_CURVE_ATTACK.value, key=jax.random.key(_SEED.value),
+        batch_size=batch_size, norm=info["norm"], seed=_SEED.value, training_eps=info["eps"],
+        n_iter=_N_ITER.value, apgd_variant=_APGD_VARIANT.value,
+        # A column of the table: its random starts, so the curve at --eps is its own accuracy.
+        key_index=report.attack_key_index.get(_CURVE_ATTACK.value, 0))
+    curve = dataclasses.replace(curve, context=dict(
+        suite=name, method=info["method"], model=info["model"], dataset=info["dataset"],
+        split=_SPLIT.value, checkpoint=_WHICH.value, epoch=info["epoch"], step=info["step"]))
+    print(f"robust accuracy against eps ({_CURVE_ATTACK.value}, {curve.kind.replace('_', ' ')}): "
+          + ", ".join(f"{e:g}: {100 * a:.2f}" for e, a in zip(curve.eps, curve.accuracy)))
+    paths = evaluation_curves.save_robustness_curve(
+        curve, f"{out}_curve_{re.sub(r'[^A-Za-z0-9_.+-]', '-', _CURVE_ATTACK.value)}")
+    print(f"wrote {paths[0]} and {paths[1]}")
 
 
 if __name__ == "__main__":

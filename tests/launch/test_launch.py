@@ -98,6 +98,24 @@ def test_eval_flags_are_checked_with_one_line(trained, args, match):
   assert "launch.eval: error: " in out.stderr
 
 
+def test_eval_writes_a_robustness_curve_next_to_the_report(trained):
+  wd, _ = trained
+  bad = _run("launch.eval", f"--workdir={wd}", "--curve=0.1,abc", check=False)
+  assert bad.returncode == 2 and "--curve: 'abc' is not a number" in bad.stderr
+  out = _run("launch.eval", f"--workdir={wd}", "--attacks=PGD-20", "--num_examples=20",
+             "--eps=0.1", "--curve=0.05,0.1", "--noprogress")
+  stem = os.path.join(wd, "eval_best_PGD-20_eps0.1_n20")
+  curve, report = _load(stem + "_curve_PGD-20.json"), _load(stem + ".json")
+  assert curve["eps"] == [0.05, 0.1] and curve["kind"] == "eps_swept"
+  assert curve["n_examples"] == 20 and curve["seed"] == 0 and curve["norm"] == "linf"
+  assert curve["training_eps"] == report["training_eps"] and curve["context"]["step"] > 0
+  # The column's own random starts: at --eps the curve repeats the table's number.
+  assert curve["accuracy"][1] == report["attack_accuracy"]["PGD-20"]
+  with open(stem + "_curve_PGD-20.png", "rb") as f:
+    assert f.read(4) == b"\x89PNG"
+  assert "robust accuracy against eps (PGD-20" in out.stdout
+
+
 @pytest.mark.parametrize("args,match", [
     (["--what=landscape", "--num_points=1"], "num_points must be an odd integer >= 3"),
     (["--what=landscape", "--num_points=20"], "num_points must be an odd integer >= 3"),
