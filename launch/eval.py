@@ -21,6 +21,13 @@ table with that column's random starts, so that at ``--eps`` it repeats the colu
 and writes ``<suite>_curve_<attack>.json`` and ``.png`` (accuracy against eps, the training eps
 marked) next to the report.
 
+``--robustbench`` runs RobustBench's evaluation instead of the table
+(:func:`robust_jax.robustbench.benchmark`: AutoAttack ``standard``, ``--n_iter`` / ``--n_queries``
+as given, on the first ``--num_examples`` test points, default RobustBench's 10,000 for CIFAR or the
+whole split) and writes ``model_info/<dataset>/<Linf|L2>/<--robustbench_name>.json`` in the
+workdir, RobustBench's leaderboard fields (clean_acc, autoattack_acc, eps, dataset, architecture,
+...) plus the threat model, n_examples and version.
+
 Every record says what was run: the split, the number of examples, eps and the norm, the seed and
 the key, every hyperparameter of every column (``attack_settings``: budgets, variants, restarts),
 the checkpoint (which, epoch, step) and the library version; the Markdown header says the same.
@@ -44,6 +51,7 @@ import jax
 from launch import _cli
 from robust_jax import evaluation
 from robust_jax import evaluation_curves
+from robust_jax import robustbench
 from robust_jax import validation
 from robust_jax.data import pipeline
 from robust_jax.training import restore
@@ -67,6 +75,12 @@ _CURVE = flags.DEFINE_list("curve", [], "Radii of a robustness curve (e.g. 0.05,
 _CURVE_ATTACK = flags.DEFINE_string("curve_attack", "PGD-20",
                                     "The curve's attack: FGSM, PGD-<k>, CW-inf, APGD-CE, APGD-T "
                                     "(swept over eps) or fmn, ddn, deepfool (minimum norm).")
+
+
+_ROBUSTBENCH = flags.DEFINE_bool("robustbench", False, "Run RobustBench's evaluation (AutoAttack "
+                                  "standard) and write its model-info JSON instead of the table.")
+_RB_NAME = flags.DEFINE_string("robustbench_name", None, "The model's name in the JSON (default "
+                               "<method>_<model>).")
 
 
 def _curve_eps() -> list:
@@ -137,6 +151,9 @@ def main(argv):
   if _NUM_EXAMPLES.value:
     data = {k: v[:_NUM_EXAMPLES.value] for k, v in data.items()}
   data = {"image": pipeline.to_float(data["image"]), "label": data["label"]}
+  if _ROBUSTBENCH.value:
+    _robustbench(logits_fn, info, data, eps, workdir)
+    return
   table = evaluation.default_attacks(eps, norm=info["norm"], n_iter=_N_ITER.value,
                                      n_queries=_N_QUERIES.value,
                                      apgd_variant=_APGD_VARIANT.value)
@@ -190,6 +207,35 @@ def main(argv):
     paths = evaluation_curves.save_robustness_curve(
         curve, f"{out}_curve_{re.sub(r'[^A-Za-z0-9_.+-]', '-', _CURVE_ATTACK.value)}")
     print(f"wrote {paths[0]} and {paths[1]}")
+
+
+def _robustbench(logits_fn, info, data, eps, workdir):
+  """``--robustbench``: RobustBench's evaluation of the checkpoint and its model-info JSON."""
+  threat = {"linf": "Linf", "l2": "L2"}.get(info["norm"])
+  _cli.check(threat is not None, f"--robustbench: RobustBench ranks Linf and L2 models; this one "
+                                 f"was trained with norm={info['norm']!r}")
+  _cli.check(_SPLIT.value == "test", "--robustbench evaluates the test split (RobustBench's); "
+                                     f"got --split={_SPLIT.value}")
+  name = _RB_NAME.value or f"{info['method']}_{info['model']}"
+  _cli.check(bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", name)),
+             f"--robustbench_name must be letters, digits and _.+- only, got {name!r}")
+  n = _NUM_EXAMPLES.value or None
+  entry = robustbench.benchmark(
+      logits_fn, data["image"], data["label"], dataset=info["dataset"], threat_model=threat,
+      eps=eps, key=jax.random.key(_SEED.value), n_examples=n,
+      batch_size=min(_BATCH.value, len(data["label"])), model_name=name,
+      architecture=info["model"], n_iter=_N_ITER.value, n_queries=_N_QUERIES.value,
+      apgd_variant=_APGD_VARIANT.value)
+  entry["robust_jax"].update(method=info["method"], checkpoint=_WHICH.value, epoch=info["epoch"],
+                             step=info["step"], seed=_SEED.value, n_iter=_N_ITER.value,
+                             n_queries=_N_QUERIES.value)
+  path = robustbench.model_info_path(workdir, dataset=info["dataset"], threat_model=threat,
+                                     model_name=name)
+  robustbench.write_model_info(path, entry)
+  print(f"RobustBench ({threat}, eps {eps:g}, AutoAttack {entry['version']}, "
+        f"{entry['n_examples']} test examples): clean {entry['clean_acc']}%, AutoAttack "
+        f"{entry['autoattack_acc']}%")
+  print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,22 @@ def test_a_partial_eval_never_replaces_a_fuller_report(trained):
   assert "evaluate FGSM" not in quiet.stderr
 
 
+def test_eval_robustbench_writes_the_leaderboard_fields(trained):
+  wd, _ = trained
+  out = _run("launch.eval", f"--workdir={wd}", "--robustbench", "--num_examples=40", "--n_iter=3",
+             "--n_queries=10", "--robustbench_name=tiny")
+  path = os.path.join(wd, "model_info", "digits", "Linf", "tiny.json")
+  info = _load(path)
+  assert (info["dataset"], info["threat_model"], info["version"], info["n_examples"]) == (
+      "digits", "Linf", "standard", 40)
+  assert info["name"] == "tiny" and info["architecture"] == "mlp" and info["eps"] == 0.2
+  assert 0.0 <= float(info["autoattack_acc"]) <= float(info["clean_acc"]) <= 100.0
+  assert info["robust_jax"]["stages"] == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+  assert info["robust_jax"]["accuracy_after_stage"][-1] * 100 == pytest.approx(
+      float(info["autoattack_acc"]), abs=0.006)
+  assert f"wrote {path}" in out.stdout
+
+
 @pytest.mark.parametrize("args,match", [
     (["--eps=2"], "eps must be in (0, 1) for norm='linf'"),
     (["--eps=-0.1"], "--eps must be > 0"),
