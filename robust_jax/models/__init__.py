@@ -27,6 +27,7 @@ name                          architecture (reference code)                   in
 ``wrn28_10``                  TRADES/MART WideResNet, depth 28, width 10      32x32x3 36,479,194
 ``wrn32_10``                  Madry's WRN-32-10 (Dynamic AT, FAT, GAIRAT)     32x32x3 46,160,474
 ``wrn34_10``                  TRADES/MART/AWP WRN-34-10 (= wrn32_10)          32x32x3 46,160,474
+``wrn70_16``                  the same blocks at depth 70, width 16 (memory)  32x32x3 266,796,506
 ``cifs_cnn4``                 cnn4 with CIFS after both stages (HanshuYAN)    28x28x1 427,998
 ``cifs_resnet18``             CIFS's ResNet18_L4: CIFS after layer4's blocks  32x32x3 11,246,046
 ============================= =============================================== ======= ==========
@@ -37,8 +38,13 @@ and the initialisation; :mod:`robust_jax.models.resnet` gives the official files
 
 Model options: the ResNet family (``resnet18``, ``preact_resnet18*``, ``wrn*``) takes
 ``sgm_gamma`` (the Skip Gradient Method, :mod:`robust_jax.models.sgm`: the backward pass through the
-residual branches scaled by gamma, the forward unchanged); ``cifs_*`` are the CIFS models
-(:mod:`robust_jax.models.cifs`).
+residual branches scaled by gamma, the forward unchanged) and ``remat`` (every residual block
+rematerialised in the backward pass with ``nn.remat``: the same logits, gradients and parameters,
+less memory, more compute; ``config.remat`` in training, :data:`REMAT_MODELS`); ``cifs_*`` are the
+CIFS models (:mod:`robust_jax.models.cifs`). ``wrn70_16`` is the TRADES-style WideResNet at the
+size of RobustBench's strongest entries (their WRN-70-16s, Gowal et al. and Rebuffi et al., use
+DeepMind's variant with Swish activations, which is not this one); it is here for the memory
+benchmark of ``remat``.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),
     "wrn32_10": functools.partial(WideResNet, depth=32, widen_factor=10, depth_convention="madry"),
     "wrn34_10": functools.partial(WideResNet, depth=34, widen_factor=10),
+    "wrn70_16": functools.partial(WideResNet, depth=70, widen_factor=16),
     "cifs_cnn4": CIFSCNN4,
     "cifs_resnet18": CIFSResNet18,
 }
@@ -113,6 +120,16 @@ def get_model(name: str, *, num_classes: int = 10, conv_vjp: str = "custom",
   return MODELS[name](num_classes=num_classes, **kwargs)
 
 
+# The models whose residual blocks ``remat=True`` rematerialises.
+REMAT_MODELS = ("preact_resnet18", "preact_resnet18_fast", "preact_resnet18_gradalign", "resnet18",
+                "wrn28_10", "wrn32_10", "wrn34_10", "wrn70_16")
+
+
+def supports_remat(name: str) -> bool:
+  """Whether ``get_model(name, remat=True)`` rematerialises residual blocks."""
+  return name in REMAT_MODELS
+
+
 def count_params(params: Any) -> int:
   """Number of scalars in a parameter pytree (arrays or ``jax.ShapeDtypeStruct``s).
 
@@ -126,7 +143,7 @@ def count_params(params: Any) -> int:
 
 
 __all__ = [
-    "MODELS", "get_model", "count_params", "MLP", "CNN4", "CNN8", "SmallCNN", "MNISTNet",
+    "MODELS", "REMAT_MODELS", "get_model", "count_params", "supports_remat", "MLP", "CNN4", "CNN8", "SmallCNN", "MNISTNet",
     "PreActResNet18", "ResNet18", "WideResNet", "blocks_per_group", "Conv", "conv2d", "max_pool_2x2",
     "global_avg_pool", "layers",
 ]

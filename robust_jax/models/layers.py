@@ -178,8 +178,16 @@ def batch_norm(train: bool, dtype: Optional[Any] = None, name: Optional[str] = N
                       name=name)
 
 
+def remat_block(block_cls, remat: bool):
+  """``block_cls`` or, with ``remat``, its ``nn.remat`` (the ``train`` flag, argument 2 of
+  ``__call__(self, x, train)``, static): the same parameter names, outputs and gradients; in the
+  backward pass the block's activations are recomputed from its input instead of stored."""
+  return nn.remat(block_cls, static_argnums=(2,)) if remat else block_cls
+
+
 __all__ = [
     "Conv", "Dense", "Initializer", "PaddingLike", "VJPS", "batch_norm", "conv2d",
     "global_avg_pool", "kaiming_normal_fan_in", "kaiming_normal_fan_out", "max_pool_2x2",
-    "normalize_input", "relu_max_pool_2x2", "torch_default_bias_init", "torch_default_kernel_init",
+    "normalize_input", "relu_max_pool_2x2", "remat_block", "torch_default_bias_init",
+    "torch_default_kernel_init",
 ]

@@ -221,6 +221,9 @@ class ResNet18(nn.Module):
       :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
     sgm_gamma: the Skip Gradient Method's backward scale of every residual branch
       (:mod:`robust_jax.models.sgm`); the forward and the parameters do not depend on it.
+    remat: rematerialise every residual block in the backward pass (``nn.remat``: only the block
+      inputs are kept, the rest recomputed), trading compute for memory; the logits, the
+      gradients and the parameters do not depend on it.
   """
   num_classes: int = 10
   dtype: Any = jnp.float32
@@ -228,6 +231,7 @@ class ResNet18(nn.Module):
   std: Optional[Tuple[float, ...]] = None
   conv_vjp: str = "custom"
   sgm_gamma: float = 1.0
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -235,8 +239,8 @@ class ResNet18(nn.Module):
     x = layers.normalize_input(x, self.mean, self.std)
     x = _conv(64, 3, 1, self.dtype, "conv1", vjp=self.conv_vjp)(x)
     x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
-    block = functools.partial(BasicBlock, dtype=self.dtype, conv_vjp=self.conv_vjp,
-                              sgm_gamma=self.sgm_gamma)
+    block = functools.partial(layers.remat_block(BasicBlock, self.remat), dtype=self.dtype,
+                              conv_vjp=self.conv_vjp, sgm_gamma=self.sgm_gamma)
     x = layers.global_avg_pool(_stages(block, x, train))
     return _linear(self.num_classes, x, self.dtype)(x).astype(jnp.float32)
 
@@ -271,6 +275,7 @@ class PreActResNet18(nn.Module):
       :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
     sgm_gamma: the Skip Gradient Method's backward scale of every residual branch
       (:mod:`robust_jax.models.sgm`); the forward and the parameters do not depend on it.
+    remat: rematerialise every residual block in the backward pass (see :class:`ResNet18`).
 
   Raises:
     ValueError: (when called) for an unknown ``shortcut_input`` or ``initialization``.
@@ -292,6 +297,7 @@ class PreActResNet18(nn.Module):
   initialization: str = "torch"
   conv_vjp: str = "custom"
   sgm_gamma: float = 1.0
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -300,7 +306,8 @@ class PreActResNet18(nn.Module):
     _check_choice("initialization", self.initialization, INITS)
     x = layers.normalize_input(x, self.mean, self.std)
     x = _conv(64, 3, 1, self.dtype, "conv1", self.initialization, self.conv_vjp)(x)
-    block = functools.partial(PreActBlock, dtype=self.dtype, shortcut_input=self.shortcut_input,
+    block = functools.partial(layers.remat_block(PreActBlock, self.remat), dtype=self.dtype,
+                              shortcut_input=self.shortcut_input,
                               initialization=self.initialization, conv_vjp=self.conv_vjp,
                               sgm_gamma=self.sgm_gamma)
     x = _stages(block, x, train)

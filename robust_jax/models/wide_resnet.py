@@ -116,6 +116,8 @@ class WideResNet(nn.Module):
       :class:`~robust_jax.models.layers.Conv`); the parameters do not depend on it.
     sgm_gamma: the Skip Gradient Method's backward scale of every residual branch
       (:mod:`robust_jax.models.sgm`); the forward and the parameters do not depend on it.
+    remat: rematerialise every residual block in the backward pass (``nn.remat``), trading
+      compute for memory (what WRN-70-16 needs); logits, gradients and parameters unchanged.
   """
   depth: int = 34
   widen_factor: int = 10
@@ -126,6 +128,7 @@ class WideResNet(nn.Module):
   std: Optional[Tuple[float, ...]] = None
   conv_vjp: str = "custom"
   sgm_gamma: float = 1.0
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -136,12 +139,13 @@ class WideResNet(nn.Module):
     """
     n = blocks_per_group(self.depth, self.depth_convention)
     k = self.widen_factor
+    block = layers.remat_block(WideBasicBlock, self.remat)
     x = layers.normalize_input(x, self.mean, self.std)
     x = _conv(16, 3, 1, self.dtype, "conv1", self.conv_vjp)(x)
     for g, (planes, stride) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 2))):
       for b in range(n):
-        x = WideBasicBlock(planes, stride if b == 0 else 1, self.dtype, conv_vjp=self.conv_vjp,
-                           sgm_gamma=self.sgm_gamma, name=f"block{g + 1}_{b}")(x, train)
+        x = block(planes, stride if b == 0 else 1, self.dtype, conv_vjp=self.conv_vjp,
+                  sgm_gamma=self.sgm_gamma, name=f"block{g + 1}_{b}")(x, train)
     x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
     x = layers.global_avg_pool(x)
     x = Dense(self.num_classes, kernel_init=layers.torch_default_kernel_init(), dtype=self.dtype,

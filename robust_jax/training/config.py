@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.label_noise_seed = 0
   c.model = "mlp"
   c.dtype = "float32"           # compute dtype: float32 | bfloat16 (parameters stay float32)
+  c.remat = False               # rematerialise the residual blocks (memory for wide networks)
   # Method.
   c.method = "pgd_at"
   c.eps = 0.3
@@ -157,7 +158,7 @@ FIELDS_FREE_ON_RESUME = ("data_dir", "progress", "log_every_steps", "checkpoint_
                          "keep_checkpoints", "train_diagnostics", "eval_batch_size",
                          "select_attack_steps", "select_step_size", "test_attack_steps",
                          "coordinator_address", "num_processes", "process_id", "restart",
-                         "allow_config_change")
+                         "allow_config_change", "remat")
 
 
 def _check(ok: bool, msg: str):
@@ -194,6 +195,13 @@ def validate(c: ml_collections.ConfigDict, *, num_devices: int = 1) -> None:
          f"config.optimizer must be 'sgd' or 'adam', got {c.optimizer!r}")
   _check(c.dtype in ("float32", "bfloat16"),
          f"config.dtype must be 'float32' or 'bfloat16', got {c.dtype!r}")
+  _check(isinstance(c.get("remat", False), bool),
+         f"config.remat must be True or False, got {c.get('remat')!r}")
+  if c.get("remat", False):
+    from robust_jax import models  # pylint: disable=import-outside-toplevel
+    _check(models.supports_remat(c.model),
+           f"config.remat=True needs a model with residual blocks ({models.REMAT_MODELS}), got "
+           f"config.model={c.model!r}")
   _check(c.co_guard in ("off", "stop", "rollback"),
          f"config.co_guard must be one of ('off', 'stop', 'rollback'), got {c.co_guard!r}")
   _check(c.periodic_eps in ("", "cycle_cos", "cycle_linear"),

@@ -87,13 +87,16 @@ def build_model(config: Any, num_classes: int):
   """The model of a training config: ``config.model`` with its compute ``dtype``.
 
   Args:
-    config: a training config (``model``, optionally ``dtype``: ``"float32"`` or ``"bfloat16"``).
+    config: a training config (``model``, optionally ``dtype``: ``"float32"`` or ``"bfloat16"``,
+      and ``remat``: rematerialised residual blocks).
     num_classes: number of logits.
 
   Returns:
     An unbound linen module.
   """
   kwargs = {"dtype": jnp.bfloat16} if config.get("dtype", "float32") == "bfloat16" else {}
+  if config.get("remat", False):
+    kwargs["remat"] = True
   return models.get_model(config.model, num_classes=num_classes, **kwargs)
 
 

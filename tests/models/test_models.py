@@ -34,6 +34,7 @@ _EXPECTED_PARAMS = {
     "wrn28_10": 36_479_194,
     "wrn32_10": 46_160_474,
     "wrn34_10": 46_160_474,
+    "wrn70_16": 266_796_506,
 }
 
 
@@ -98,6 +99,7 @@ def test_param_count_matches_reference(name):
 def test_wrn_counts_follow_from_the_block_arithmetic():
   assert _wrn_params(4, 10) == _EXPECTED_PARAMS["wrn28_10"]
   assert _wrn_params(5, 10) == _EXPECTED_PARAMS["wrn34_10"]
+  assert _wrn_params(11, 16) == _EXPECTED_PARAMS["wrn70_16"]
   # PyTorch's count of the TRADES class adds its unused sub_block1 (one more first group).
   assert _wrn_params(5, 10) + _wrn_group_params(5, 16, 160) == 48_262_586
   assert _wrn_params(4, 10) + _wrn_group_params(4, 16, 160) == 38_119_866
