@@ -38,6 +38,8 @@ LIGHT_METHODS = ("standard", "standard" + FAST, "pgd_at", "pgd_at" + FAST, "pgd_
 RESNET_METHODS = ("standard", "pgd_at", "pgd_at" + FAST, "pgd_at+awp", "trades", "dart", "fat",
                   "fat@attack_compaction=0", "fgsm_at", "gradalign", "elle")
 HEAVY_METHODS = ("standard", "pgd_at", "pgd_at" + FAST)
+# Memory for wide networks: PGD-10 AT with and without rematerialised residual blocks.
+REMAT_METHODS = ("pgd_at" + FAST, "pgd_at" + FAST + "@remat=true")
 LIGHT_ATTACKS = ("fwd_bwd", "pgd10", "pgd10_unrolled", "pgd10_default_vjp", "pgd20", "pgd10_fat",
                  "pgd10_fat_compact",
                  "pgd10_fosc", "apgd_ce", "autoattack")
@@ -82,6 +84,9 @@ MODEL_SPECS: Dict[str, ModelSpec] = {
     "wrn28_10": ModelSpec(**_CIFAR, batch=8, methods=HEAVY_METHODS, attacks=HEAVY_ATTACKS),
     "wrn32_10": ModelSpec(**_CIFAR, batch=8, methods=HEAVY_METHODS, attacks=HEAVY_ATTACKS),
     "wrn34_10": ModelSpec(**_CIFAR, batch=8, methods=HEAVY_METHODS, attacks=HEAVY_ATTACKS),
+    # Not a default model: ``--models=wrn34_10,wrn70_16 --methods=<REMAT_METHODS>`` gives the
+    # remat rows (peak memory and step time with and without rematerialised blocks).
+    "wrn70_16": ModelSpec(**_CIFAR, batch=2, methods=REMAT_METHODS, attacks=()),
 }
 DEFAULT_MODELS = ("mlp", "small_cnn", "preact_resnet18", "wrn34_10")
 STEPS_PER_EPOCH = 100
