@@ -4,6 +4,7 @@ r"""Speed of the real training steps and of the attacks: compile time, step time
   python -m launch.benchmark --models=small_cnn --methods=standard,pgd_at --batch=64 --json
   python -m launch.benchmark --torch_python=/work/torchvenv/bin/python --write_markdown=BENCHMARKS.md
   python -m launch.benchmark --models= --gans --json > gans.jsonl     # the GAN steps alone
+  python -m launch.benchmark --models= --foolbox_python=/work/foolboxvenv/bin/python --json
 
 Flags -> :func:`robust_jax.benchmarking.run` (the package docstring says what each measurement is:
 the library's ``make_train_step`` compiled ahead of time on a synthetic batch, the attacks alone,
@@ -11,7 +12,10 @@ the PyTorch comparison). Methods are ``method[+weight_perturbation][@field=value
 ``pgd_at+awp``, ``dart@fosc_c_max=2``); attacks are ``fwd_bwd``, ``pgd10``, ``pgd20``,
 ``pgd10_unrolled``, ``pgd10_default_vjp``, ``pgd10_fat``, ``pgd10_fat_compact``, ``pgd10_fosc``,
 ``apgd_ce`` and ``autoattack``. ``--torch_python`` (a Python with ``torch``) adds the PyTorch
-comparison, run by ``launch/benchmark_torch.py``. ``--gans`` adds the GAN training steps (each
+comparison, run by ``launch/benchmark_torch.py``. ``--foolbox_python`` (a Python with foolbox
+3.3.4, in its own virtual environment) adds the library's attacks against foolbox's on the same JAX
+model and batch, alternated (:mod:`robust_jax.benchmarking.foolbox_worker`; ``--foolbox_attacks``,
+``--foolbox_batch``, ``--foolbox_rounds``). ``--gans`` adds the GAN training steps (each
 kind of ``--gan_kinds`` on each image size of ``--gan_datasets``, the kinds alternated in
 ``--gan_rounds`` rounds, with the WGAN-GP / WGAN ratios; :mod:`robust_jax.benchmarking.gans`); it
 is off by default, so the default run measures what it always did (the published-width MNIST-5k
@@ -57,6 +61,17 @@ _APGD_ITER = flags.DEFINE_integer("apgd_iter", 100, "APGD-CE iterations.")
 _AA_ITER = flags.DEFINE_integer("aa_n_iter", 10, "AutoAttack: APGD/FAB iterations.")
 _AA_QUERIES = flags.DEFINE_integer("aa_n_queries", 100, "AutoAttack: Square queries.")
 _FOSC_C = flags.DEFINE_float("fosc_c", 0.5, "FOSC threshold of the pgd10_fosc attack.")
+_FOOLBOX = flags.DEFINE_string(
+    "foolbox_python", "", "A Python with foolbox (its own venv): adds the foolbox comparison.")
+_FOOLBOX_ATTACKS = flags.DEFINE_list(
+    "foolbox_attacks", list(benchmarking.FOOLBOX_ATTACKS),
+    f"Attacks of the foolbox comparison, from {benchmarking.FOOLBOX_ATTACKS}.")
+_FOOLBOX_BATCH = flags.DEFINE_integer("foolbox_batch", 128,
+                                      "MNIST-5k test images attacked in the foolbox comparison.")
+_FOOLBOX_ROUNDS = flags.DEFINE_integer("foolbox_rounds", 3,
+                                       "Alternation rounds of the foolbox comparison.")
+_FOOLBOX_MIN_S = flags.DEFINE_float("foolbox_min_time_s", 1.0, "Foolbox comparison: each side's "
+                                    "calls in a round add up to at least this many seconds.")
 _GANS = flags.DEFINE_bool("gans", False, "Add the GAN training steps (off by default).")
 _GAN_KINDS = flags.DEFINE_list("gan_kinds", list(benchmarking.GAN_KINDS),
                                "GAN kinds timed with --gans.")
@@ -83,6 +98,9 @@ def main(argv):
     return
   try:  # before anything is measured
     benchmarking.check_gan_names(_GAN_KINDS.value, _GAN_DATASETS.value)
+    if _FOOLBOX.value:
+      benchmarking.check_foolbox_python(_FOOLBOX.value)
+      benchmarking.check_foolbox_attack_names(_FOOLBOX_ATTACKS.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   attack_names = _ATTACKS.value
@@ -97,6 +115,9 @@ def main(argv):
       torch_rounds=_TORCH_ROUNDS.value, torch_steps=_TORCH_STEPS.value, json_lines=_JSON.value,
       markdown_path=_MARKDOWN.value, gan_kinds=_GAN_KINDS.value if _GANS.value else (),
       gan_datasets=_GAN_DATASETS.value, gan_cpu=_GAN_CPU.value, gan_rounds=_GAN_ROUNDS.value,
+      foolbox_python=_FOOLBOX.value, foolbox_attacks=_FOOLBOX_ATTACKS.value,
+      foolbox_batch=_FOOLBOX_BATCH.value, foolbox_rounds=_FOOLBOX_ROUNDS.value,
+      foolbox_min_time_s=_FOOLBOX_MIN_S.value,
       command="python -m launch.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 

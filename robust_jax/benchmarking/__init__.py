@@ -40,32 +40,41 @@ that every example starts correctly classified):
 The PyTorch comparison (a Python with ``torch``; optional, outside the core install) adds the TRADES
 SmallCNN and PreActResNet-18 PGD-10 AT steps in PyTorch eager (``launch/benchmark_torch.py``), with
 and without ``channels_last`` and glibc malloc tuning, measured alternately with the JAX steps in
-the same session. The GAN training steps (``gan_kinds``; off by default) time each kind of
-:mod:`robust_jax.games` as its trainer compiles it, on digits and MNIST-5k shapes, alternating the
-kinds, with the WGAN-GP / WGAN step and critic-update ratios (:mod:`robust_jax.benchmarking.gans`).
-BENCHMARKS.md is always generated, never edited by hand.
+the same session. The foolbox comparison (a Python with foolbox 3.3.4, in its own virtual
+environment; optional) times the library's FGSM, PGD and minimum-norm attacks (CW-L2, DDN, FMN,
+DeepFool) against foolbox's on the same JAX model (Wong et al.'s MNIST network, parameters passed as
+``.npz``, logits checked equal) and MNIST-5k batch, alternated, with each side's robust accuracy or
+median norm (:mod:`robust_jax.benchmarking.foolbox_worker`). The GAN training steps (``gan_kinds``;
+off by default) time each kind of :mod:`robust_jax.games` as its trainer compiles it, on digits and
+MNIST-5k shapes, alternating the kinds, with the WGAN-GP / WGAN step and critic-update ratios
+(:mod:`robust_jax.benchmarking.gans`). BENCHMARKS.md is always generated, never edited by hand.
 
 Modules:
-  specs         what is measured: model shapes and budgets, method variants, attacks, labels.
-  timing        clocks, peak memory, synthetic batches, the machine.
-  measure       one training step, or one attack alone.
-  gans          the GAN training steps, alternated, and the WGAN-GP / WGAN ratios.
-  torch_worker  the PyTorch worker process and the alternating JAX / PyTorch session.
-  ratios        step-time ratios from the same run.
-  report        BENCHMARKS.md, the findings, the console lines, reading JSON lines back.
-  runs          a whole session: :func:`run`, :func:`run_benchmarks`, :func:`rerender`.
+  specs           what is measured: model shapes and budgets, method variants, attacks, labels.
+  timing          clocks, peak memory, synthetic batches, the machine.
+  measure         one training step, or one attack alone.
+  gans            the GAN training steps, alternated, and the WGAN-GP / WGAN ratios.
+  torch_worker    the PyTorch worker process and the alternating JAX / PyTorch session.
+  foolbox_worker  the foolbox worker process and the alternating library / foolbox attacks.
+  foolbox_script  the worker itself (runs in foolbox's venv; the attacks compared, the model).
+  ratios          step-time ratios from the same run.
+  report          BENCHMARKS.md, the findings, the console lines, reading JSON lines back.
+  runs            a whole session: :func:`run`, :func:`run_benchmarks`, :func:`rerender`.
 """
 
-from robust_jax.benchmarking import (gans, measure, ratios, report, runs, specs, timing,
-                                     torch_worker)
+from robust_jax.benchmarking import (foolbox_script, foolbox_worker, gans, measure, ratios,
+                                     report, runs, specs, timing, torch_worker)
+from robust_jax.benchmarking.foolbox_worker import (FOOLBOX_ATTACKS, FoolboxWorker,
+                                                    check_foolbox_attack_names,
+                                                    check_foolbox_python, foolbox_comparison)
 from robust_jax.benchmarking.gans import (GAN_DATASETS, GAN_KINDS, GAN_RATIOS, GANContender,
                                           bench_gans, check_gan_names)
 from robust_jax.benchmarking.measure import bench_attack, bench_train_step
 from robust_jax.benchmarking.ratios import compute_ratios
-from robust_jax.benchmarking.report import (ATTACK_HEADERS, EARLY_HEADERS, GAN_HEADERS,
-                                            GAN_RATIO_HEADERS, RATIO_HEADERS, TORCH_HEADERS,
-                                            TRAIN_HEADERS, WHILE_HEADERS, findings, read_jsonl,
-                                            render_markdown)
+from robust_jax.benchmarking.report import (ATTACK_HEADERS, EARLY_HEADERS, FOOLBOX_HEADERS,
+                                            GAN_HEADERS, GAN_RATIO_HEADERS, RATIO_HEADERS,
+                                            TORCH_HEADERS, TRAIN_HEADERS, WHILE_HEADERS, findings,
+                                            read_jsonl, render_markdown)
 from robust_jax.benchmarking.runs import alternate_while_unrolled, rerender, run, run_benchmarks
 from robust_jax.benchmarking.specs import (ATTACKS, DEFAULT_MODELS, LIB_FAST_LABEL, LIB_LABEL,
                                            MIN_LABEL, MODEL_SPECS, REQUIRED_KEYS, TORCH_MODELS,
@@ -74,12 +83,14 @@ from robust_jax.benchmarking.timing import machine_info, synthetic_batch
 from robust_jax.benchmarking.torch_worker import TorchWorker, torch_comparison
 
 __all__ = [
-    "ATTACKS", "ATTACK_HEADERS", "DEFAULT_MODELS", "EARLY_HEADERS", "GANContender", "GAN_DATASETS",
+    "ATTACKS", "ATTACK_HEADERS", "DEFAULT_MODELS", "EARLY_HEADERS", "FOOLBOX_ATTACKS",
+    "FOOLBOX_HEADERS", "FoolboxWorker", "GANContender", "GAN_DATASETS",
     "GAN_HEADERS", "GAN_KINDS", "GAN_RATIOS", "GAN_RATIO_HEADERS", "LIB_FAST_LABEL", "LIB_LABEL",
     "MIN_LABEL", "MODEL_SPECS", "ModelSpec", "RATIO_HEADERS", "REQUIRED_KEYS", "TORCH_HEADERS",
     "TORCH_MODELS", "TRAIN_HEADERS", "TorchWorker", "WHILE_HEADERS", "alternate_while_unrolled",
-    "bench_attack", "bench_gans", "bench_train_step", "check_gan_names", "compute_ratios",
-    "findings", "gans", "machine_info", "make_config",
+    "bench_attack", "bench_gans", "bench_train_step", "check_foolbox_attack_names",
+    "check_foolbox_python", "check_gan_names", "compute_ratios", "findings", "foolbox_comparison",
+    "foolbox_script", "foolbox_worker", "gans", "machine_info", "make_config",
     "measure", "ratios", "read_jsonl", "render_markdown", "report", "rerender", "run",
     "run_benchmarks", "runs", "specs", "synthetic_batch", "timing", "torch_comparison",
     "torch_worker",

@@ -4,7 +4,8 @@
 earlier ``--json`` run, read back by :func:`read_jsonl`): the machine and command, how to read the
 numbers, the training steps, the attacks alone, the ratios, early stopping, the while loop against
 the unrolled loop, the GAN training steps (with the alternated WGAN-GP / WGAN ratios), JAX against
-PyTorch, and :func:`findings`, plain statements of where the numbers stand.
+PyTorch, the library's attacks against foolbox's, and :func:`findings`, plain statements of where
+the numbers stand.
 
 Example:
 
@@ -65,6 +66,12 @@ TORCH_HEADERS = ("implementation", "PGD-10 AT step ms", "fastest AT step ms", "c
                  "JAX library step without diagnostics / this", "JAX minimal step / this",
                  "JAX library / this, fastest steps")
 
+FOOLBOX_HEADERS = ("attack (library / foolbox)", "budget", "library examples/s",
+                   "foolbox examples/s", "foolbox time / library time", "per round",
+                   "library: robust acc. or success, median norm", "foolbox: the same",
+                   "median per-example norm foolbox / library (min-norm)", "library compile s",
+                   "foolbox first call s")
+
 
 def _header_lines(meta: Dict[str, Any]) -> List[str]:
   """The title, the machine and command of the run, and how to read the tables."""
@@ -79,7 +86,8 @@ def _header_lines(meta: Dict[str, Any]) -> List[str]:
          f"{fmt(meta.get('matmul_gflops'))} GFLOP/s",
          f"* Python {meta.get('python', '?')}, jax {meta.get('jax', '?')}, jaxlib "
          f"{meta.get('jaxlib', '?')}, flax {meta.get('flax', '?')}, optax {meta.get('optax', '?')}"
-         + (f", torch {meta['torch']}" if meta.get("torch") else ""),
+         + (f", torch {meta['torch']}" if meta.get("torch") else "")
+         + (f", foolbox {meta['foolbox']} (its own venv)" if meta.get("foolbox") else ""),
          f"* XLA_FLAGS: `{meta.get('xla_flags', '')}`",
          f"* load average (1, 5, 15 min) at the start: {meta.get('loadavg', '?')}; at the end: "
          f"{meta.get('loadavg_end', '?')} (above the core count means other processes shared the "
@@ -137,6 +145,59 @@ def _torch_lines(fw: Sequence[Dict[str, Any]]) -> List[str]:
                  r["examples_per_s"], r["lib_over_this"], r.get("fast_over_this"),
                  r["min_over_this"], r.get("lib_over_this_fastest")) for r in rows]), ""]
   return out
+
+
+def _did(summary: Dict[str, Any]) -> str:
+  """What one side of a foolbox comparison achieved: robust accuracy, or success and median norm."""
+  if not summary:
+    return ""
+  if "robust_accuracy" in summary:
+    return f"robust acc. {100 * summary['robust_accuracy']:.1f}%"
+  med = summary.get("median_norm")
+  return (f"success {100 * summary['success']:.1f}%, median "
+          + ("inf" if med is None else f"{med:.4f}"))
+
+
+def _foolbox_lines(fb: Sequence[Dict[str, Any]]) -> List[str]:
+  """The table of the library's attacks against foolbox's (``kind="foolbox"`` records)."""
+  if not fb:
+    return []
+  r0 = fb[0]
+  notes = [r for r in fb if r.get("note")]
+  loads = [float(l.split()[0]) for r in fb for l in r.get("loadavg", ())
+           if l and l.split()[0].replace(".", "", 1).isdigit()]
+  return [
+      f"## Against foolbox {r0.get('foolbox_version', '?')} (same JAX model)", "",
+      f"Both sides attack the same `{r0['model']}` (Wong et al.'s MNIST network, trained "
+      f"{r0.get('train_steps', '?')} Adam steps on MNIST-5k; the worker rebuilds it in plain JAX "
+      "from the library's parameters, passed as `.npz`: max |logits difference| = "
+      f"{r0.get('logits_max_abs_diff', float('nan')):.2g}) on the same {r0['batch']} MNIST-5k "
+      "test images, labels = the model's predictions (clean accuracy "
+      f"{100 * r0.get('clean_accuracy', 1.0):.0f}%). The library's attack is "
+      "`robust_jax.attacks.make(...)` jitted; foolbox's is `foolbox.attacks.<Attack>` on "
+      "`foolbox.JAXModel` of the jitted forward (foolbox runs the attack loop eagerly, op by op, "
+      f"through eagerpy {r0.get('eagerpy', '?')}, jax {r0.get('foolbox_jax', '?')}, in its own "
+      "virtual environment). The two alternate in "
+      f"{r0.get('rounds', '?')} rounds, each side's calls adding up to at least "
+      f"{r0.get('min_time_s', '?')} s per round; examples/s is the batch over the median call, "
+      "the ratio the median of the per-round ratios (> 1: the library is faster). Hyperparameters "
+      "are set explicitly equal on both sides (`robust_jax/benchmarking/foolbox_script.py`, "
+      "`COMPARISONS`); the result columns show that both did the same work on the same "
+      "inputs (robust accuracy at eps for FGSM and PGD, whose random starts draw different "
+      "numbers on the two sides; for the minimum-norm attacks the fraction with an adversarial "
+      "found and the median norm over the batch, not found = inf). "
+      + (f"1-minute load average during the comparison: {min(loads):.2f} to {max(loads):.2f}."
+         if loads else ""), "",
+      table(FOOLBOX_HEADERS, [
+          (f"`{r['lib_attack']}` {r.get('norm', '')} / `{r['attack']}`", r.get("budget", ""),
+           r["examples_per_s"], r["foolbox_examples_per_s"], r["foolbox_over_lib"],
+           ", ".join(f"{v:.2f}" for v in r.get("per_round", ())), _did(r.get("lib_summary")),
+           _did(r.get("foolbox_summary")),
+           f"{r['distance_ratio_median']:.3f}" if r.get("eps") is None
+           and r.get("distance_ratio_median") is not None else "", r["compile_s"],
+           r.get("foolbox_first_call_s")) for r in fb]), ""] + (
+               ["What still differs between the implementations (same hyperparameters):", ""]
+               + [f"* `{r['method']}`: {r['note']}" for r in notes] + [""] if notes else [])
 
 
 def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> str:
@@ -198,6 +259,7 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
             "custom VJP of `robust_jax/models/kernels.py`.", "", table(WHILE_HEADERS, wl), ""]
   out += _gan_lines([r for r in recs if r["kind"] == "gan"], gan_ratios)
   out += _torch_lines(fw)
+  out += _foolbox_lines([r for r in recs if r["kind"] == "foolbox"])
   notes = findings(recs)
   if notes:
     out += ["## Findings", ""] + [f"* {n}" for n in notes] + [""]
@@ -303,6 +365,7 @@ def findings(recs: Sequence[Dict[str, Any]]) -> List[str]:
   * FAT taking under 5 steps per example yet more than 0.9x the PGD-10 AT step's time (the masked
     while loop runs until the batch's last example stops), and what compaction saves against
     ``fat@attack_compaction=0``.
+  * Against foolbox: the range of foolbox time / library time over the attacks compared.
   * Ratios beyond their expected range: a while loop above 1.3x the unrolled loop, AWP above 2x
     AT, GradAlign above 5x FGSM-AT, and the slowdown of JAX's default convolution VJP.
 
@@ -338,6 +401,16 @@ def findings(recs: Sequence[Dict[str, Any]]) -> List[str]:
           f"gradient evaluations, no FOSC at x_adv, no clean-batch metrics): the library step is "
           f"{'faster' if r < 1 else 'slower'} than the best PyTorch configuration: JAX / PyTorch "
           f"= {r:.2f}" + (f", {1 / r:.2f}x the speed." if r < 1 else "."))
+  fb = [r for r in recs if r["kind"] == "foolbox"]
+  if fb:
+    lo = min(fb, key=lambda r: r["foolbox_over_lib"])
+    hi = max(fb, key=lambda r: r["foolbox_over_lib"])
+    notes.append(
+        f"Against foolbox {fb[0].get('foolbox_version', '?')} on the same JAX model and batch: "
+        f"foolbox takes {lo['foolbox_over_lib']:.1f}x ({lo['method']}) to "
+        f"{hi['foolbox_over_lib']:.1f}x ({hi['method']}) the library's time per attack"
+        + (" (below 1: foolbox is faster there; the notes under the table say what differs)."
+           if lo["foolbox_over_lib"] < 1 else "."))
   for m in sorted({r["model"] for r in recs if r["kind"] == "train"}, key=model_order):
     at, fat = find(recs, "train", m, "pgd_at"), find(recs, "train", m, "fat")
     if (at and fat and fat.get("attack_steps") is not None and fat["attack_steps"] < 5
@@ -395,6 +468,11 @@ def format_record(rec: Dict[str, Any]) -> str:
   """One human-readable line of a record (what the benchmark prints without ``--json``)."""
   if rec["kind"] == "ratio":
     return f"{rec['name']} [{rec['model']}]: {rec['value']} (expected {rec['ideal']})"
+  if rec["kind"] == "foolbox":
+    return (f"{rec['name']:<48} library {fmt(rec['examples_per_s'])} ex/s  foolbox "
+            f"{fmt(rec['foolbox_examples_per_s'])} ex/s  foolbox / library "
+            f"{rec['foolbox_over_lib']}  library {_did(rec.get('lib_summary'))}  foolbox "
+            f"{_did(rec.get('foolbox_summary'))}")
   return (f"{rec['name']:<48} compile {fmt(rec.get('compile_s'))} s  step "
           f"{fmt(rec['step_ms'])} ms  {fmt(rec['examples_per_s'])} ex/s  "
           f"{fmt(rec.get('peak_mem_mb'))} MB"

@@ -3,10 +3,12 @@
 :func:`run` is what ``python -m launch.benchmark`` calls: :func:`run_benchmarks` measures the
 training steps and the attacks of each model (:mod:`robust_jax.benchmarking.measure`), the PyTorch
 comparison alternates JAX and PyTorch steps (:mod:`robust_jax.benchmarking.torch_worker`), the
-ratios are derived from the same run (:mod:`robust_jax.benchmarking.ratios`), the GAN training
-steps are timed when asked for (:mod:`robust_jax.benchmarking.gans`, alternating the kinds) and
-BENCHMARKS.md is rendered from it (:mod:`robust_jax.benchmarking.report`); :func:`rerender`
-rewrites the markdown from the JSON lines of one or more earlier runs.
+foolbox comparison alternates the library's attacks and foolbox's on the same JAX model
+(:mod:`robust_jax.benchmarking.foolbox_worker`), the ratios are derived from the same run
+(:mod:`robust_jax.benchmarking.ratios`), the GAN training steps are timed when asked for
+(:mod:`robust_jax.benchmarking.gans`, alternating the kinds) and BENCHMARKS.md is rendered from it
+(:mod:`robust_jax.benchmarking.report`); :func:`rerender` rewrites the markdown from the JSON lines
+of one or more earlier runs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from robust_jax import models
-from robust_jax.benchmarking import gans
+from robust_jax.benchmarking import foolbox_worker, gans
 from robust_jax.benchmarking.measure import bench_attack, bench_train_step
 from robust_jax.benchmarking.ratios import compute_ratios
 from robust_jax.benchmarking.report import format_record, read_jsonl, render_markdown
@@ -106,7 +108,9 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
         json_lines: bool = False, markdown_path: Optional[str] = None, command: str = "",
         gan_kinds: Sequence[str] = (), gan_datasets: Sequence[str] = gans.GAN_DATASETS,
         gan_cpu: bool = False, gan_rounds: int = gans.DEFAULT_ROUNDS,
-        gan_overrides: Optional[Dict[str, Any]] = None
+        gan_overrides: Optional[Dict[str, Any]] = None, foolbox_python: str = "",
+        foolbox_attacks: Sequence[str] = foolbox_worker.FOOLBOX_ATTACKS, foolbox_batch: int = 128,
+        foolbox_rounds: int = 3, foolbox_min_time_s: float = 1.0
         ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
   """One benchmark session: the measurements, the PyTorch comparison, the ratios, the markdown.
 
@@ -133,17 +137,29 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
     gan_cpu: the reproduction's CPU-budget widths instead of the published ones.
     gan_rounds: alternation rounds of the GAN steps.
     gan_overrides: GAN config fields to set (the tests shrink the networks).
+    foolbox_python: a Python with foolbox (its own virtual environment); non-empty adds the
+      foolbox comparison (:func:`~robust_jax.benchmarking.foolbox_worker.foolbox_comparison`).
+    foolbox_attacks: its attacks, from
+      :data:`~robust_jax.benchmarking.foolbox_worker.FOOLBOX_ATTACKS`.
+    foolbox_batch: the MNIST-5k test images both sides attack.
+    foolbox_rounds: alternation rounds of the comparison.
+    foolbox_min_time_s: each side's calls per round add up to at least this.
 
   Returns:
     ``(records, meta)``: every record (ratios included) and the machine description.
 
   Raises:
-    ValueError: for an unknown model, GAN kind or GAN dataset, or ``torch_python`` without
-      ``torch_script`` (the GAN names are checked before anything is measured).
+    ValueError: for an unknown model, GAN kind or GAN dataset, ``torch_python`` without
+      ``torch_script``, a ``foolbox_python`` that is not an executable file or an unknown
+      foolbox attack (the GAN names and the foolbox arguments are checked before anything is
+      measured).
   """
   if torch_python and not torch_script:
     raise ValueError("the PyTorch comparison needs torch_script (launch/benchmark_torch.py)")
   gans.check_gan_names(gan_kinds, gan_datasets)
+  if foolbox_python:
+    foolbox_worker.check_foolbox_python(foolbox_python)
+    foolbox_worker.check_foolbox_attack_names(foolbox_attacks)
   t_start = time.perf_counter()
   meta = machine_info()
   meta["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -166,6 +182,14 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
         records.append(rec)
         emit(rec)
         meta["torch"] = rec.get("torch") or meta.get("torch")
+  if foolbox_python:
+    fb = foolbox_worker.foolbox_comparison(
+        foolbox_python, names=foolbox_attacks, batch=foolbox_batch, rounds=foolbox_rounds,
+        min_time_s=foolbox_min_time_s, emit=emit)
+    records += fb
+    if fb:
+      meta["foolbox"] = (f"{fb[0]['foolbox_version']} (eagerpy {fb[0]['eagerpy']}, jax "
+                         f"{fb[0]['foolbox_jax']})")
   for rec in compute_ratios(records):
     records.append(rec)
     if json_lines:
