@@ -12,8 +12,10 @@ optax; this ``__init__`` is the API:
   stop rules :func:`fosc_stop` and :func:`misclassified_stop`, the projections :func:`project`,
   :func:`project_linf`, :func:`project_l2`, :func:`ascent_direction` and :func:`random_start`;
 * attacks: :func:`fgsm`, :func:`pgd`, :func:`pgd_restarts`, :func:`cw_inf`, :func:`beta_attack`,
-  :func:`apgd`, :func:`apgd_targeted` (with :func:`checkpoints`), :func:`fab`, :func:`square` and
-  :func:`autoattack` (with :func:`autoattack_settings`, every hyperparameter of its stages);
+  :func:`apgd`, :func:`apgd_targeted` (linf, l2 and l1; with :func:`checkpoints` and
+  :func:`largereps_schedule`), :func:`fab`, :func:`square` (linf, l2) and :func:`autoattack`
+  (standard, plus, rand and custom; with :func:`autoattack_settings`, every hyperparameter of its
+  stages, and :func:`autoattack_version_attacks`, the attacks of each version);
 * minimum-norm attacks, each returning the smallest perturbation found per example
   (:class:`MinNormResult`, and so the robust accuracy at every eps, :func:`robust_accuracy_at`):
   :func:`fmn` (L0, L1, L2, Linf), :func:`ddn` (L2), :func:`cw_l2`, :func:`deepfool` (L2, Linf), with
@@ -24,9 +26,10 @@ The per-example attack losses live in :mod:`robust_jax.losses` (shared with the 
 :data:`LOSSES` and :func:`get_loss` are re-exported here.
 """
 
-from robust_jax.attacks._apgd import apgd, apgd_targeted, checkpoints
+from robust_jax.attacks._apgd import apgd, apgd_targeted, checkpoints, largereps_schedule
 from robust_jax.attacks._autoattack import ATTACKS as AUTOATTACK_ATTACKS
 from robust_jax.attacks._autoattack import AutoAttackResult, autoattack
+from robust_jax.attacks._autoattack import version_attacks as autoattack_version_attacks
 from robust_jax.attacks._autoattack import stage_settings as autoattack_settings
 from robust_jax.attacks._beta import beta_attack
 from robust_jax.attacks._cw_l2 import cw_l2
@@ -38,8 +41,8 @@ from robust_jax.attacks._fgsm_pgd import fgsm, pgd
 from robust_jax.attacks._fmn import fmn
 from robust_jax.attacks._loop import AttackResult, as_pytree_fn, ascent
 from robust_jax.attacks._minimum_norm import MinNormResult, project_l1, robust_accuracy_at
-from robust_jax.attacks._projections import (ascent_direction, project, project_l2, project_linf,
-                                             random_start)
+from robust_jax.attacks._projections import (ascent_direction, l1_box_correction, project,
+                                             project_l2, project_linf, random_start)
 from robust_jax.attacks._restarts import cw_inf, pgd_restarts
 from robust_jax.attacks._square import SquareResult, square
 from robust_jax.attacks._stop_rules import (FoscStop, IterateInfo, MisclassifiedStop, NeverStop,
@@ -50,9 +53,10 @@ __all__ = [
     # the loop and its parts
     "AttackResult", "ascent", "as_pytree_fn", "fosc_stop", "misclassified_stop", "FoscStop",
     "MisclassifiedStop", "NeverStop", "IterateInfo", "project", "project_linf", "project_l2",
-    "ascent_direction", "random_start", "LOSSES", "get_loss",
+    "ascent_direction", "random_start", "l1_box_correction", "LOSSES", "get_loss",
     # attacks
     "fgsm", "pgd", "pgd_restarts", "cw_inf", "beta_attack", "apgd", "apgd_targeted", "checkpoints",
+    "largereps_schedule", "autoattack_version_attacks",
     "fab", "FabResult", "square", "SquareResult", "autoattack", "AutoAttackResult",
     "AUTOATTACK_ATTACKS", "autoattack_settings",
     "fmn", "ddn", "cw_l2", "deepfool", "MinNormResult", "robust_accuracy_at", "project_l1",

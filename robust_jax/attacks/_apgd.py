@@ -1,4 +1,5 @@
-"""Auto-PGD (APGD): step-size-free PGD with momentum and per-example step-size halving.
+"""Auto-PGD (APGD): step-size-free PGD with momentum and per-example step-size halving (linf, l2; and
+APGD-L1 with its sparse step, below).
 
 Croce and Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
 parameter-free attacks", ICML 2020 (Algorithm 1, Section 3), as in ``fra31/auto-attack``
@@ -68,6 +69,36 @@ tests/conftest.py (N = 100) the two variants give the same robust accuracy for e
 (their trajectories differ for 1 of 353 points at eps 0.1 and 0.15); for N != 100 the schedules
 differ and so do most trajectories.
 
+APGD-L1 (``norm="l1"``, ``variant="official"`` only): Croce and Hein, "Mind the box: l1-APGD for
+sparse adversarial attacks on image classifiers", ICML 2021, as coded in ``autopgd_base.py``
+(``attack_single_run``'s L1 branch, ``L1_projection``, ``decr_eps_pgd``):
+
+* Start: t ~ N(0, I), x^0 = clip(x + t + L1_projection(x, t, eps), 0, 1): one joint projection
+  onto the l1 ball intersected with the box (:func:`robust_jax.attacks.l1_box_correction`), not
+  l1 then clip.
+* Step (no momentum; eta^0 = eps): keep the coordinates with |g| >= the (1 - topk) quantile
+  (topk^0 = 0.2; :func:`l1_sparse_step`), x <- x + eta sign(g_sparse) / ||sign(g_sparse)||_1,
+  then the joint projection (and a clip to [0, 1] that changes only rounding).
+* Checkpoint every k = max(int(0.04 N), 1) iterations: s = ||x_best - x||_0; if s / s_old < 0.95
+  the step is reset to eps and the example restarts from x_best with its cached gradient, else
+  eta /= 1.5; eta is clamped to [eps / 10, eps]; topk = s / (1.5 d); s_old = s.
+* ``use_largereps`` (``perturb`` with ``decr_eps_pgd``, AutoAttack's L1 standard version): eps x
+  3, 2, 1 for ceil(0.3 N), ceil(0.3 N) and the remaining iterations (:func:`largereps_schedule`),
+  each stage warm-started from the previous stage's x_best re-projected (topk = s / (1.5 d) from
+  the start); the random start is at 3 eps; only the last stage decides which examples are
+  broken.
+
+tests/attacks/test_apgd_l1.py runs a NumPy transcription of these (with ``L1_projection`` itself)
+against the library. The official L1 projection sorts the 2 d breakpoints and finds the threshold
+with float32 cumulative sums (rounding up to ~2 d ulps of the l1 mass); the library's is exact to
+float32 (bisection, tested against an independent solver); the two agree to that rounding.
+
+EOT (``randomized=True``, ``eot_iter``; AutoAttack's ``version='rand'``): ``logits_fn(x, key)`` is
+called with a fresh key per pass, and each iterate's gradient is the mean of ``eot_iter``
+gradients (:func:`eot_value_and_grad`). As the code, the loss and the prediction at an iterate are
+those of its last pass, not averaged (the paper and some summaries speak of averaging the loss
+too; ``autopgd_base.py`` averages ``grad`` only).
+
 Left as in the library, not the code: with ``early_stop=True`` (the default, and AutoAttack's
 stages) an example stops at its first misclassified iterate (the code runs all N iterations and
 returns the most recent one: the broken set is the same); ``x_adv`` of an unbroken example is its
@@ -91,7 +122,7 @@ from robust_jax.attacks import _projections as projections
 from robust_jax.attacks._loop import AttackResult, as_pytree_fn
 from robust_jax.attacks._projections import bcast, per_example_norm
 
-NORMS = ("linf", "l2")
+NORMS = ("linf", "l2", "l1")
 APGD_LOSSES = ("ce", "dlr")
 VARIANTS = ("paper", "official")
 
@@ -191,20 +222,60 @@ class _RunOut(NamedTuple):
   step_size: jax.Array  # [B], the step size at the end of the run (the transcription tests)
 
 
-def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho, momentum, *,
-                norm, variant, early_stop) -> _RunOut:
-  """One APGD run (Algorithm 1) on the examples with ``active``; the others do not move."""
-  batch = x.shape[0]
-  n_iter = jnp.asarray(n_iter, jnp.int32)
+def eot_value_and_grad(logits_fn, loss_fn, y, target, eot_iter, randomized):
+  """``evaluate(x, key) -> (loss [B], misclassified [B], grad [B, ...])`` of one APGD iterate.
 
-  def evaluate(xx):
+  Deterministic model (``randomized=False``): one forward and backward pass of ``logits_fn(x)``.
+  Randomised model (``randomized=True``, AutoAttack's ``version='rand'``): ``eot_iter`` passes of
+  ``logits_fn(x, fold_in(key, j))``, j = 0 .. eot_iter - 1, run one after the other
+  (``lax.fori_loop``: the memory of one pass), and, as ``autopgd_base.py`` ``attack_single_run``
+  (``for _ in range(self.eot_iter): grad += ...; grad /= float(self.eot_iter)``), the gradient is
+  the mean of the per-pass gradients (summed in pass order, then divided: the mean of the
+  gradients, never of their signs) while the loss and the prediction are those of the last pass
+  (the official ``loss_indiv`` and ``logits`` are overwritten by every pass, not averaged).
+  """
+  def one(xx, k):
     def total(v):
-      logits = logits_fn(v)
+      logits = logits_fn(v, k) if randomized else logits_fn(v)
       per_example = loss_fn(logits, y, target=target)
       return jnp.sum(per_example), (per_example, logits)
 
     (_, (loss, logits)), grad = jax.value_and_grad(total, has_aux=True)(xx)
+    return loss, logits, grad
+
+  def evaluate(xx, key=None):
+    if not randomized:
+      loss, logits, grad = one(xx, None)
+      return loss, jnp.argmax(logits, axis=-1) != y, grad
+
+    def body(j, acc):
+      g_sum, _, _ = acc
+      loss, logits, grad = one(xx, jax.random.fold_in(key, j))
+      return g_sum + grad, loss, logits
+
+    # Pass 0 outside the loop: 0 + g_0 = g_0 exactly, so the sum is the official one.
+    loss, logits, grad = one(xx, jax.random.fold_in(key, 0))
+    g_sum, loss, logits = jax.lax.fori_loop(1, eot_iter, body, (grad, loss, logits))
+    grad = g_sum / jnp.asarray(eot_iter, xx.dtype)
     return loss, jnp.argmax(logits, axis=-1) != y, grad
+
+  return evaluate
+
+
+def _iterate_key(model_key, i):
+  return None if model_key is None else jax.random.fold_in(model_key, i)
+
+
+def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho, momentum, *,
+                norm, variant, early_stop, eot_iter=1, randomized=False,
+                model_key=None) -> _RunOut:
+  """One APGD run (Algorithm 1) on the examples with ``active``; the others do not move.
+
+  Iterates are evaluated by :func:`eot_value_and_grad`; iterate i (0 the start) with the model key
+  ``fold_in(model_key, i)`` (``randomized``; unused for a deterministic model)."""
+  evaluate = eot_value_and_grad(logits_fn, loss_fn, y, target, eot_iter, randomized)
+  batch = x.shape[0]
+  n_iter = jnp.asarray(n_iter, jnp.int32)
 
   if norm == "linf":
     t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
@@ -214,7 +285,7 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
   x0 = jnp.clip(x + eps * (t / bcast(per_example_norm(t, norm) + 1e-12, t)), 0.0,
                 1.0).astype(x.dtype)
   x0 = jnp.where(bcast(active, x), x0, x)
-  loss0, mis0, grad0 = evaluate(x0)
+  loss0, mis0, grad0 = evaluate(x0, _iterate_key(model_key, 0))
 
   zero_i = jnp.zeros((batch,), jnp.int32)
   broken0 = active & mis0
@@ -244,7 +315,7 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
     z = _project(x_k + b(c["step"]) * projections.ascent_direction(c["grad"], norm), x, eps, norm,
                  variant)
     x_new = _project(x_k + a * (z - x_k) + (1.0 - a) * (x_k - c["x_prev"]), x, eps, norm, variant)
-    loss_new, mis_new, grad_new = evaluate(x_new)
+    loss_new, mis_new, grad_new = evaluate(x_new, _iterate_key(model_key, c["i"] + 1))
 
     kappa = c["kappa"] + (upd & c["correct_k"]).astype(jnp.int32)
     steps = c["steps"] + upd.astype(jnp.int32)
@@ -298,13 +369,219 @@ def _single_run(logits_fn, loss_fn, x, y, target, key, active, eps, n_iter, rho,
                  step_size=c["step"])
 
 
+def l0_norm(d):
+  """``other_utils.py``'s ``L0_norm``: the number of non-zero entries of each example, int32 [B]."""
+  return jnp.sum((d != 0).reshape(d.shape[0], -1), axis=1).astype(jnp.int32)
+
+
+def l1_sparse_step(x_k, grad, step, topk):
+  """One APGD-L1 step before the projection (``autopgd_base.py``, ``attack_single_run``, the
+  ``norm == 'L1'`` step): keep the coordinates with |g| >= the value at index
+  ``clamp((1 - topk) d, 0, d - 1)`` (truncated) of |g| sorted ascending, and move by
+  ``step * sign(g_sparse) / (||sign(g_sparse)||_1 + 1e-10)``.
+
+  Args:
+    x_k: the iterate [B, ...]; grad: its gradient [B, ...]; step: [B]; topk: float32 [B], the
+      fraction of coordinates to keep.
+
+  Returns:
+    ``x_k + step * sign(g_sparse) / (||sign(g_sparse)||_1 + 1e-10)`` (not projected).
+  """
+  batch = x_k.shape[0]
+  n_fts = x_k[0].size
+  flat = jnp.abs(grad).reshape(batch, -1)
+  srt = jnp.sort(flat, axis=1)
+  idx = jnp.clip((jnp.float32(1.0) - topk) * jnp.float32(n_fts), 0, n_fts - 1).astype(jnp.int32)
+  thr = jnp.take_along_axis(srt, idx[:, None], axis=1)
+  sparse = jnp.where(jnp.abs(grad) >= thr.reshape((batch,) + (1,) * (grad.ndim - 1)), grad, 0.0)
+  sg = jnp.sign(sparse)
+  return x_k + bcast(step, x_k) * sg / (bcast(per_example_norm(sg, "l1"), sg) + 1e-10)
+
+
+class _L1Stage(NamedTuple):
+  """The state an APGD-L1 run hands to the next stage of ``decr_eps_pgd``."""
+  x_best: jax.Array
+  loss_best: jax.Array
+  broken: jax.Array
+  x_best_adv: jax.Array
+  steps: jax.Array
+  kappa: jax.Array
+  step_size: jax.Array
+
+
+def _single_run_l1(evaluate, x, model_key, x_start, topk0, sp_old0, active, eps, n_iter,
+                   early_stop) -> _L1Stage:
+  """One APGD-L1 run, ``autopgd_base.py`` ``attack_single_run`` with ``norm='L1'``, from
+  ``x_start`` (already in the ball and the box), on the examples with ``active``.
+
+  No momentum; step eta^0 = eps (alpha = 1); a checkpoint every k = max(int(0.04 N), 1)
+  iterations (constant), where, with s = ||x_best - x||_0: if s / s_old < 0.95 the step is reset to
+  eps and the example restarts from x_best with its cached gradient, else the step is divided by
+  1.5; the step is clamped to [eps / 10, eps]; topk = s / d / 1.5; s_old = s.
+  """
+  batch = x.shape[0]
+  n_fts = x[0].size
+  n_iter = jnp.asarray(n_iter, jnp.int32)
+  k = jnp.maximum(4 * n_iter // 100, 1)  # int(.04 * n_iter): equal for every n_iter (checked)
+  b = lambda v: bcast(v, x)  # noqa: E731
+  loss0, mis0, grad0 = evaluate(x_start, _iterate_key(model_key, 0))
+  zero_i = jnp.zeros((batch,), jnp.int32)
+  broken0 = active & mis0
+  carry0 = dict(
+      i=jnp.asarray(0, jnp.int32), counter=jnp.asarray(0, jnp.int32), x_k=x_start, grad=grad0,
+      correct_k=~mis0, x_best=x_start, grad_best=grad0, loss_best=loss0, best_correct=~mis0,
+      x_best_adv=x_start,
+      broken=broken0, step=jnp.full((batch,), eps, x.dtype), topk=topk0, sp_old=sp_old0,
+      active=active & ~(early_stop & broken0), steps=zero_i, kappa=zero_i)
+
+  def cond(c):
+    return (c["i"] < n_iter) & jnp.any(c["active"])
+
+  def body(c):
+    upd = c["active"]
+    x_step = l1_sparse_step(c["x_k"], c["grad"], c["step"], c["topk"])
+    delta_u = x_step - x
+    # x + delta_u + L1_projection(x, delta_u, eps), as the code; the clip to the box changes
+    # nothing but rounding (the correction puts the point in [0, 1] in exact arithmetic).
+    x_new = jnp.clip(x + delta_u + projections.l1_box_correction(x, delta_u, eps), 0.0,
+                     1.0).astype(x.dtype)
+    loss_new, mis_new, grad_new = evaluate(x_new, _iterate_key(model_key, c["i"] + 1))
+    kappa = c["kappa"] + (upd & c["correct_k"]).astype(jnp.int32)
+    steps = c["steps"] + upd.astype(jnp.int32)
+    x_k = jnp.where(b(upd), x_new, c["x_k"])
+    grad = jnp.where(b(upd), grad_new, c["grad"])
+    correct_k = jnp.where(upd, ~mis_new, c["correct_k"])
+    newly_mis = upd & mis_new
+    broken = c["broken"] | newly_mis
+    x_best_adv = jnp.where(b(newly_mis), x_new, c["x_best_adv"])
+    improved = upd & (loss_new > c["loss_best"])
+    x_best = jnp.where(b(improved), x_new, c["x_best"])
+    grad_best = jnp.where(b(improved), grad_new, c["grad_best"])
+    loss_best = jnp.where(improved, loss_new, c["loss_best"])
+    best_correct = jnp.where(improved, ~mis_new, c["best_correct"])
+
+    counter = c["counter"] + 1
+    at_check = counter == k
+    check = at_check & upd
+    sp_curr = l0_norm(x_best - x)
+    ratio = sp_curr.astype(jnp.float32) / c["sp_old"].astype(jnp.float32)
+    fl_redtopk = ratio < 0.95
+    topk = jnp.where(check, sp_curr.astype(jnp.float32) / jnp.float32(n_fts) / jnp.float32(1.5),
+                     c["topk"])
+    step = jnp.where(fl_redtopk, eps, c["step"] / 1.5)
+    step = jnp.clip(step, eps / 10.0, eps)
+    step = jnp.where(check, step, c["step"])
+    sp_old = jnp.where(check, sp_curr, c["sp_old"])
+    reset = check & fl_redtopk
+    x_k = jnp.where(b(reset), x_best, x_k)
+    grad = jnp.where(b(reset), grad_best, grad)
+    correct_k = jnp.where(reset, best_correct, correct_k)
+    counter = jnp.where(at_check, 0, counter)
+    active = upd & ~(early_stop & broken)
+    return dict(
+        i=c["i"] + 1, counter=counter, x_k=x_k, grad=grad, correct_k=correct_k, x_best=x_best,
+        grad_best=grad_best, loss_best=loss_best, best_correct=best_correct,
+        x_best_adv=x_best_adv, broken=broken,
+        step=step, topk=topk, sp_old=sp_old, active=active, steps=steps, kappa=kappa)
+
+  c = jax.lax.while_loop(cond, body, carry0)
+  return _L1Stage(x_best=c["x_best"], loss_best=c["loss_best"], broken=c["broken"],
+                  x_best_adv=c["x_best_adv"], steps=c["steps"], kappa=c["kappa"],
+                  step_size=c["step"])
+
+
+def largereps_schedule(n_iter):
+  """``decr_eps_pgd``'s schedule as ``perturb`` builds it with ``use_largereps``: eps x (3, 2, 1)
+  for ceil(0.3 N), ceil(0.3 N) and N - 2 ceil(0.3 N) iterations (``math.ceil(.3 * N)`` equals the
+  integer ceil(3 N / 10) for every N up to 20,000, checked). Returns ``(multipliers, iters)``,
+  float32 [3] and int32 [3] (traced ``n_iter`` allowed).
+
+  Example:
+    >>> m, it = largereps_schedule(100)
+    >>> m.tolist(), it.tolist()
+    ([3.0, 2.0, 1.0], [30, 30, 40])
+  """
+  n = jnp.asarray(n_iter, jnp.int32)
+  first = (3 * n + 9) // 10
+  return (jnp.asarray([3.0, 2.0, 1.0], jnp.float32),
+          jnp.stack([first, first, n - 2 * first]).astype(jnp.int32))
+
+
+def _run_l1(evaluate, x, key, model_key, active, eps, n_iter, *, use_largereps,
+            early_stop) -> _RunOut:
+  """One APGD-L1 run: ``attack_single_run`` (``use_largereps=False``) or ``decr_eps_pgd``.
+
+  Without ``use_largereps``: x^0 = clip(x + t + L1_projection(x, t, eps), 0, 1), t ~ N(0, I),
+  topk 0.2, s_old = d. With it (``decr_eps_pgd(x, y, [3 eps, 2 eps, eps], iters)``): x_init =
+  x + t + L1_projection(x, t, 3 eps); stage j re-projects x_init onto its eps_j-ball (box included)
+  and runs ``attack_single_run(x_init=...)`` (topk = ||x_init - x||_0 / d / 1.5, s_old =
+  ||x_init - x||_0) for iters_j iterations; x_init of the next stage is this stage's x_best.
+  Only the last stage (eps itself) says which examples are broken and returns x_best_adv: the
+  points of the larger balls are not adversarial examples within eps. Examples stop early only in
+  that last stage.
+  """
+  batch = x.shape[0]
+  n_fts = x[0].size
+  t = jax.random.normal(key, x.shape, x.dtype)
+  b = lambda v: bcast(v, x)  # noqa: E731
+
+  def stage_key(j):
+    return None if model_key is None else jax.random.fold_in(model_key, j)
+
+  if not use_largereps:
+    x0 = jnp.clip(x + t + projections.l1_box_correction(x, t, eps), 0.0, 1.0).astype(x.dtype)
+    x0 = jnp.where(b(active), x0, x)
+    out = _single_run_l1(evaluate, x, stage_key(0), x0, jnp.full((batch,), 0.2, jnp.float32),
+                         jnp.full((batch,), n_fts, jnp.int32), active, eps, n_iter, early_stop)
+    return _RunOut(x_best=out.x_best, loss_best=out.loss_best, broken=out.broken,
+                   x_best_adv=out.x_best_adv, steps=out.steps, kappa=out.kappa,
+                   step_size=out.step_size)
+
+  mults, iters = largereps_schedule(n_iter)
+  x_init = x + t
+  x_init = x_init + projections.l1_box_correction(x, x_init - x, mults[0] * eps)
+
+  def stage(j, carry):
+    x_init, _, steps = carry
+    eps_j = mults[j] * eps
+    x_init = x_init + projections.l1_box_correction(x, x_init - x, eps_j)
+    x_init = jnp.clip(x_init, 0.0, 1.0).astype(x.dtype)  # attack_single_run's clamp
+    x_init = jnp.where(b(active), x_init, x)
+    sp = l0_norm(x_init - x)
+    topk0 = sp.astype(jnp.float32) / jnp.float32(n_fts) / jnp.float32(1.5)
+    out = _single_run_l1(evaluate, x, stage_key(j), x_init, topk0, sp, active, eps_j, iters[j],
+                         early_stop & (j == 2))
+    return out.x_best, out, steps + out.steps
+
+  zero_out = _L1Stage(x_best=x, loss_best=jnp.zeros((batch,), jnp.float32),
+                      broken=jnp.zeros((batch,), bool), x_best_adv=x,
+                      steps=jnp.zeros((batch,), jnp.int32), kappa=jnp.zeros((batch,), jnp.int32),
+                      step_size=jnp.zeros((batch,), x.dtype))
+  carry0 = (x_init.astype(x.dtype), zero_out, jnp.zeros((batch,), jnp.int32))
+  # The three stages are one while loop, run three times (a fori_loop: compiled once).
+  _, out, steps = jax.lax.fori_loop(0, 3, stage, carry0)
+  return _RunOut(x_best=out.x_best, loss_best=out.loss_best, broken=out.broken,
+                 x_best_adv=out.x_best_adv, steps=steps, kappa=out.kappa,
+                 step_size=out.step_size)
+
+
 @functools.partial(
-    jax.jit, static_argnames=("norm", "loss", "variant", "early_stop", "targeted"))
+    jax.jit, static_argnames=("norm", "loss", "variant", "early_stop", "targeted", "use_largereps",
+                              "randomized"))
 def _apgd(logits_fn, x, y, key, active, target, eps, n_iter, rho, momentum, n_restarts,
-          n_target_classes, *, norm, loss, variant, early_stop, targeted) -> AttackResult:
+          n_target_classes, eot_iter, *, norm, loss, variant, early_stop, targeted, use_largereps,
+          randomized) -> AttackResult:
   batch = x.shape[0]
   loss_fn = losses.get_loss(loss)
-  clean_logits = jax.lax.stop_gradient(logits_fn(x))
+  if randomized:
+    # A randomised model: a fresh model key for every forward pass; the random starts keep ``key``.
+    key, model_key = jax.random.split(key)
+    k_clean, k_final, model_key = jax.random.split(model_key, 3)
+    forward = lambda v, k: logits_fn(v, k)  # noqa: E731
+  else:
+    model_key = k_clean = k_final = None
+    forward = lambda v, k: logits_fn(v)  # noqa: E731
+  clean_logits = jax.lax.stop_gradient(forward(x, k_clean))
   # As the official ``perturb``: points misclassified without attack are returned as they are.
   active = active & (jnp.argmax(clean_logits, axis=-1) == y)
   if targeted:
@@ -324,8 +601,16 @@ def _apgd(logits_fn, x, y, key, active, target, eps, n_iter, rho, momentum, n_re
     x_out, best_loss, broken, steps, kappa, used = carry
     t = run_target(r)
     todo = active & ~broken
-    out = _single_run(logits_fn, loss_fn, x, y, t, jax.random.fold_in(key, r), todo, eps, n_iter,
-                      rho, momentum, norm=norm, variant=variant, early_stop=early_stop)
+    run_key = jax.random.fold_in(key, r)
+    run_model_key = None if model_key is None else jax.random.fold_in(model_key, r)
+    if norm == "l1":
+      evaluate = eot_value_and_grad(logits_fn, loss_fn, y, t, eot_iter, randomized)
+      out = _run_l1(evaluate, x, run_key, run_model_key, todo, eps, n_iter,
+                    use_largereps=use_largereps, early_stop=early_stop)
+    else:
+      out = _single_run(logits_fn, loss_fn, x, y, t, run_key, todo, eps, n_iter, rho, momentum,
+                        norm=norm, variant=variant, early_stop=early_stop, eot_iter=eot_iter,
+                        randomized=randomized, model_key=run_model_key)
     newly = todo & out.broken
     better = todo & ~out.broken & ~broken & (out.loss_best > best_loss)
     pick = newly | better
@@ -345,20 +630,27 @@ def _apgd(logits_fn, x, y, key, active, target, eps, n_iter, rho, momentum, n_re
   x_out, _, _, steps, kappa, used = jax.lax.fori_loop(0, n_runs, one_run, carry0)
   x_out = jax.lax.stop_gradient(x_out)
 
-  # One more evaluation at the returned point gives its loss, correctness and FOSC.
+  # One more evaluation at the returned point gives its loss, correctness and FOSC (a randomised
+  # model: one stochastic pass, as the official check after each attack).
   def total(v):
-    logits = logits_fn(v)
+    logits = forward(v, k_final)
     per_example = loss_fn(logits, y, target=used if has_target else None)
     return jnp.sum(per_example), (per_example, logits)
 
   (_, (loss_out, logits)), grad = jax.value_and_grad(total, has_aux=True)(x_out)
+  if norm == "l1":  # FOSC for the l1 ball: eps ||g||_inf - <x_k - x_0, g>
+    fosc = (eps * per_example_norm(grad, "linf")
+            - jnp.sum((x_out - x).reshape(batch, -1) * grad.reshape(batch, -1), axis=1))
+  else:
+    fosc = fosc_lib.fosc(x_out, x, grad, eps=eps, norm=norm)
   return AttackResult(
-      x_adv=x_out, num_steps=steps, fosc=fosc_lib.fosc(x_out, x, grad, eps=eps, norm=norm),
+      x_adv=x_out, num_steps=steps, fosc=fosc,
       loss=loss_out, misclassified=jnp.argmax(logits, axis=-1) != y, kappa=kappa)
 
 
 def check_hyperparameters(*, eps, n_iter=100, norm="linf", loss="ce", n_restarts=1, rho=0.75,
-                          momentum=0.75, variant="paper", n_target_classes=None, **_unchecked):
+                          momentum=0.75, variant="paper", n_target_classes=None,
+                          use_largereps=False, eot_iter=1, randomized=False, **_unchecked):
   """Raises ValueError naming the first bad hyperparameter of :func:`apgd` / :func:`apgd_targeted`.
 
   Needs no data (:func:`robust_jax.attacks.make` runs it before the first call); the class-count
@@ -374,6 +666,38 @@ def check_hyperparameters(*, eps, n_iter=100, norm="linf", loss="ce", n_restarts
   validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
   if n_target_classes is not None:
     validation.check_scalar("n_target_classes", n_target_classes, low=1, integer=True)
+  if norm == "l1" and variant != "official":
+    raise ValueError("norm='l1' is APGD-L1 as coded in fra31/auto-attack autopgd_base.py "
+                     f"(Croce and Hein 2021) only: variant must be 'official', got {variant!r}")
+  if not isinstance(use_largereps, bool):
+    raise ValueError(f"use_largereps must be a bool, got {use_largereps!r}")
+  if use_largereps:
+    if norm != "l1":
+      raise ValueError("use_largereps=True (decr_eps_pgd: eps x 3, 2, 1) is defined for "
+                       f"norm='l1' only, got norm={norm!r}")
+    validation.check_scalar("n_iter", n_iter, low=2, integer=True)
+  if not isinstance(randomized, bool):
+    raise ValueError(f"randomized must be a bool, got {randomized!r}")
+  validation.check_scalar("eot_iter", eot_iter, low=1, integer=True)
+  if validation.is_concrete(eot_iter) and int(eot_iter) > 1 and not randomized:
+    raise ValueError(f"eot_iter={int(eot_iter)} averages gradients over the randomness of the "
+                     "model: set randomized=True and pass logits_fn(x, key) (with a deterministic "
+                     "model every pass is the same, use eot_iter=1)")
+
+
+def _check_randomized_logits_fn(logits_fn, x, randomized):
+  """The ``logits_fn(x)`` the shared input checks see: ``logits_fn(x, key)`` with a fixed key for a
+  randomised model, after checking (abstractly, no FLOPs) that it accepts a key."""
+  if not randomized:
+    return logits_fn
+  validation.check_images("x", x)
+  probe = jax.random.key(0)
+  try:
+    jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(x.shape, x.dtype), probe)
+  except TypeError as e:
+    raise ValueError("randomized=True calls logits_fn(x, key) (a fresh PRNG key per forward "
+                     f"pass); this logits_fn does not accept (x, key): {e}") from e
+  return lambda v: logits_fn(v, probe)
 
 
 _KEY_NEEDED_BY = "APGD's random start"
@@ -396,17 +720,23 @@ def apgd(
     active: Optional[jax.Array] = None,
     variant: str = "paper",
     early_stop: bool = True,
+    use_largereps: bool = False,
+    eot_iter=1,
+    randomized: bool = False,
 ) -> AttackResult:
   """APGD on the cross-entropy (APGD-CE) or DLR loss (APGD-DLR) (Croce and Hein 2020, Alg. 1).
 
   Args:
-    logits_fn: ``x -> logits`` [B, C], pure, closing over the model's parameters.
+    logits_fn: ``x -> logits`` [B, C], pure, closing over the model's parameters; with
+      ``randomized=True`` a randomised model ``(x, key) -> logits`` [B, C].
     x: float32 images [B, H, W, C] in [0, 1].
     y: int32 labels [B].
     eps: radius of the ball, >= 0 (traced).
     key: PRNG key of the random starts (restart r uses ``fold_in(key, r)``).
-    n_iter: iterations per run N >= 1 (100 in AutoAttack; traced, the checkpoints follow it).
-    norm: ``"linf"`` or ``"l2"``.
+    n_iter: iterations per run N >= 1 (100 in AutoAttack; traced, the checkpoints follow it);
+      >= 2 with ``use_largereps``.
+    norm: ``"linf"``, ``"l2"`` or ``"l1"`` (APGD-L1 of Croce and Hein 2021, ``variant="official"``
+      only: see "APGD-L1" in the module docstring).
     loss: ``"ce"`` or ``"dlr"`` (DLR needs >= 3 classes, its targeted form >= 4).
     n_restarts: runs from fresh random starts, each on the examples still unbroken (>= 1; traced).
     rho: Condition 1's threshold in [0, 1] (0.75).
@@ -419,6 +749,15 @@ def apgd(
     early_stop: stop an example at its first misclassified iterate (saves work; the set of broken
       examples is unchanged). False runs every example for the whole budget, as the official code,
       and returns its most recent misclassified iterate.
+    use_largereps: ``norm="l1"`` only: ``decr_eps_pgd``, eps x 3, 2, 1 for 30%, 30% and 40% of
+      the iterations (AutoAttack's L1 standard version; :func:`largereps_schedule`).
+    eot_iter: gradient passes averaged per iterate, >= 1 (20 in AutoAttack's ``version='rand'``;
+      traced); > 1 needs ``randomized=True``.
+    randomized: ``logits_fn`` is a randomised model called as ``logits_fn(x, key)``, a fresh key
+      (derived from ``key``) for every forward pass; each iterate's gradient is the mean over
+      ``eot_iter`` passes, its loss and prediction those of the last pass
+      (:func:`eot_value_and_grad`); the clean prediction and the returned ``misclassified`` come
+      from one stochastic pass each, as the official code.
 
   Returns:
     An :class:`~robust_jax.attacks.AttackResult` with ``x_adv`` = the misclassified iterate
@@ -441,10 +780,11 @@ def apgd(
     ([True, False], True)
   """
   check_hyperparameters(eps=eps, n_iter=n_iter, norm=norm, loss=loss, n_restarts=n_restarts,
-                        rho=rho, momentum=momentum, variant=variant)
-  num_classes = validation.check_attack_inputs(logits_fn, x, y, target=target, active=active,
-                                               key=key, key_needed_by=_KEY_NEEDED_BY, eps=eps,
-                                               norm=norm)
+                        rho=rho, momentum=momentum, variant=variant, use_largereps=use_largereps,
+                        eot_iter=eot_iter, randomized=randomized)
+  num_classes = validation.check_attack_inputs(
+      _check_randomized_logits_fn(logits_fn, x, randomized), x, y, target=target, active=active,
+      key=key, key_needed_by=_KEY_NEEDED_BY, eps=eps, norm=norm)
   if loss == "dlr" and num_classes is not None:
     need = 4 if target is not None else 3
     if num_classes < need:
@@ -456,7 +796,9 @@ def apgd(
                jnp.asarray(eps, jnp.float32), jnp.asarray(n_iter, jnp.int32),
                jnp.asarray(rho, jnp.float32), jnp.asarray(momentum, jnp.float32),
                jnp.asarray(n_restarts, jnp.int32), jnp.asarray(0, jnp.int32),
-               norm=norm, loss=loss, variant=variant, early_stop=early_stop, targeted=False)
+               jnp.asarray(eot_iter, jnp.int32), norm=norm, loss=loss, variant=variant,
+               early_stop=early_stop, targeted=False, use_largereps=use_largereps,
+               randomized=randomized)
 
 
 def apgd_targeted(
@@ -475,6 +817,9 @@ def apgd_targeted(
     active: Optional[jax.Array] = None,
     variant: str = "paper",
     early_stop: bool = True,
+    use_largereps: bool = False,
+    eot_iter=1,
+    randomized: bool = False,
 ) -> AttackResult:
   """APGD-T: APGD on the targeted DLR loss over the top ``n_target_classes`` classes.
 
@@ -484,18 +829,21 @@ def apgd_targeted(
 
   Args:
     n_target_classes: targets per example, in [1, C - 1]; default min(9, C - 1) (9 in AutoAttack).
-    Others: as :func:`apgd` (the loss is always the targeted DLR, which needs >= 4 classes).
+    Others: as :func:`apgd` (the loss is always the targeted DLR, which needs >= 4 classes;
+      ``norm="l1"`` with ``use_largereps`` is APGD-T of AutoAttack's L1 standard version).
 
   Returns:
     As :func:`apgd`; for unbroken examples ``x_adv`` is the highest-loss point over all runs and
     ``loss`` is the targeted DLR towards the target of that run.
   """
   check_hyperparameters(eps=eps, n_iter=n_iter, norm=norm, n_restarts=n_restarts, rho=rho,
-                        momentum=momentum, variant=variant, n_target_classes=n_target_classes)
-  num_classes = validation.check_attack_inputs(logits_fn, x, y, active=active, key=key,
+                        momentum=momentum, variant=variant, n_target_classes=n_target_classes,
+                        use_largereps=use_largereps, eot_iter=eot_iter, randomized=randomized)
+  checked_fn = _check_randomized_logits_fn(logits_fn, x, randomized)
+  num_classes = validation.check_attack_inputs(checked_fn, x, y, active=active, key=key,
                                                key_needed_by=_KEY_NEEDED_BY, eps=eps, norm=norm)
   if n_target_classes is None:
-    n_target_classes = min(9, validation.num_classes(logits_fn, x) - 1)
+    n_target_classes = min(9, validation.num_classes(checked_fn, x) - 1)
   if num_classes is not None:
     if num_classes < 4:
       raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes, the logits have "
@@ -507,4 +855,6 @@ def apgd_targeted(
                jnp.asarray(eps, jnp.float32), jnp.asarray(n_iter, jnp.int32),
                jnp.asarray(rho, jnp.float32), jnp.asarray(momentum, jnp.float32),
                jnp.asarray(n_restarts, jnp.int32), jnp.asarray(n_target_classes, jnp.int32),
-               norm=norm, loss="dlr", variant=variant, early_stop=early_stop, targeted=True)
+               jnp.asarray(eot_iter, jnp.int32), norm=norm, loss="dlr", variant=variant,
+               early_stop=early_stop, targeted=True, use_largereps=use_largereps,
+               randomized=randomized)

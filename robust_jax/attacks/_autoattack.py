@@ -24,7 +24,23 @@ Versions (``version``):
   leaves nothing to FAB-T and Square there).
 * ``"plus"``: APGD-CE and APGD-DLR with 5 restarts, untargeted FAB with 5 restarts, Square, APGD-T
   and FAB-T (9 targets).
+* ``"rand"`` (for randomised defences): APGD-CE and APGD-DLR, 1 restart each, with EOT: every
+  iteration's gradient is the mean over ``eot_iter`` = 20 stochastic passes of ``logits_fn(x, key)``
+  (``set_version('rand')``; :func:`robust_jax.attacks.apgd` with ``randomized=True``). As the
+  official code, the clean and final checks are single stochastic passes (the robust accuracy is a
+  random variable), ``check_randomized`` is not run, and the loss and prediction at an iterate are
+  those of its last pass (the official code averages the gradient only).
 * ``"custom"``: the attacks named in ``attacks`` (any of :data:`ATTACKS`), in that order.
+
+Norms: ``"linf"``; ``"l2"`` (the same composition; Square is ``square.py``'s L2 branch,
+``square_variant="autoattack"`` only); ``"l1"``: the official L1 standard version is APGD-CE (5
+restarts, ``use_largereps``: eps x 3, 2, 1 for 30/30/40% of the iterations), APGD-T (5 targets,
+``use_largereps``), FAB-T (9 targets) and Square, all with the L1 norm (``set_version`` at commit
+a392200). robust_jax has APGD-L1 (:func:`robust_jax.attacks.apgd`, ``norm="l1"``) but no FAB-L1
+and no Square-L1, so ``version="standard"`` (and ``"plus"``) with ``norm="l1"`` raise a ValueError
+naming them rather than substituting other attacks; ``version="custom"`` with
+``attacks=("apgd-ce", "apgd-t")`` runs the APGD stages of the L1 standard version with its
+settings (and so do ``"apgd-ce"``/``"apgd-t"`` in any custom L1 list).
 
 ``n_target_classes`` defaults to min(9, C - 1). The budgets (``n_iter``, ``n_queries``,
 ``n_restarts``) can be overridden, e.g. for tests.
@@ -44,8 +60,7 @@ re-evaluation that disagrees with an attack's verdict (a non-deterministic model
 is always the re-evaluation: a point is non-robust only if its returned ``x_adv`` is misclassified
 and lies in the eps-ball and the box.
 
-Not supported: ``version="rand"`` (EOT for randomised defences), the L1 threat model, Square for l2
-(run ``version="custom"`` without ``"square"`` for l2).
+Not supported: FAB and Square for the L1 threat model (so the full L1 standard version).
 """
 
 from __future__ import annotations
@@ -69,11 +84,19 @@ ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 # AutoAttack's stage names and the names of robust_jax.attacks.make.
 _FACTORY_NAMES = {"apgd-ce": "apgd_ce", "apgd-dlr": "apgd_dlr", "apgd-t": "apgd_t", "fab": "fab",
                   "fab-t": "fab_t", "square": "square"}
-VERSIONS = ("standard", "plus", "custom")
+VERSIONS = ("standard", "plus", "rand", "custom")
+NORMS = ("linf", "l2", "l1")
+# autoattack.py ``set_version`` at commit a392200: the attacks of each version (the same for every
+# norm; the L1 standard version differs in its settings, :func:`_stage_hyperparameters`).
 _VERSION_ATTACKS = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
+    "rand": ("apgd-ce", "apgd-dlr"),
 }
+# What robust_jax implements of each attack (the official code has FAB and Square for L1 too).
+_NORMS_OF = {"apgd-ce": NORMS, "apgd-dlr": NORMS, "apgd-t": NORMS, "fab": ("linf", "l2"),
+             "fab-t": ("linf", "l2"), "square": ("linf", "l2")}
+RAND_EOT_ITER = 20  # set_version('rand'): self.apgd.eot_iter = 20
 _GRADIENT_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
 
 
@@ -116,29 +139,73 @@ def _logits(logits_fn, x):
 _logits_jit = jax.jit(_logits)
 
 
+def _logits_rand(logits_fn, x, key):
+  return logits_fn(x, key)
+
+
+_logits_rand_jit = jax.jit(_logits_rand)
+
+
+def _with_probe_key(logits_fn, x):
+  """A randomised ``logits_fn(x, key)`` with a fixed key: for shape checks only."""
+  return logits_fn(x, jax.random.key(0))
+
+
 def _max_dist(a, b, norm):
   d = (np.asarray(a, np.float64) - np.asarray(b, np.float64)).reshape(a.shape[0], -1)
   if norm == "linf":
     return np.abs(d).max(axis=1) if d.shape[1] else np.zeros(a.shape[0])
+  if norm == "l1":
+    return np.abs(d).sum(axis=1)
   return np.sqrt((d * d).sum(axis=1))
 
 
+def version_attacks(version: str) -> tuple[str, ...]:
+  """The attacks ``autoattack.py``'s ``set_version(version)`` runs, in order (any norm).
+
+  Example:
+    >>> version_attacks("standard"), version_attacks("rand")
+    (('apgd-ce', 'apgd-t', 'fab-t', 'square'), ('apgd-ce', 'apgd-dlr'))
+  """
+  validation.check_choice("version", version, tuple(_VERSION_ATTACKS))
+  return _VERSION_ATTACKS[version]
+
+
 def _stage_hyperparameters(name, *, version, eps, norm, n_iter, n_restarts, n_target_classes,
-                           n_queries, apgd_variant, square_variant) -> dict:
+                           n_queries, apgd_variant, square_variant, eot_iter=None,
+                           num_classes=None) -> dict:
   """The hyperparameters AutoAttack sets for the stage ``name`` (for ``attacks.make``).
 
-  Every other hyperparameter keeps the attack's default (APGD's rho and momentum 0.75, FAB's
-  alpha_max 0.1, eta 1.05, beta 0.9, Square's p_init 0.8 and margin loss), and each attack stops an
-  example as soon as it is broken (``early_stop``: the broken set is the same).
+  As ``set_version``: APGD-CE 1 restart (5 in ``"plus"``; 5 and ``use_largereps`` for
+  ``norm="l1"``), APGD-T 9 targets (5 and ``use_largereps`` for ``norm="l1"``), FAB-T 9 targets;
+  ``"rand"``: 1 restart and ``eot_iter=20`` on a randomised model. ``n_target_classes=None`` is
+  resolved with ``num_classes`` (left None without it). Every other hyperparameter keeps the
+  attack's default (APGD's rho and momentum 0.75, FAB's alpha_max 0.1, eta 1.05, beta 0.9,
+  Square's p_init 0.8 and margin loss), and each attack stops an example as soon as it is broken
+  (``early_stop``: the broken set is the same).
   """
   if name == "square":
-    return dict(eps=eps, n_queries=n_queries, variant=square_variant)
+    out = dict(eps=eps, n_queries=n_queries, variant=square_variant)
+    if norm != "linf":
+      out["norm"] = norm
+    return out
+  l1_standard = norm == "l1" and version != "rand"
   if n_restarts is None:
     n_restarts = 5 if version == "plus" and name in ("apgd-ce", "apgd-dlr", "fab") else 1
+    if l1_standard and name in ("apgd-ce", "apgd-dlr"):
+      n_restarts = 5  # set_version('standard'), L1: self.apgd.n_restarts = 5
   hyperparameters = dict(eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts)
   if name.startswith("apgd"):
     hyperparameters["variant"] = apgd_variant
+    if l1_standard:
+      hyperparameters["use_largereps"] = True
+    if version == "rand":
+      hyperparameters["eot_iter"] = RAND_EOT_ITER if eot_iter is None else eot_iter
+      hyperparameters["randomized"] = True
   if name in ("apgd-t", "fab-t"):
+    top = 5 if (l1_standard and name == "apgd-t") else 9
+    if n_target_classes is None and num_classes is not None:
+      n_target_classes = min(top, num_classes - 1)
     hyperparameters["n_target_classes"] = n_target_classes
   return hyperparameters
 
@@ -146,7 +213,7 @@ def _stage_hyperparameters(name, *, version, eps, norm, n_iter, n_restarts, n_ta
 def stage_settings(*, eps, norm="linf", version="standard", attacks=None, n_iter=100,
                    n_restarts=None, n_target_classes=None, n_queries=5000,
                    apgd_variant="official", square_variant="autoattack", num_classes=None,
-                   **_ignored) -> dict:
+                   eot_iter=None, **_ignored) -> dict:
   """Every hyperparameter of every stage :func:`autoattack` runs, defaults included.
 
   What an evaluation record needs to say which algorithm ran with which budgets
@@ -154,8 +221,9 @@ def stage_settings(*, eps, norm="linf", version="standard", attacks=None, n_iter
 
   Args:
     eps, norm, version, attacks, n_iter, n_restarts, n_target_classes, n_queries, apgd_variant,
-      square_variant: as :func:`autoattack`.
-    num_classes: C, to resolve the default ``n_target_classes`` min(9, C - 1); None leaves it None.
+      square_variant, eot_iter: as :func:`autoattack`.
+    num_classes: C, to resolve the default ``n_target_classes`` min(9, C - 1) (APGD-T of the L1
+      versions: min(5, C - 1)); None leaves it None.
 
   Returns:
     ``{stage: {"attack": factory name, **hyperparameters}}`` in the order the stages run.
@@ -167,16 +235,15 @@ def stage_settings(*, eps, norm="linf", version="standard", attacks=None, n_iter
   """
   names = check_hyperparameters(eps=eps, norm=norm, version=version, attacks=attacks,
                                 n_iter=n_iter, n_restarts=n_restarts, n_queries=n_queries,
-                                apgd_variant=apgd_variant, square_variant=square_variant)
-  if n_target_classes is None and num_classes is not None:
-    n_target_classes = min(9, num_classes - 1)
+                                apgd_variant=apgd_variant, square_variant=square_variant,
+                                eot_iter=eot_iter)
   out = {}
   for name in names:
     factory_name = _FACTORY_NAMES[name]
     bound = _stage_hyperparameters(
         name, version=version, eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts,
         n_target_classes=n_target_classes, n_queries=n_queries, apgd_variant=apgd_variant,
-        square_variant=square_variant)
+        square_variant=square_variant, eot_iter=eot_iter, num_classes=num_classes)
     made = _factory.make(factory_name, **bound)
     out[name] = {"attack": factory_name, **_factory.hyperparameter_defaults(factory_name),
                  **made.hyperparameters}
@@ -185,13 +252,14 @@ def stage_settings(*, eps, norm="linf", version="standard", attacks=None, n_iter
 
 def check_hyperparameters(*, eps, norm="linf", version="standard", attacks=None, n_iter=100,
                           n_restarts=None, n_queries=5000, apgd_variant="official",
-                          square_variant="autoattack", **_unchecked) -> tuple[str, ...]:
+                          square_variant="autoattack", eot_iter=None, **_unchecked
+                          ) -> tuple[str, ...]:
   """Raises ValueError naming the first bad hyperparameter of :func:`autoattack` (no data needed).
 
   Returns:
     The names of the attacks to run, in order.
   """
-  validation.check_choice("norm", norm, ("linf", "l2"))
+  validation.check_choice("norm", norm, NORMS)
   validation.check_choice("version", version, VERSIONS)
   validation.check_choice("apgd_variant", apgd_variant, _apgd.VARIANTS)
   validation.check_choice("square_variant", square_variant, _square.VARIANTS)
@@ -205,11 +273,28 @@ def check_hyperparameters(*, eps, norm="linf", version="standard", attacks=None,
     names = _VERSION_ATTACKS[version]
   for a in names:
     validation.check_choice("attacks", a, ATTACKS)
-  if norm == "l2" and "square" in names:
-    raise ValueError("Square is implemented for norm='linf' only: for l2 use version='custom' with "
-                     "attacks=('apgd-ce', 'apgd-t', 'fab-t')")
+  missing = [a for a in names if norm not in _NORMS_OF[a]]
+  if missing:
+    have = tuple(a for a in names if norm in _NORMS_OF[a])
+    raise ValueError(
+        f"version={version!r} with norm={norm!r} runs {names} (fra31/auto-attack set_version), but "
+        f"robust_jax has no {norm} version of {tuple(missing)} (FAB and Square are linf and l2 "
+        f"only); nothing is substituted. Run version='custom' with attacks={have} for the other "
+        "stages (for norm='l1' with the L1 standard settings: 5 restarts, 5 targets, "
+        "use_largereps)")
+  if norm == "l1" and apgd_variant != "official":
+    raise ValueError("norm='l1' runs APGD-L1 as coded in autopgd_base.py: apgd_variant must be "
+                     f"'official', got {apgd_variant!r}")
+  if norm == "l2" and "square" in names and square_variant != "autoattack":
+    raise ValueError("Square for norm='l2' is fra31/auto-attack's square.py L2 branch: "
+                     f"square_variant must be 'autoattack', got {square_variant!r}")
+  if version != "rand" and eot_iter is not None:
+    raise ValueError("eot_iter is only used with version='rand' (a randomised logits_fn(x, key))")
+  if eot_iter is not None:
+    validation.check_scalar("eot_iter", eot_iter, low=1, integer=True)
   validation.check_eps(eps, norm, low_open=True)
-  validation.check_scalar("n_iter", n_iter, low=1, integer=True)
+  validation.check_scalar("n_iter", n_iter, low=2 if norm == "l1" and version != "rand" else 1,
+                          integer=True)
   validation.check_scalar("n_queries", n_queries, low=0, integer=True)
   if n_restarts is not None:
     validation.check_scalar("n_restarts", n_restarts, low=1, integer=True)
@@ -251,24 +336,32 @@ def autoattack(
     sharding=None,
     apgd_variant: str = "official",
     square_variant: str = "autoattack",
+    eot_iter: Optional[int] = None,
     verbose: bool = False,
 ) -> AutoAttackResult:
   """Runs AutoAttack and returns the per-point worst case (not jittable: it orchestrates attacks).
 
   Args:
     logits_fn: ``x -> logits`` [B, C] of a deterministic model (eval mode), mapping [0, 1] inputs
-      to logits (normalisation inside). Each attack is compiled once per ``logits_fn`` object and
-      batch size.
+      to logits (normalisation inside); for ``version="rand"`` a randomised model
+      ``(x, key) -> logits`` [B, C], called with a fresh PRNG key for every forward pass. Each
+      attack is compiled once per ``logits_fn`` object and batch size.
     x: float32 images [N, H, W, C] in [0, 1] (NumPy or JAX).
     y: int32 labels [N].
     eps: the radius, > 0 (8/255 for CIFAR-10 linf).
     key: PRNG key; attack ``a`` uses ``fold_in(key, ATTACKS.index(a))``, folded again per batch.
-    norm: ``"linf"`` or ``"l2"`` (l2: Square is unavailable, use ``version="custom"``).
-    version: ``"standard"``, ``"plus"`` or ``"custom"`` (with ``attacks``).
+    norm: ``"linf"``, ``"l2"`` or ``"l1"``. ``"l1"``: the official L1 standard version also runs
+      FAB-T and Square with the L1 norm, which robust_jax lacks, so ``version="standard"`` raises;
+      ``version="custom"`` with ``attacks=("apgd-ce", "apgd-t")`` runs its APGD stages with its
+      settings (5 restarts, 5 targets, ``use_largereps``).
+    version: ``"standard"``, ``"plus"``, ``"rand"`` (APGD-CE and APGD-DLR, 1 restart, EOT over
+      ``eot_iter`` = 20 passes of a randomised ``logits_fn(x, key)``) or ``"custom"`` (with
+      ``attacks``).
     attacks: the attacks to run for ``version="custom"``, names from :data:`ATTACKS`.
     n_iter: iterations of APGD and FAB per run (100).
     n_restarts: restarts per run; default 1, in ``"plus"`` 5 for APGD-CE, APGD-DLR and FAB.
-    n_target_classes: targets of APGD-T and FAB-T; default min(9, C - 1).
+    n_target_classes: targets of APGD-T and FAB-T; default min(9, C - 1) (APGD-T with
+      ``norm="l1"``: min(5, C - 1), as the official L1 standard version).
     n_queries: Square's queries (5,000).
     batch_size: points per attack call; default N (one batch).
     sharding: optional ``jax.sharding.Sharding`` to place each batch with (data parallelism).
@@ -276,10 +369,13 @@ def autoattack(
       means) or ``"paper"`` (:func:`robust_jax.attacks.apgd`).
     square_variant: ``"autoattack"`` (default: ``square.py``) or ``"square_attack"``
       (``max-andr/square-attack``; :func:`robust_jax.attacks.square`).
+    eot_iter: ``version="rand"`` only: gradient passes averaged per APGD iterate (default 20).
     verbose: print the robust accuracy and time after each attack, as AutoAttack does.
 
   Returns:
-    An :class:`AutoAttackResult`.
+    An :class:`AutoAttackResult`. With ``version="rand"`` a point is broken when one stochastic
+    forward pass at the attack's point misclassifies it (the official check), so the robust
+    accuracy is itself a random variable: average several keys.
 
   Raises:
     ValueError: on a bad argument (named, with its valid range).
@@ -296,16 +392,30 @@ def autoattack(
   """
   names = check_hyperparameters(eps=eps, norm=norm, version=version, attacks=attacks,
                                 n_iter=n_iter, n_restarts=n_restarts, n_queries=n_queries,
-                                apgd_variant=apgd_variant, square_variant=square_variant)
+                                apgd_variant=apgd_variant, square_variant=square_variant,
+                                eot_iter=eot_iter)
   validation.check_images("x", x)
   validation.check_key(key, needed_by="AutoAttack")
   x_np = np.asarray(x, np.float32)
   n = x_np.shape[0]
+  randomized = version == "rand"
   logits_fn = as_pytree_fn(logits_fn)
+  spec = jax.ShapeDtypeStruct(x_np.shape, jnp.float32)
+  if randomized:
+    try:
+      jax.eval_shape(logits_fn, spec, jax.random.key(0))
+    except TypeError as e:
+      raise ValueError("version='rand' attacks a randomised model: logits_fn must be "
+                       f"logits_fn(x, key) (a fresh PRNG key per forward pass); it failed: {e}"
+                       ) from e
+    probe_fn = jax.tree_util.Partial(_with_probe_key, logits_fn)
+  else:
+    probe_fn = logits_fn
   # The whole batch's shape (abstract: no FLOPs), so that logits [1, C] for a batch are refused.
-  num_classes = validation.num_classes(logits_fn, jax.ShapeDtypeStruct(x_np.shape, jnp.float32))
+  num_classes = validation.num_classes(probe_fn, spec)
   validation.check_labels("y", y, n, num_classes)
   y_np = np.asarray(y, np.int32)
+  user_targets = n_target_classes
   if n_target_classes is None:
     n_target_classes = min(9, num_classes - 1)
   validation.check_scalar("n_target_classes", n_target_classes, low=1, high=num_classes - 1,
@@ -338,8 +448,12 @@ def autoattack(
   t0 = time.perf_counter()
   pred = np.empty(n, np.int32)
   probs_like = True
-  for _, sel, xb, _, _ in chunks(np.arange(n)):
-    logits = np.asarray(_logits_jit(logits_fn, xb))
+  clean_key = jax.random.fold_in(key, len(ATTACKS))  # randomised model: its clean passes
+  for c, sel, xb, _, _ in chunks(np.arange(n)):
+    if randomized:
+      logits = np.asarray(_logits_rand_jit(logits_fn, xb, jax.random.fold_in(clean_key, c)))
+    else:
+      logits = np.asarray(_logits_jit(logits_fn, xb))
     pred[sel] = logits.argmax(-1)[:len(sel)]
     lv = logits[:len(sel)]
     if not np.isfinite(lv).all():  # on the logits already fetched: no extra device work
@@ -364,8 +478,8 @@ def autoattack(
     stage_key = jax.random.fold_in(key, ATTACKS.index(name))
     attack = _factory.make(_FACTORY_NAMES[name], **_stage_hyperparameters(
         name, version=version, eps=eps, norm=norm, n_iter=n_iter, n_restarts=n_restarts,
-        n_target_classes=n_target_classes, n_queries=n_queries, apgd_variant=apgd_variant,
-        square_variant=square_variant))
+        n_target_classes=user_targets, n_queries=n_queries, apgd_variant=apgd_variant,
+        square_variant=square_variant, eot_iter=eot_iter, num_classes=num_classes))
     todo = np.flatnonzero(robust)
     for c, sel, xb, yb, active in chunks(todo):
       r = attack(logits_fn, xb, yb, jax.random.fold_in(stage_key, c), active=active)
@@ -386,10 +500,16 @@ def autoattack(
   # Trust nothing: re-evaluate every returned point and check the ball and the box.
   attacked = np.flatnonzero(broken_by > 0)
   if attacked.size:
-    pred_adv = np.empty(attacked.size, np.int32)
-    for _, sel, xb, _, _ in chunks(attacked, x_adv):
-      pos = np.searchsorted(attacked, sel)
-      pred_adv[pos] = np.asarray(_predict_jit(logits_fn, xb))[:len(sel)]
+    if randomized:
+      # The official verdict is the attack's own stochastic pass at its point (``rand``: one
+      # forward after each attack); a second pass would be a new draw, so only the ball and the
+      # box are re-checked.
+      pred_adv = np.full(attacked.size, -1, np.int32)
+    else:
+      pred_adv = np.empty(attacked.size, np.int32)
+      for _, sel, xb, _, _ in chunks(attacked, x_adv):
+        pos = np.searchsorted(attacked, sel)
+        pred_adv[pos] = np.asarray(_predict_jit(logits_fn, xb))[:len(sel)]
     dist = _max_dist(x_adv[attacked], x_np[attacked], norm)
     ok = ((pred_adv != y_np[attacked]) & (dist <= eps * (1 + 1e-5) + 1e-6)
           & (x_adv[attacked].reshape(attacked.size, -1).min(1) >= 0)

@@ -27,10 +27,13 @@ Names (:data:`NAMES`) and the functions they configure:
   ``"pgd_restarts"``: :func:`~robust_jax.attacks.pgd_restarts`; ``"cw_inf"``:
   :func:`~robust_jax.attacks.cw_inf`; ``"beta"``: :func:`~robust_jax.attacks.beta_attack`.
 * ``"apgd_ce"``, ``"apgd_dlr"``: :func:`~robust_jax.attacks.apgd` with ``loss`` fixed to ``"ce"`` /
-  ``"dlr"``; ``"apgd_t"``: :func:`~robust_jax.attacks.apgd_targeted`.
+  ``"dlr"``; ``"apgd_t"``: :func:`~robust_jax.attacks.apgd_targeted` (``norm`` linf, l2 or l1;
+  ``use_largereps`` for l1, ``eot_iter`` and ``randomized`` for EOT on a randomised
+  ``logits_fn(x, key)``).
 * ``"fab"``, ``"fab_t"``: :func:`~robust_jax.attacks.fab` with ``targeted`` fixed to False / True.
-* ``"square"``: :func:`~robust_jax.attacks.square`; ``"autoattack"``:
-  :func:`~robust_jax.attacks.autoattack`.
+* ``"square"``: :func:`~robust_jax.attacks.square` (``norm="l2"`` with
+  ``variant="autoattack"``); ``"autoattack"``: :func:`~robust_jax.attacks.autoattack`
+  (``version`` standard, plus, rand or custom; ``eot_iter`` for rand).
 * minimum-norm attacks (results with a per-example ``distance``, see
   :func:`~robust_jax.attacks.robust_accuracy_at`): ``"fmn"`` (:func:`~robust_jax.attacks.fmn`, L0 /
   L1 / L2 / Linf), ``"ddn"`` (:func:`~robust_jax.attacks.ddn`, L2), ``"cw_l2"``

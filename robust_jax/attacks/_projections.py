@@ -33,7 +33,7 @@ def bcast(v: jax.Array, like: jax.Array) -> jax.Array:
 
 
 def per_example_norm(a: jax.Array, norm: str = "l2") -> jax.Array:
-  """The norm of each example ``a[i]`` flattened, [B]: ``"l2"`` (default) or ``"linf"``.
+  """The norm of each example ``a[i]`` flattened, [B]: ``"l2"`` (default), ``"linf"`` or ``"l1"``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -44,6 +44,8 @@ def per_example_norm(a: jax.Array, norm: str = "l2") -> jax.Array:
   a = a.reshape(a.shape[0], -1)
   if norm == "linf":
     return jnp.max(jnp.abs(a), axis=1)
+  if norm == "l1":
+    return jnp.sum(jnp.abs(a), axis=1)
   return jnp.sqrt(jnp.sum(a * a, axis=1))
 
 
@@ -76,14 +78,44 @@ def project_l2(x: jax.Array, x0: jax.Array, eps) -> jax.Array:
   return x0 + jnp.clip(bcast(t, z) * z, lo_box, hi_box)
 
 
+def l1_box_correction(x0: jax.Array, delta: jax.Array, eps) -> jax.Array:
+  """The correction ``c`` that puts ``x0 + delta`` onto {||d||_1 <= eps} intersected with [0, 1]^d.
+
+  ``fra31/auto-attack`` ``autoattack/autopgd_base.py`` ``L1_projection(x2, y2, eps1)``: it returns
+  ``c`` with ``||delta + c||_1 <= eps`` and ``0 <= x0 + delta + c <= 1``, ``delta + c`` the
+  Euclidean projection of ``delta`` onto the intersection (one joint projection, not l1 then clip).
+  The official code finds the soft threshold by sorting; this one is
+  :func:`robust_jax.attacks.project_l1` (the same KKT solution, the threshold found by bisection),
+  so the two agree to float32 rounding (tests/attacks/test_apgd_l1.py checks both against an
+  independent NumPy solver).
+
+  Args:
+    x0: the centres [B, ...] in [0, 1].
+    delta: the perturbations [B, ...] (``x0 + delta`` is the point to project; any values).
+    eps: the l1 radius, a scalar or [B], >= 0.
+
+  Returns:
+    ``c`` [B, ...], ``delta``'s shape and dtype.
+  """
+  from robust_jax.attacks._minimum_norm import project_l1  # pylint: disable=g-import-not-at-top
+  eps_b = jnp.broadcast_to(jnp.asarray(eps, delta.dtype), (delta.shape[0],))
+  return project_l1(delta, eps_b, x0) - delta
+
+
 def project(x: jax.Array, x0: jax.Array, eps, norm: str) -> jax.Array:
-  """Dispatches to :func:`project_linf` or :func:`project_l2`; the result has ``x0``'s dtype (a
-  float32 eps must not promote bfloat16 images)."""
+  """Dispatches to :func:`project_linf`, :func:`project_l2` or, for ``"l1"``, the box-aware l1
+  projection (:func:`l1_box_correction`); the result has ``x0``'s dtype (a float32 eps must not
+  promote bfloat16 images)."""
   if norm == "linf":
     return project_linf(x, x0, eps).astype(x0.dtype)
   if norm == "l2":
     return project_l2(x, x0, eps).astype(x0.dtype)
-  raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+  if norm == "l1":
+    from robust_jax.attacks._minimum_norm import project_l1  # pylint: disable=g-import-not-at-top
+    eps_b = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (x.shape[0],))
+    # The clip absorbs the rounding of x0 + d (the projection is in the box in exact arithmetic).
+    return jnp.clip(x0 + project_l1(x - x0, eps_b, x0), 0.0, 1.0).astype(x0.dtype)
+  raise ValueError(f"norm must be 'linf', 'l2' or 'l1', got {norm!r}")
 
 
 def ascent_direction(grad: jax.Array, norm: str) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Square Attack: a score-based black-box attack by random square updates (linf).
+"""Square Attack: a score-based black-box attack by random square updates (linf and l2).
 
 Andriushchenko, Croce, Flammarion and Hein, "Square Attack: a query-efficient black-box adversarial
 attack via random search", ECCV 2020 (Algorithm 1 and Section 3.1). Two official codes, selected by
@@ -51,6 +51,27 @@ average); the side cap changes nothing on 8 x 8 images; the rest of the gap is t
 rescaled to 1,001 queries (smaller squares sooner: 70 queries to success). At eps 0.05: 304.2,
 297.4, 303.8, 303.8.
 
+The l2 attack (``norm="l2"``, ``variant="autoattack"`` only): ``fra31/auto-attack``
+``autoattack/square.py``, ``SquareAttack.attack_single_run``, the ``norm == 'L2'`` branch, with
+``eta``, ``eta_rectangles`` and ``p_selection`` (``resc_schedule=False``), AutoAttack's l2 stage:
+
+* Start: a grid of s x s windows, s = H // 5, the first corner at (H - 5 s) // 2 and H // s x
+  W // s windows s apart (cut at the border, as the official slicing); window j holds
+  ``eta(s)`` times a random sign per example and channel; x^0 = clip(x + eps delta /
+  (||delta||_2 + 1e-12), 0, 1). ``eta(s)``: the top s // 2 rows a stack of nested rectangles with
+  weights 1 / (r + 1)^2, the other rows minus such a stack, each normalised, the whole normalised
+  and transposed with probability 1/2 (:func:`eta_l2`).
+* Iteration i (one query, examples with margin > 0): s = max(round(sqrt(p_i H W)), 3), made odd,
+  at most min(H, W); two windows (corners floor(U (H - s)), one draw for the batch); window 1 <-
+  eta(s) sign + delta_w1 / ||delta_w1||, rescaled per channel to sqrt(max(eps^2 - ||delta||^2, 0)
+  / C + ||delta_{w1 u w2}||^2); window 2 <- 0 (the mass moves into window 1); renormalise delta to
+  eps and clip (:func:`l2_candidate`); keep the candidate if the loss fell or it misclassifies.
+
+Differences left: the random draws are ``jax.random`` (:func:`l2_init_draws`,
+:func:`l2_iteration_draws`), not torch's; the side is computed in float32; the official code
+divides by zero for H < 5 (s = 0), which is refused here. tests/attacks/test_square_l2.py runs a
+NumPy transcription of the branch with the library's draws against the library.
+
 Per-example state (best point, margin, loss, queries) lives in the carry of one ``lax.while_loop``
 that exits when every example is broken; eps, ``n_queries`` and ``p_init`` are traced.
 """
@@ -67,10 +88,11 @@ import jax.numpy as jnp
 from robust_jax import losses
 from robust_jax import validation
 from robust_jax.attacks._loop import as_pytree_fn
-from robust_jax.attacks._projections import bcast
+from robust_jax.attacks._projections import bcast, per_example_norm
 
 SQUARE_LOSSES = ("margin", "ce")
 VARIANTS = ("square_attack", "autoattack")
+NORMS = ("linf", "l2")
 _P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 _MAX_SIGN_DRAWS = 64
 
@@ -213,11 +235,234 @@ def _square(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss, varia
   return SquareResult(x_adv=x_best, margin=margin_min, misclassified=mis, num_queries=queries)
 
 
+# --- l2: fra31/auto-attack autoattack/square.py, attack_single_run's norm == 'L2' branch ----------
+
+
+def _rect_tail(size, k_end):
+  """T[j] = sum_{k=j}^{k_end - 1} 1 / (k + 1)^2 for j = 0 .. size: what ``eta_rectangles`` adds up
+  for an element at Chebyshev distance j from the centre (it adds 1 / (counter + 1)^2 at every
+  counter whose rectangle holds the element). ``k_end`` may be traced. The official sum runs in
+  increasing k; this one is a float32 reduction (the same to float32 rounding, tested)."""
+  j = jnp.arange(size + 1)[:, None]
+  k = jnp.arange(size + 1)[None, :]
+  terms = jnp.float32(1.0) / jnp.float32(k + 1) ** 2
+  return jnp.sum(jnp.where((k >= j) & (k < k_end), terms, jnp.float32(0.0)), axis=1)
+
+
+def _eta_rectangles(r, q, rows, cols, size):
+  """``square.py``'s ``eta_rectangles(rows, cols)`` (``norm='L2'``) at the local coordinates
+  ``r``, ``q`` (int arrays of one shape; 0 outside the rows x cols rectangle), normalised to unit
+  l2 norm over the rectangle. ``rows``, ``cols`` may be traced (<= ``size``).
+
+  The official loop adds 1 / (k + 1)^2 to the rows [x_c - 1 - k, x_c + k) and columns
+  [y_c - 1 - k, y_c + k) (clipped to the rectangle) for k = 0 .. max(x_c, y_c) - 1, x_c = rows // 2
+  + 1, y_c = cols // 2 + 1: an element at Chebyshev distance k0 from (x_c - 1, y_c - 1) receives
+  the terms k0 .. max(x_c, y_c) - 1, in that order."""
+  xc, yc = rows // 2 + 1, cols // 2 + 1
+  tail = _rect_tail(size, jnp.maximum(xc, yc))
+  k0 = jnp.maximum(jnp.abs(r - (xc - 1)), jnp.abs(q - (yc - 1)))
+  inside = (r >= 0) & (r < rows) & (q >= 0) & (q < cols)
+  val = jnp.where(inside, tail[jnp.clip(k0, 0, size)], jnp.float32(0.0))
+  # The normalisation runs over the whole rectangle, laid out on a size x size canvas.
+  cr, cq = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="ij")
+  ck0 = jnp.maximum(jnp.abs(cr - (xc - 1)), jnp.abs(cq - (yc - 1)))
+  cval = jnp.where((cr < rows) & (cq < cols), tail[jnp.clip(ck0, 0, size)], jnp.float32(0.0))
+  norm = jnp.sqrt(jnp.sum(cval * cval))
+  return val / jnp.where(norm > 0, norm, jnp.float32(1.0))
+
+
+def eta_l2(side, size: int, transpose=False) -> jax.Array:
+  """``square.py``'s ``eta(s)`` for ``norm='L2'``, on a ``size`` x ``size`` canvas.
+
+  The top s // 2 rows are ``eta_rectangles(s // 2, s)``, the other s - s // 2 rows minus
+  ``eta_rectangles(s - s // 2, s)`` (two stacks of nested rectangles of opposite signs, weights
+  1 / (r + 1)^2), the whole normalised to unit l2 norm, transposed when the official
+  ``torch.rand([1]) > 0.5``.
+
+  Args:
+    side: s, 1 <= s <= ``size`` (int or traced int32).
+    size: the canvas side (static); entries outside the top-left s x s block are 0.
+    transpose: bool (or traced bool), the official random transposition.
+
+  Returns:
+    float32 [size, size].
+
+  Example:
+    >>> e = eta_l2(3, 3)
+    >>> round(float(jnp.sum(e * e)), 6), [round(float(v), 4) for v in e[:, 1]]
+    (1.0, [0.6804, -0.1291, -0.6455])
+  """
+  side = jnp.asarray(side, jnp.int32)
+  r, q = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing="ij")
+  half = side // 2
+  top = _eta_rectangles(r, q, half, side, size)
+  bottom = _eta_rectangles(r - half, q, side - half, side, size)
+  e = jnp.where(r < half, top, -bottom)
+  e = jnp.where((r < side) & (q < side), e, jnp.float32(0.0))
+  e = e / jnp.sqrt(jnp.sum(e * e))
+  return jnp.where(transpose, e.T, e)
+
+
+def side_length_l2(p, height, width):
+  """``square.py``'s L2 side: max(round(sqrt(p H W)), 3), made odd (s + 1 when even), at most
+  min(H, W) (float32, as :func:`side_length`)."""
+  side = jnp.maximum(jnp.round(jnp.sqrt(p * height * width)).astype(jnp.int32), 3)
+  side = jnp.where(side % 2 == 0, side + 1, side)
+  return jnp.minimum(side, min(height, width))
+
+
+def l2_init_grid(height: int, width: int):
+  """The initial grid of ``square.py``'s L2 branch: side s = H // 5, first corner
+  (H - 5 s) // 2, then ``H // s`` x ``W // s`` windows s apart (windows past the border are cut,
+  as the official slicing). Returns ``(s, corners)``, corners a list of (vh, vw)."""
+  s = height // 5
+  sp = (height - 5 * s) // 2
+  return s, [(sp + a * s, sp + b * s) for a in range(height // s) for b in range(width // s)]
+
+
+def l2_init_draws(key, batch: int, channels: int, n_windows: int):
+  """The library's draws of the L2 start: per window, the transposition of ``eta`` (one for the
+  batch, as ``eta`` is called once per window) and the signs [n_windows, B, C]."""
+  k_t, k_s = jax.random.split(key)
+  transpose = jax.random.uniform(k_t, (n_windows,)) > 0.5
+  signs = jnp.sign(jax.random.uniform(k_s, (n_windows, batch, channels), jnp.float32, -1.0, 1.0))
+  return transpose, signs
+
+
+def l2_iteration_draws(key, i, batch: int, channels: int, height: int, width: int, side):
+  """The library's draws of L2 iteration ``i`` (one set for the batch, as ``square.py``):
+  the corners (vh, vw) of window 1 and (vh2, vw2) of window 2, each floor(U (H - s)), the
+  transposition of ``eta`` and the signs [B, C] (``random_choice([B, c, 1, 1])``)."""
+  k_h, k_w, k_h2, k_w2, k_t, k_s = jax.random.split(jax.random.fold_in(key, i), 6)
+
+  def corner(k, extent):
+    return jnp.floor(jax.random.uniform(k, ()) * (extent - side).astype(jnp.float32)).astype(
+        jnp.int32)
+
+  vh, vw, vh2, vw2 = (corner(k_h, height), corner(k_w, width), corner(k_h2, height),
+                      corner(k_w2, width))
+  transpose = jax.random.uniform(k_t, ()) > 0.5
+  signs = jnp.sign(jax.random.uniform(k_s, (batch, channels), jnp.float32, -1.0, 1.0))
+  return vh, vw, vh2, vw2, transpose, signs
+
+
+def _l2_normalize(d):
+  """``square.py``'s ``normalize`` (L2): d / (||d||_2 + 1e-12), per example."""
+  return d / (bcast(per_example_norm(d, "l2"), d) + 1e-12)
+
+
+def l2_start(x, eps, transpose, signs):
+  """x^0 of the L2 branch: ``clamp(x + normalize(delta_init) * eps, 0, 1)``, ``delta_init`` the
+  grid of :func:`l2_init_grid` windows, window j holding ``eta(s)`` (transposed where
+  ``transpose[j]``) times ``signs[j]`` [B, C]."""
+  _, height, width, _ = x.shape
+  s, corners = l2_init_grid(height, width)
+  delta = jnp.zeros_like(x)
+  e0 = eta_l2(s, s)
+  for j, (vh, vw) in enumerate(corners):
+    rows, cols = min(vh + s, height) - vh, min(vw + s, width) - vw
+    if rows <= 0 or cols <= 0:
+      continue
+    e = jnp.where(transpose[j], e0.T, e0)[:rows, :cols]
+    patch = e[None, :, :, None] * signs[j][:, None, None, :]
+    delta = delta.at[:, vh:vh + rows, vw:vw + cols, :].add(patch)
+  return jnp.clip(x + _l2_normalize(delta) * eps, 0.0, 1.0)
+
+
+def l2_candidate(x, x_best, eps, side, vh, vw, vh2, vw2, transpose, signs):
+  """One L2 query's candidate (``square.py``, ``attack_single_run``, ``norm == 'L2'``).
+
+  With delta = x_best - x, window 1 at (vh, vw) and window 2 at (vh2, vw2), both s x s:
+  window 1 <- eta(s) sign + delta_w1 / (1e-12 + ||delta_w1||), rescaled per channel to
+  sqrt(max(eps^2 - ||delta||^2, 0) / C + ||delta_{w1 u w2}||^2) (the mass of both windows, plus
+  what the budget leaves); window 2 <- 0 (set first, so window 1 wins where they overlap); then
+  x_new = clamp(x + eps delta / (||delta|| + 1e-12), 0, 1). Norms over a window are per example
+  and channel (the official sums over the two spatial axes), ||delta|| over the whole example.
+
+  Args:
+    x, x_best: [B, H, W, C]; eps: the radius; side: s (traced int); vh .. vw2: corners (traced
+      ints); transpose: traced bool; signs: [B, C] in {-1, +1}.
+
+  Returns:
+    The candidates [B, H, W, C], in the l2 ball of radius eps (up to rounding) and in [0, 1].
+  """
+  _, height, width, channels = x.shape
+  size = min(height, width)
+  hh = jnp.arange(height)[None, :, None, None]
+  ww = jnp.arange(width)[None, None, :, None]
+
+  def window(a, b):
+    return (hh >= a) & (hh < a + side) & (ww >= b) & (ww < b + side)
+
+  m1, m2 = window(vh, vw), window(vh2, vw2)
+  e = eta_l2(side, size, transpose)
+  rows = jnp.clip(jnp.arange(height) - vh, 0, size - 1)
+  cols = jnp.clip(jnp.arange(width) - vw, 0, size - 1)
+  e_img = e[rows[:, None], cols[None, :]][None, :, :, None]
+  delta = x_best - x
+  spatial = (1, 2)
+  nw1 = jnp.sqrt(jnp.sum(jnp.where(m1, delta, 0.0) ** 2, axis=spatial, keepdims=True))
+  norms_image = bcast(per_example_norm(delta, "l2"), x)
+  nws = jnp.sqrt(jnp.sum(jnp.where(m1 | m2, delta, 0.0) ** 2, axis=spatial, keepdims=True))
+  new = e_img * signs[:, None, None, :] + delta / (1e-12 + nw1)
+  new = jnp.where(m1, new, 0.0)
+  new_norm = jnp.sqrt(jnp.sum(new * new, axis=spatial, keepdims=True))
+  budget = jnp.maximum(eps * eps - norms_image ** 2, 0.0) / channels + nws ** 2
+  new = new / (1e-12 + new_norm) * jnp.sqrt(budget)
+  delta = jnp.where(m2, 0.0, delta)
+  delta = jnp.where(m1, new, delta)
+  return jnp.clip(x + _l2_normalize(delta) * eps, 0.0, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("loss",))
+def _square_l2(logits_fn, x, y, key, active, eps, n_queries, p_init, *, loss):
+  batch, height, width, channels = x.shape
+  active = active & (jnp.argmax(logits_fn(x), axis=-1) == y)
+  k_init, k_loop = jax.random.split(key)
+  _, corners = l2_init_grid(height, width)
+  transpose0, signs0 = l2_init_draws(k_init, batch, channels, len(corners))
+  x_best = jnp.where(bcast(active, x), l2_start(x, eps, transpose0, signs0), x)
+  margin_min, loss_min = _margin_and_loss(logits_fn, x_best, y, loss)
+  queries = active.astype(jnp.int32)
+
+  def cond(c):
+    i, _, margin_min, _, _ = c
+    return (i < n_queries) & jnp.any(active & (margin_min > 0))
+
+  def body(c):
+    i, x_best, margin_min, loss_min, queries = c
+    todo = active & (margin_min > 0)
+    side = side_length_l2(p_selection(p_init, i), height, width)
+    vh, vw, vh2, vw2, transpose, signs = l2_iteration_draws(k_loop, i, batch, channels, height,
+                                                            width, side)
+    x_new = l2_candidate(x, x_best, eps, side, vh, vw, vh2, vw2, transpose, signs)
+    margin, loss_new = _margin_and_loss(logits_fn, x_new, y, loss)
+    improved = todo & (loss_new < loss_min)
+    loss_min = jnp.where(improved, loss_new, loss_min)
+    take = improved | (todo & (margin <= 0))
+    margin_min = jnp.where(take, margin, margin_min)
+    x_best = jnp.where(bcast(take, x), x_new, x_best)
+    return i + 1, x_best, margin_min, loss_min, queries + todo.astype(jnp.int32)
+
+  carry0 = (jnp.asarray(0, jnp.int32), x_best, margin_min, loss_min, queries)
+  _, x_best, margin_min, _, queries = jax.lax.while_loop(cond, body, carry0)
+  x_best = jax.lax.stop_gradient(x_best)
+  mis = jnp.argmax(logits_fn(x_best), axis=-1) != y
+  return SquareResult(x_adv=x_best, margin=margin_min, misclassified=mis, num_queries=queries)
+
+
 def check_hyperparameters(*, eps, n_queries=5000, p_init=0.8, loss="margin", norm="linf",
                           variant="square_attack", **_unchecked):
   """Raises ValueError naming the first bad hyperparameter of :func:`square` (no data needed)."""
-  validation.check_choice("norm", norm, ("linf",))
   validation.check_choice("variant", variant, VARIANTS)
+  if variant == "square_attack":
+    if norm != "linf":
+      raise ValueError(f"norm must be one of ('linf',) for variant='square_attack' (max-andr/"
+                       f"square-attack's linf code), got {norm!r}; norm='l2' is fra31/auto-attack's"
+                       " square.py: pass variant='autoattack'")
+  elif norm not in NORMS:
+    raise ValueError(f"norm must be one of {NORMS} for variant='autoattack', got {norm!r} "
+                     "(square.py's L1 branch is not implemented)")
   validation.check_choice("loss", loss, SQUARE_LOSSES)
   validation.check_eps(eps, norm)
   validation.check_scalar("n_queries", n_queries, low=0, integer=True)
@@ -238,18 +483,20 @@ def square(
     active: Optional[jax.Array] = None,
     variant: str = "square_attack",
 ) -> SquareResult:
-  """The linf Square Attack (Andriushchenko et al. 2020), untargeted, gradient-free.
+  """The Square Attack (Andriushchenko et al. 2020), linf or l2, untargeted, gradient-free.
 
   Args:
     logits_fn: ``x -> logits`` [B, C]; only evaluated, never differentiated.
     x: float32 images [B, H, W, C] in [0, 1].
     y: int32 labels [B].
-    eps: the linf radius, >= 0.
+    eps: the radius (linf or l2), >= 0 (traced).
     key: PRNG key (stripes, windows and signs).
     n_queries: iterations after the initial query, >= 0 (5,000 in AutoAttack; traced).
     p_init: the initial fraction of pixels per square, in (0, 1] (0.8; traced).
     loss: ``"margin"`` (AutoAttack) or ``"ce"``.
-    norm: only ``"linf"`` is implemented.
+    norm: ``"linf"`` or ``"l2"``; ``"l2"`` is ``square.py``'s L2 branch and needs
+      ``variant="autoattack"`` and images at least 5 pixels high (its initial grid has windows of
+      side H // 5); see "The l2 attack" in the module docstring.
     active: optional bool [B]; examples with False are not attacked (returned as ``x``); nor are
       examples misclassified at ``x``.
     variant: ``"square_attack"`` (default; ``max-andr/square-attack``: windows and signs per
@@ -262,7 +509,7 @@ def square(
 
   Raises:
     ValueError: on a bad argument (named, with its valid range), when values are concrete; ``x``
-      not [B, H, W, C]; a ``norm`` other than ``"linf"``.
+      not [B, H, W, C]; ``norm="l2"`` with ``variant="square_attack"`` or with H < 5.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -279,6 +526,14 @@ def square(
   if x.ndim != 4:
     raise ValueError(f"x must be NHWC images [B, H, W, C], got shape {x.shape}")
   active = jnp.ones((x.shape[0],), bool) if active is None else jnp.asarray(active, bool)
+  if norm == "l2":
+    validation.check_eps(eps, "l2", image_shape=x.shape)
+    if x.shape[1] < 5:
+      raise ValueError(f"norm='l2' needs images at least 5 pixels high (square.py's initial grid "
+                       f"has windows of side H // 5), got H = {x.shape[1]}")
+    return _square_l2(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, active,
+                      jnp.asarray(eps, jnp.float32), jnp.asarray(n_queries, jnp.int32),
+                      jnp.asarray(p_init, jnp.float32), loss=loss)
   return _square(as_pytree_fn(logits_fn), x, jnp.asarray(y, jnp.int32), key, active,
                  jnp.asarray(eps, jnp.float32), jnp.asarray(n_queries, jnp.int32),
                  jnp.asarray(p_init, jnp.float32), loss=loss, variant=variant)

@@ -521,8 +521,9 @@ def test_make_passes_per_call_inputs(data):
     (lambda: attacks.make("fab_t", eps=0.1, eta=0.5), r"eta must be in \[1.0, inf\)"),
     (lambda: attacks.make("square", eps=0.1, p_init=0.0), r"p_init must be in \(0.0, 1.0\]"),
     (lambda: attacks.make("square", eps=0.1, norm="l2"), "norm must be one of"),
-    (lambda: attacks.make("autoattack", eps=0.1, version="rand"), "version must be one of"),
-    (lambda: attacks.make("autoattack", eps=0.1, norm="l2"), "Square is implemented"),
+    (lambda: attacks.make("autoattack", eps=0.1, version="random"), "version must be one of"),
+    (lambda: attacks.make("autoattack", eps=0.1, norm="l2", square_variant="square_attack"),
+     "Square for norm='l2'"),
     (lambda: attacks.make("beta", eps=0.1, step_size=0.0, num_steps=3),
      r"step_size must be in \(0.0, inf\)"),
 ])

@@ -103,8 +103,8 @@ def test_autoattack_bad_arguments(model):
     aa.autoattack(logits_fn, x, y, eps=0.1, key=key, version="custom")
   with pytest.raises(ValueError, match="attacks"):
     aa.autoattack(logits_fn, x, y, eps=0.1, key=key, version="custom", attacks=("pgd",))
-  with pytest.raises(ValueError, match="Square"):
-    aa.autoattack(logits_fn, x, y, eps=0.5, key=key, norm="l2")
+  with pytest.raises(ValueError, match="Square"):  # Square-L2 is square.py's only
+    aa.autoattack(logits_fn, x, y, eps=0.5, key=key, norm="l2", square_variant="square_attack")
   with pytest.raises(ValueError, match="eps"):
     aa.autoattack(logits_fn, x, y, eps=0.0, key=key)
   with pytest.raises(ValueError, match="y"):
