@@ -1,7 +1,9 @@
 r"""Evaluates a trained model: ``python -m launch.eval --workdir=DIR`` (or ``--checkpoint=DIR``).
 
 Runs the seeds' table (Clean | FGSM | PGD-20 | PGD-100 | CW-inf | APGD-CE | APGD-T | AA, plus the
-worst class) on the test split at the training eps, prints it, and writes ``eval_<which>.json`` and
+worst class; ``--attacks`` may add AA+ (AutoAttack plus) and the minimum-norm attacks FMN,
+DeepFool, DDN and CW-L2 counted at eps, :func:`robust_jax.evaluation.extra_attacks`) on the test
+split at the training eps, prints it, and writes ``eval_<which>.json`` and
 ``eval_<which>.md`` next to the checkpoints. ``--attacks`` selects columns, ``--num_examples`` a
 prefix of the split, ``--split`` the split (``test``), ``--n_iter`` / ``--n_queries`` the
 APGD/AutoAttack budgets, ``--apgd_variant`` the APGD algorithm of the APGD and AA columns
@@ -59,7 +61,10 @@ from robust_jax.training import restore
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Alias of --workdir.")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint.")
-_ATTACKS = flags.DEFINE_list("attacks", list(evaluation.TABLE_COLUMNS), "Columns to run.")
+_ATTACKS = flags.DEFINE_list("attacks", list(evaluation.TABLE_COLUMNS),
+                             "Columns to run: the seeds' table "
+                             f"({', '.join(evaluation.TABLE_COLUMNS)}) and "
+                             f"{', '.join(evaluation.EXTRA_COLUMNS)}.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "The data split.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "0 = the whole split.")
 _BATCH = flags.DEFINE_integer("batch_size", 500, "Examples per attack call.")
@@ -105,8 +110,10 @@ def _check_flags():
   _cli.check(_EPS.value is None or 0.0 < _EPS.value < float("inf"),
              f"--eps must be > 0, got {_EPS.value}")
   _cli.check(bool(_ATTACKS.value), "--attacks must name at least one column")
-  unknown = [a for a in _ATTACKS.value if a not in evaluation.TABLE_COLUMNS]
-  _cli.check(not unknown, f"--attacks: unknown {unknown}; valid: {list(evaluation.TABLE_COLUMNS)}")
+  unknown = [a for a in _ATTACKS.value
+             if a not in evaluation.TABLE_COLUMNS + evaluation.EXTRA_COLUMNS]
+  _cli.check(not unknown, f"--attacks: unknown {unknown}; valid: "
+                          f"{list(evaluation.TABLE_COLUMNS) + list(evaluation.EXTRA_COLUMNS)}")
   dup = sorted({a for a in _ATTACKS.value if _ATTACKS.value.count(a) > 1})
   _cli.check(not dup, f"--attacks: {dup} given twice")
   curve = _curve_eps()
@@ -157,6 +164,13 @@ def main(argv):
   table = evaluation.default_attacks(eps, norm=info["norm"], n_iter=_N_ITER.value,
                                      n_queries=_N_QUERIES.value,
                                      apgd_variant=_APGD_VARIANT.value)
+  extra = [k for k in _ATTACKS.value if k in evaluation.EXTRA_COLUMNS]
+  try:
+    table.update(evaluation.extra_attacks(eps, extra, norm=info["norm"], n_iter=_N_ITER.value,
+                                          n_queries=_N_QUERIES.value,
+                                          apgd_variant=_APGD_VARIANT.value))
+  except ValueError as e:
+    raise _cli.UsageError(f"--attacks: {e}") from e
   attacks = {k: table[k] for k in _ATTACKS.value}
   # No batch larger than the data: padding 40 examples to 500 would run the attacks on 500.
   batch_size = min(_BATCH.value, len(data["label"]))

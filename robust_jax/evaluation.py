@@ -216,9 +216,9 @@ def default_attacks(
     start.
   * ``"APGD-CE"``, ``"APGD-T"``: ``"apgd_ce"`` and ``"apgd_t"`` with ``n_iter`` iterations (APGD-T
     over min(9, C - 1) targets), ``variant=apgd_variant``.
-  * ``"AA"``: ``"autoattack"`` (``aa_version``; for l2 the custom version APGD-CE, APGD-T, FAB-T,
-    since Square is linf only) with ``n_iter``, ``n_queries`` and ``apgd_variant``, its batches
-    placed like ``x`` when ``x`` carries a ``NamedSharding``.
+  * ``"AA"``: ``"autoattack"`` (``aa_version``, the official composition for the norm: for l2 too
+    APGD-CE, APGD-T, FAB-T and Square-L2) with ``n_iter``, ``n_queries`` and ``apgd_variant``, its
+    batches placed like ``x`` when ``x`` carries a ``NamedSharding``.
 
   Every APGD and AutoAttack column runs ``fra31/auto-attack``'s algorithm by default
   (``apgd_variant="official"``: ``autopgd_base.py``; AutoAttack's Square is ``square.py``'s);
@@ -234,7 +234,7 @@ def default_attacks(
     kappa: CW-inf confidence.
     n_iter: APGD and AutoAttack iterations (100).
     n_queries: Square's queries inside AutoAttack (5,000).
-    aa_version: AutoAttack's version for linf (``"standard"`` or ``"plus"``).
+    aa_version: AutoAttack's version (``"standard"`` or ``"plus"``).
     fgsm_start: ``"uniform"`` or ``"none"``.
     apgd_variant: ``"official"`` (default) or ``"paper"``, for APGD-CE, APGD-T and AutoAttack.
 
@@ -257,10 +257,16 @@ def default_attacks(
   table["APGD-CE"] = make("apgd_ce", eps=eps, n_iter=n_iter, norm=norm, variant=apgd_variant)
   # min(9, C - 1) targets
   table["APGD-T"] = make("apgd_t", eps=eps, n_iter=n_iter, norm=norm, variant=apgd_variant)
-  versions = dict(version=aa_version) if norm == "linf" else dict(
-      version="custom", attacks=("apgd-ce", "apgd-t", "fab-t"))
-  autoattack = make("autoattack", eps=eps, norm=norm, n_iter=n_iter, n_queries=n_queries,
-                    apgd_variant=apgd_variant, **versions)
+  table["AA"] = _autoattack_column(eps, norm=norm, n_iter=n_iter, n_queries=n_queries,
+                                   apgd_variant=apgd_variant, version=aa_version)
+  return table
+
+
+def _autoattack_column(eps, *, norm, n_iter, n_queries, apgd_variant, version):
+  """AutoAttack (``version``, official composition for the norm) as a column, its batches placed
+  like ``x`` when ``x`` carries a ``NamedSharding``."""
+  autoattack = attacks_lib.make("autoattack", eps=eps, norm=norm, n_iter=n_iter,
+                                n_queries=n_queries, apgd_variant=apgd_variant, version=version)
 
   def aa(logits_fn, x, y, key):
     sharding = getattr(x, "sharding", None)
@@ -268,8 +274,62 @@ def default_attacks(
                       sharding=sharding if isinstance(sharding, NamedSharding) else None)
 
   aa.name, aa.hyperparameters = autoattack.name, autoattack.hyperparameters
-  table["AA"] = aa
-  return table
+  return aa
+
+
+# Columns beyond the seeds' table that ``launch.eval --attacks`` accepts (:func:`extra_attacks`).
+EXTRA_COLUMNS = ("AA+", "FMN", "DeepFool", "DDN", "CW-L2")
+_L2_ONLY = ("DDN", "CW-L2")
+
+
+def at_radius(attack: AttackFn, eps) -> AttackFn:
+  """A minimum-norm attack as a column at radius ``eps``: its point where its distance is at most
+  eps, ``x`` elsewhere (so the column's robust accuracy is ``robust_accuracy_at(distance, eps)``
+  and no returned point lies outside the ball)."""
+  def column(logits_fn, x, y, key):
+    r = attack(logits_fn, x, y, key)
+    inside = r.distance <= eps
+    x_adv = jnp.where(inside.reshape((-1,) + (1,) * (x.ndim - 1)), r.x_adv, x)
+    return r._replace(x_adv=x_adv, misclassified=r.misclassified & inside)
+  column.name, column.hyperparameters = attack.name, attack.hyperparameters
+  return column
+
+
+def extra_attacks(eps: float, names: Sequence[str], *, norm: str = "linf", n_iter: int = 100,
+                  n_queries: int = 5000, apgd_variant: str = "official",
+                  min_norm_steps: int = 100) -> dict[str, AttackFn]:
+  """The columns of :data:`EXTRA_COLUMNS` named in ``names``, at radius ``eps``.
+
+  * ``"AA+"``: AutoAttack ``version="plus"`` (APGD-CE, APGD-DLR, FAB, Square with 5 restarts, then
+    APGD-T and FAB-T), official composition.
+  * ``"FMN"`` (Pintor et al. 2021, in ``norm``), ``"DeepFool"`` (``norm``), ``"DDN"`` and
+    ``"CW-L2"`` (l2 only): minimum-norm attacks (``min_norm_steps`` iterations; CW-L2 9 x
+    ``min_norm_steps``), counted at ``eps`` with :func:`at_radius`.
+
+  Raises:
+    ValueError: for an unknown name, or DDN / CW-L2 with ``norm="linf"``.
+  """
+  unknown = [n for n in names if n not in EXTRA_COLUMNS]
+  if unknown:
+    raise ValueError(f"unknown extra columns {unknown}; valid: {list(EXTRA_COLUMNS)}")
+  wrong = [n for n in names if n in _L2_ONLY and norm != "l2"]
+  if wrong:
+    raise ValueError(f"{wrong} are l2 attacks; the evaluation's norm is {norm!r}")
+  make = attacks_lib.make
+  out = {}
+  for n in names:
+    if n == "AA+":
+      out[n] = _autoattack_column(eps, norm=norm, n_iter=n_iter, n_queries=n_queries,
+                                  apgd_variant=apgd_variant, version="plus")
+    elif n == "FMN":
+      out[n] = at_radius(make("fmn", norm=norm, steps=min_norm_steps), eps)
+    elif n == "DeepFool":
+      out[n] = at_radius(make("deepfool", norm=norm), eps)
+    elif n == "DDN":
+      out[n] = at_radius(make("ddn", steps=min_norm_steps), eps)
+    else:
+      out[n] = at_radius(make("cw_l2", max_iterations=min_norm_steps), eps)
+  return out
 
 
 def _jsonable(v):

@@ -60,6 +60,7 @@ from robust_jax.models import kernels, layers
 from robust_jax.models.cifs import CIFSCNN4, CIFSResNet18
 from robust_jax.models.cnn import CNN4, CNN8, MLP, MNISTNet, SmallCNN
 from robust_jax.models.layers import Conv, conv2d, global_avg_pool, max_pool_2x2
+from robust_jax.models.linen_fast import fast, fast_convolutions  # plain nn.Conv models on CPU
 from robust_jax.models.resnet import PreActResNet18, ResNet18
 from robust_jax.models.spectral_norm import SNMLP
 from robust_jax.models.wide_resnet import WideResNet, blocks_per_group
