@@ -83,7 +83,8 @@ MODEL_SPECS: Dict[str, ModelSpec] = {
     "resnet18": ModelSpec(**_CIFAR, batch=32, methods=RESNET_METHODS, attacks=RESNET_ATTACKS),
     "wrn28_10": ModelSpec(**_CIFAR, batch=8, methods=HEAVY_METHODS, attacks=HEAVY_ATTACKS),
     "wrn32_10": ModelSpec(**_CIFAR, batch=8, methods=HEAVY_METHODS, attacks=HEAVY_ATTACKS),
-    "wrn34_10": ModelSpec(**_CIFAR, batch=8, methods=HEAVY_METHODS, attacks=HEAVY_ATTACKS),
+    "wrn34_10": ModelSpec(**_CIFAR, batch=8, methods=HEAVY_METHODS + REMAT_METHODS[1:],
+                          attacks=HEAVY_ATTACKS),
     # Not a default model: ``--models=wrn34_10,wrn70_16 --methods=<REMAT_METHODS>`` gives the
     # remat rows (peak memory and step time with and without rematerialised blocks).
     "wrn70_16": ModelSpec(**_CIFAR, batch=2, methods=REMAT_METHODS, attacks=()),
