@@ -136,6 +136,8 @@ def gradalign_lambda_fn(eps) -> jax.Array:
 
 def _published_elle_lambda(eps):
   e = eps * 255.0
+  if isinstance(e, (int, float)):  # a Python number: a Python float, also inside a jit trace
+    return 1000.0 if e <= 8.0 + 1e-6 else 5000.0 if e <= 20.0 + 1e-6 else 10000.0
   return jnp.where(e <= 8.0 + 1e-6, 1000.0, jnp.where(e <= 20.0 + 1e-6, 5000.0, 10000.0))
 
 

@@ -342,3 +342,23 @@ def test_gradalign_lambda_under_eps_warmup_in_the_training_step(follows, digits_
     want = float(regularizers.gradalign_lambda(eps_t if follows else 16 / 255))
     assert float(m["reg_lambda"]) == pytest.approx(want, rel=1e-6)
   assert (want < 0.05) == follows  # lambda(eps_t) = 0.032 at step 1 against lambda(16/255) = 2.0
+
+
+def test_elle_trains_on_cifar_sized_inputs_with_the_published_lambda():
+  """At 32x32x3 (the published input size) ELLE's default lambda is the published table's, taken
+  inside the compiled step from the recipe's eps (a Python float there: it once crashed on it)."""
+  from robust_jax import models  # pylint: disable=import-outside-toplevel
+  from robust_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
+  from robust_jax.training.loop import initial_parts  # pylint: disable=import-outside-toplevel
+  c = config_lib.base_config()
+  c.method, c.eps, c.step_size, c.elle_lambda, c.batch_size = "elle", 8 / 255, 8 / 255, 0.0, 4
+  config_lib.validate(c)
+  model = models.get_model("mlp")
+  tx, lr_fn = step_lib.make_optimizer(c, 10)
+  st = state_lib.create(model=model, tx=tx, sample_input=jnp.zeros((1, 32, 32, 3)), seed=0)
+  st = st.replace(parts=initial_parts(c, st.params))
+  step = jax.jit(step_lib.make_train_step(c, model, tx, lr_fn, 10))
+  batch = {"image": jax.random.uniform(jax.random.key(0), (4, 32, 32, 3)),
+           "label": jnp.arange(4, dtype=jnp.int32)}
+  _, metrics = step(st, batch)
+  assert float(metrics["reg_lambda"]) == 1000.0 and np.isfinite(float(metrics["loss"]))
