@@ -66,3 +66,32 @@ def traced_at_most_once(jitted):
             if p.kind is inspect.Parameter.KEYWORD_ONLY]
   chex.clear_trace_counter()
   return jax.jit(chex.assert_max_traces(fn, n=1), static_argnames=static)
+
+
+def tanh_mlp_case(key, batch, side, channels, *, scale, flip):
+  """``(f, x, y)``: a tanh MLP ``f`` on random ``[batch, side, side, channels]`` images whose first
+  and last rows lie on the faces of the box (so candidates get clipped), labelled by ``f`` itself
+  (so every point is attacked) except example ``flip``, whose label is shifted (misclassified)."""
+  k1, k2, k3 = jax.random.split(key, 3)
+  w1 = jax.random.normal(k1, (side * side * channels, 16)) * scale
+  w2 = jax.random.normal(k2, (16, 10))
+
+  def f(v):
+    return jnp.tanh(v.reshape(v.shape[0], -1) @ w1) @ w2
+
+  x = jax.random.uniform(k3, (batch, side, side, channels))
+  x = x.at[:, 0].set(0.0).at[:, -1].set(1.0)
+  y = np.asarray(jnp.argmax(f(x), -1)).astype(np.int32)
+  y[flip] = (y[flip] + 1) % 10
+  return f, x, jnp.asarray(y)
+
+
+def recording(f):
+  """``(logits_fn, calls)``: ``f`` that appends every batch it is evaluated on to ``calls``."""
+  calls = []
+
+  def logits_fn(v):
+    jax.debug.callback(lambda a: calls.append(np.asarray(a)), v, ordered=True)
+    return f(v)
+
+  return logits_fn, calls

@@ -39,6 +39,7 @@ import pytest
 from robust_jax.attacks import _apgd as apgd
 from robust_jax.attacks import _fab as fab
 from robust_jax.attacks import _square as square
+from tests.attacks import invariants
 
 B = 24  # examples per test: small, so each test takes a few seconds on two cores
 
@@ -67,15 +68,7 @@ def data(digits_splits):
   return f, x, jnp.asarray(y)
 
 
-def _recording(f):
-  """``(logits_fn, calls)``: ``f`` that appends every batch it is evaluated on to ``calls``."""
-  calls = []
-
-  def logits_fn(v):
-    jax.debug.callback(lambda a: calls.append(np.asarray(a)), v, ordered=True)
-    return f(v)
-
-  return logits_fn, calls
+_recording = invariants.recording
 
 
 # --- APGD ----------------------------------------------------------------------------------------
@@ -338,18 +331,7 @@ SQ_B, SQ_H, SQ_C = 12, 6, 3  # RGB images, so that the signs are drawn per chann
 @pytest.fixture(scope="module")
 def square_data():
   """A tanh MLP on random 6x6x3 images, its own labels (so all are attacked) but one flipped."""
-  k1, k2, k3 = jax.random.split(jax.random.key(3), 3)
-  w1 = jax.random.normal(k1, (SQ_H * SQ_H * SQ_C, 16)) * 2.0
-  w2 = jax.random.normal(k2, (16, 10))
-
-  def f(v):
-    return jnp.tanh(v.reshape(v.shape[0], -1) @ w1) @ w2
-
-  x = jax.random.uniform(k3, (SQ_B, SQ_H, SQ_H, SQ_C))
-  x = x.at[:, 0].set(0.0).at[:, -1].set(1.0)  # rows on the faces of the box: clipped windows
-  y = np.asarray(jnp.argmax(f(x), -1)).astype(np.int32)
-  y[5] = (y[5] + 1) % 10
-  return f, x, jnp.asarray(y)
+  return invariants.tanh_mlp_case(jax.random.key(3), SQ_B, SQ_H, SQ_C, scale=2.0, flip=5)
 
 
 def _margin_fn(f):

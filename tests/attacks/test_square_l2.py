@@ -10,6 +10,7 @@ import pytest
 
 from robust_jax import attacks
 from robust_jax.attacks import _square as square
+from tests.attacks import invariants
 
 B, H, C = 8, 10, 2  # 10 x 10 x 2 images: an initial grid of 2 x 2 windows, two channels
 EPS, N_QUERIES = 1.0, 40
@@ -19,28 +20,10 @@ F32 = np.float32
 @pytest.fixture(scope="module")
 def data():
   """A tanh MLP on random images, its own labels (so all are attacked) but one flipped."""
-  k1, k2, k3 = jax.random.split(jax.random.key(7), 3)
-  w1 = jax.random.normal(k1, (H * H * C, 16)) * 0.7
-  w2 = jax.random.normal(k2, (16, 10))
-
-  def f(v):
-    return jnp.tanh(v.reshape(v.shape[0], -1) @ w1) @ w2
-
-  x = jax.random.uniform(k3, (B, H, H, C))
-  x = x.at[:, 0].set(0.0).at[:, -1].set(1.0)  # rows on the faces of the box: clipped candidates
-  y = np.asarray(jnp.argmax(f(x), -1)).astype(np.int32)
-  y[2] = (y[2] + 1) % 10
-  return f, x, jnp.asarray(y)
+  return invariants.tanh_mlp_case(jax.random.key(7), B, H, C, scale=0.7, flip=2)
 
 
-def _recording(f):
-  calls = []
-
-  def logits_fn(v):
-    jax.debug.callback(lambda a: calls.append(np.asarray(a)), v, ordered=True)
-    return f(v)
-
-  return logits_fn, calls
+_recording = invariants.recording
 
 
 @pytest.fixture(scope="module")
