@@ -425,8 +425,7 @@ def transfer_report(source: TrainedModel, targets: Mapping[str, TrainedModel],
                     start=start, sgm_gamma=sgm_gamma)
   x, y = _stacked_images(batches)
   data = {"image": x, "label": y}
-  variables = {"params": source.params, **({"batch_stats": source.batch_stats}
-                                           if source.batch_stats else {})}
+  variables = source.variables
   target_fns = {name: tm.logits_fn() for name, tm in targets.items()}
   rows = []
   for gamma in gammas:
@@ -493,7 +492,7 @@ def sammd_report(tm: TrainedModel, train_batches: Sequence[Mapping[str, Any]],
     raise ValueError(f"train_batches hold {len(y_train)} examples; the kernel needs at least 2")
   if len(y_test) // 2 < n:
     raise ValueError(f"n={n} needs at least {2 * n} held-out examples, got {len(y_test)}")
-  variables = {"params": tm.params, **({"batch_stats": tm.batch_stats} if tm.batch_stats else {})}
+  variables = tm.variables
   _, state = jax.eval_shape(lambda xx: tm.model.apply(variables, xx, train=False,
                                                       capture_intermediates=True,
                                                       mutable=["intermediates"]), x_test[:1])

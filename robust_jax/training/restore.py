@@ -70,15 +70,21 @@ class TrainedModel(NamedTuple):
     """``model.apply``: ``apply_fn(variables, x, train=False) -> logits``."""
     return self.model.apply
 
+  @property
+  def variables(self) -> Dict[str, Any]:
+    """``{"params", "batch_stats"}`` for ``model.apply`` (``batch_stats`` only when present)."""
+    variables = {"params": self.params}
+    if self.batch_stats:
+      variables["batch_stats"] = self.batch_stats
+    return variables
+
   def logits_fn(self):
     """``x -> logits`` in eval mode (a new function object: keep the one you attack).
 
     For a function that attacks can take as a traced argument (one compilation per architecture),
     use :func:`as_classifier`.
     """
-    variables = {"params": self.params}
-    if self.batch_stats:
-      variables["batch_stats"] = self.batch_stats
+    variables = self.variables
     apply_fn = self.model.apply
     return lambda x: apply_fn(variables, x, train=False)
 
