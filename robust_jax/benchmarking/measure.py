@@ -25,7 +25,7 @@ from robust_jax.benchmarking.specs import (ATTACKS, EXPENSIVE_ATTACKS, MIN_TIME_
 from robust_jax.benchmarking.timing import (record, reset_peak_memory, round_or_none,
                                             synthetic_batch, temp_mb, time_calls)
 from robust_jax.models import layers
-from robust_jax.training import step as step_lib
+from robust_jax.training import restore, step as step_lib
 
 
 def bench_train_step(model_name: str, variant: str, *, batch: int, repeats: int,
@@ -51,7 +51,8 @@ def bench_train_step(model_name: str, variant: str, *, batch: int, repeats: int,
   """
   spec = spec_for(model_name)
   config = make_config(model_name, variant, batch)
-  model = models.get_model(model_name, num_classes=10)
+  # The model of the config, as training builds it (``remat``, ``dtype`` are model options).
+  model = restore.build_model(config, num_classes=10)
   tx, lr_fn = step_lib.make_optimizer(config, STEPS_PER_EPOCH)
   state = new_state(config, model, tx, spec.image_shape)
   data = synthetic_batch(spec.image_shape, batch)

@@ -2,12 +2,14 @@
 same parameters, logits and gradients (what the training step and the attacks use), with the
 rematerialisation really in the program; ``config.remat`` is refused for models without residual blocks."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robust_jax import models
+from robust_jax import models, xla_flags
 from robust_jax.training import config as config_lib
 from robust_jax.training import restore
 
@@ -61,3 +63,39 @@ def test_config_remat_builds_the_rematerialised_model_and_is_refused_without_blo
   with pytest.raises(ValueError, match="config.remat=True needs a model with residual blocks"):
     config_lib.validate(bad)
   assert "remat" in config_lib.FIELDS_FREE_ON_RESUME  # memory, not the trajectory
+
+
+def _gradient_scratch_mb(model, x, y):
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+
+  def loss(params, batch_stats):
+    logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                            mutable=["batch_stats"])
+    return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(x.shape[0]), y])
+
+  compiled = jax.jit(jax.grad(loss)).lower(variables["params"], variables["batch_stats"]).compile()
+  return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or xla_flags.accelerator_plugin_installed(),
+                    reason="the pass is disabled on CPU-only installations")
+def test_remat_lowers_the_memory_of_the_gradient_on_cpu():
+  # XLA:CPU deletes jax.checkpoint's optimization barriers before CSE unless the project's flag
+  # disables that pass (robust_jax/xla_flags.py); then the recomputation would be merged away.
+  assert "cse_barrier_expander" in os.environ.get("XLA_FLAGS", "")
+  plain = models.get_model("wrn28_10", depth=10, widen_factor=1)
+  x = jnp.zeros((32, 16, 16, 3))
+  y = jnp.zeros((32,), jnp.int32)
+  plain_mb = _gradient_scratch_mb(plain, x, y)
+  remat_mb = _gradient_scratch_mb(plain.clone(remat=True), x, y)
+  # Measured: 5.8 against 8.0 MB with the flag; without it no saving (4.14 against 4.11 MB at a
+  # batch of 64 8x8 images).
+  assert remat_mb < 0.8 * plain_mb, (remat_mb, plain_mb)
+
+
+def test_disabled_passes_join_the_users_list():
+  flag = xla_flags.DISABLE_PASSES
+  assert xla_flags.with_disabled_passes("", ("a",)) == f"{flag}=a"
+  assert xla_flags.with_disabled_passes("--x=1", ("a", "b")) == f"--x=1 {flag}=a,b"
+  assert xla_flags.with_disabled_passes(f"--x=1 {flag}=c,a --y", ("a", "b")) == (
+      f"--x=1 {flag}=c,a,b --y")
