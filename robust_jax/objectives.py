@@ -31,6 +31,17 @@ Objectives (the names of :data:`OBJECTIVES`):
 :func:`get_objective` binds hyperparameters by name; :func:`make` wraps the result as the objective
 part of the training step (:class:`OuterObjective`, which also says which logits it needs), built
 from the config fields ``beta``, ``alp_weight`` and ``mma_margin``.
+
+Auxiliary logits (:func:`with_auxiliary_logits`, :attr:`OuterObjective.auxiliary`): a model whose
+training forward also returns auxiliary logits (the CIFS probes,
+:func:`robust_jax.training.step.training_forward`) is trained on
+``[objective + beta / P * sum_p CE(aux_p)] * 3 / (beta + 1)``, beta = 2, the official CIFS
+``joint_CE_loss`` around any objective. The probes' CE is on the batch whose logits the objective
+reports: x' for every objective that reads ``logits_adv`` (PGD-AT: exactly ``joint_CE_loss``;
+TRADES, MART, ALP, CLP, MMA: the probes are trained with CE on x', the adversarial batch the
+objective trains on, while the objective keeps its own terms -- the official code defines CIFS with
+PGD-AT's CE only, so this is the simplest extension, not a transcription), x for ``ce_clean``
+(the official clean training of the CIFS network). Models without auxiliary logits are unchanged.
 """
 
 from __future__ import annotations
@@ -414,6 +425,47 @@ def get_objective(name: str, **hyper) -> Objective:
   return functools.partial(OBJECTIVES[name], **bound)
 
 
+AUX_BETA = 2.0  # joint_CE_loss's beta in every official CIFS run (HanshuYAN/CIFS, run.sh)
+
+
+def with_auxiliary_logits(loss: jax.Array, aux_logits, y: jax.Array, weights=None, *,
+                          beta: float = AUX_BETA) -> jax.Array:
+  """The objective plus the CE of a model's auxiliary logits, weighted as CIFS's ``joint_CE_loss``.
+
+    [loss + beta / P * sum_p mean_i w_i CE(aux_p,i, y_i)] * 3 / (beta + 1)
+
+  With ``loss = mean_i CE(f(x'_i), y_i)`` (PGD-AT's ``ce_adv``, no weights) this is the official
+  ``joint_CE_loss`` (:func:`robust_jax.models.cifs.joint_ce_loss`) exactly; the aux logits are then
+  the CIFS probes' logits on the same batch. With no auxiliary logits (P = 0, every model without a
+  training hook) ``loss`` is returned itself: no operation is added, the step is unchanged.
+
+  Args:
+    loss: the objective's scalar loss.
+    aux_logits: a sequence of P float [B, C] logits (a Python sequence: P is static), or ().
+    y: int32 [B]. weights: optional float [B] (GAIRAT's), applied to each probe's CE as to the loss.
+    beta: the probes' weight >= 0 (2, the official value; 3 / (beta + 1) is then 1).
+
+  Returns:
+    The scalar loss.
+
+  Raises:
+    ValueError: beta < 0, or logits and labels of mismatched shapes.
+
+  Example:
+    >>> z = jnp.zeros((2, 3))
+    >>> float(with_auxiliary_logits(jnp.float32(1.0), [z], jnp.array([0, 1])))  # doctest: +ELLIPSIS
+    3.1972...
+  """
+  if not aux_logits:
+    return loss
+  validation.check_scalar("beta", beta, low=0.0)
+  _check_weights(weights, y)
+  for i, a in enumerate(aux_logits):
+    _check_logits(f"aux_logits[{i}]", a, y)
+  probes = sum(_mean(losses.cross_entropy(a, y), weights) for a in aux_logits)
+  return (loss + beta / len(aux_logits) * probes) * (3.0 / (beta + 1.0))
+
+
 class OuterObjective(NamedTuple):
   """The objective part of the training step.
 
@@ -421,10 +473,15 @@ class OuterObjective(NamedTuple):
     loss: ``(logits_clean, logits_adv, y, weights=None) -> scalar``, hyperparameters bound.
     needs_clean: whether ``loss`` reads ``logits_clean`` (the step then runs the clean batch).
     needs_adv: whether it reads ``logits_adv``.
+    auxiliary: ``(loss, aux_logits, y, weights=None) -> scalar``: the loss with the CE of the
+      model's auxiliary logits (:func:`with_auxiliary_logits`, beta = 2); the step passes the
+      auxiliary logits of the forward pass whose logits the objective reports (of x' when it reads
+      ``logits_adv``, else of x), and ``()`` for a model without them (``loss`` is then returned).
   """
   loss: Objective
   needs_clean: bool
   needs_adv: bool
+  auxiliary: Callable[..., jax.Array] = with_auxiliary_logits
 
 
 def make(*, name: str, beta: float = 6.0, alp_weight: float = 0.5,

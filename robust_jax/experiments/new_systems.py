@@ -39,13 +39,11 @@ from typing import Any, Callable, Dict, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from robust_jax import attacks, evaluation, losses, models
+from robust_jax import attacks, evaluation, models
 from robust_jax.analysis import label_noise as label_noise_analysis
 from robust_jax.analysis import sammd
 from robust_jax.data import pipeline
-from robust_jax.models import cifs as cifs_lib
 from robust_jax.models import functional
 from robust_jax.training import config as config_lib
 from robust_jax.training import methods
@@ -197,61 +195,26 @@ def label_noise_experiment(*, out: Optional[str] = None, seed: int = 0, rate: fl
 # CIFS.
 
 
-def train_cifs(model_name: str, *, num_epochs: int = 60, seed: int = 0, beta: float = 2.0,
+def train_cifs(model_name: str, *, num_epochs: int = 60, seed: int = 0,
                learning_rate: float = 0.05, log: Callable[[str], None] = print):
   """PGD-AT on the digits with the official CIFS objective (``joint_CE_loss``, label rule in training).
 
-  ``model_name`` a CIFS model (``cifs_cnn4``: joint loss over the final and probe logits) or a plain
-  one (``cnn4``: CE), trained by the same loop: PGD-10 (eps 0.2, step eps / 4, uniform start, CE
-  of the final logits, eval mode), then one SGD step (the digits recipe's optimiser and schedule) on
-  the adversarial batch in train mode (SGD momentum 0.9, weight decay 5e-4, piecewise schedule,
-  learning rate 0.05 for 60 epochs: at the digits recipe's 0.1 the plain ``cnn4`` stays at chance
-  under PGD-AT; at 0.01 for 30 epochs both train, CIFS less well: clean 0.75, PGD-20 0.21 against
-  0.98, 0.59).
+  The library's step (:func:`fit`, what ``launch.train --config=launch/configs/digits.py
+  --config.model=cifs_cnn4 --config.learning_rate=0.05`` runs): ``model_name`` a CIFS model
+  (``cifs_cnn4``: its training forward gives the masks the labels and returns the probes' logits,
+  and the loss is the joint CE over the final and probe logits, beta = 2,
+  :func:`robust_jax.objectives.with_auxiliary_logits`) or a plain one (``cnn4``: CE). PGD-10 (eps
+  0.2, step eps / 4, uniform start, CE of the final logits, eval mode), then one SGD step on the
+  adversarial batch in train mode (the digits recipe's optimiser and schedule: momentum 0.9, weight
+  decay 5e-4, piecewise; learning rate 0.05 for 60 epochs: at the digits recipe's 0.1 the plain
+  ``cnn4`` stays at chance under PGD-AT; at 0.01 for 30 epochs both train, CIFS less well: clean
+  0.75, PGD-20 0.21 against 0.98, 0.59, numbers of the earlier hand-written loop).
 
   Returns:
     ``(model, variables, dataset)``.
   """
-  config = digits_config(method="pgd_at", model=model_name, num_epochs=num_epochs, seed=seed,
-                         learning_rate=learning_rate)
-  ds = pipeline.load_dataset("digits")
-  model = models.get_model(model_name)
-  is_cifs = model_name.startswith("cifs_")
-  spe = pipeline.steps_per_epoch(len(ds.train["label"]), config.batch_size)
-  tx, _ = step_lib.make_optimizer(config, spe)
-  variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 8, 8, 1)))
-  params, bs = variables["params"], variables.get("batch_stats", {})
-  opt_state = tx.init(params)
-
-  @jax.jit
-  def step(params, bs, opt_state, x, y, key):
-    logits_fn = lambda xx: model.apply({"params": params, "batch_stats": bs}, xx)
-    x_adv = attacks.pgd(logits_fn, x, y, eps=config.eps, step_size=config.step_size,
-                        num_steps=config.num_steps, start="uniform", key=key).x_adv
-
-    def loss_fn(p):
-      if is_cifs:
-        (logits, probes), new = model.apply({"params": p, "batch_stats": bs}, x_adv, train=True,
-                                            labels=y, return_probes=True, mutable=["batch_stats"])
-        return cifs_lib.joint_ce_loss(logits, probes, y, beta=beta), new["batch_stats"]
-      logits, new = model.apply({"params": p, "batch_stats": bs}, x_adv, train=True,
-                                mutable=["batch_stats"])
-      return jnp.mean(losses.cross_entropy(logits, y)), new["batch_stats"]
-
-    (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_bs, opt_state, loss
-
-  t0, key = time.time(), jax.random.key(seed + 1)
-  for epoch in range(num_epochs):
-    for i, batch in enumerate(pipeline.train_batches(ds.train, batch_size=config.batch_size,
-                                                     seed=seed, epoch=epoch)):
-      params, bs, opt_state, loss = step(params, bs, opt_state, jnp.asarray(batch["image"]),
-                                         jnp.asarray(batch["label"]),
-                                         jax.random.fold_in(key, epoch * spe + i))
-  log(f"trained {model_name} (PGD-AT, {'joint CIFS loss' if is_cifs else 'CE'}, {num_epochs} "
-      f"epochs) in {time.time() - t0:.0f}s, last loss {float(loss):.3f}")
-  return model, {"params": params, "batch_stats": bs}, ds
+  return fit(digits_config(method="pgd_at", model=model_name, num_epochs=num_epochs, seed=seed,
+                           learning_rate=learning_rate), log=log)
 
 
 def cifs_experiment(*, out: Optional[str] = None, seed: int = 0, num_epochs: int = 60,

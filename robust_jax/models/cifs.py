@@ -39,24 +39,37 @@ the final logits only, the interface every attack and the training step use. ``r
 returns ``(logits, [probe logits...])`` for :func:`joint_ce_loss`, the official training loss
 ``[CE(final) + beta / P * sum_p CE(probe_p)] * 3 / (beta + 1)`` with beta = 2.
 
-Where the library's step differs from the official training (what the step can do without
-labels inside the model): ``launch.train --config.model=cifs_cnn4`` trains with the method's
-objective on the final logits only, and the training forward uses the eval-mode rule (top-1
-logit instead of the label). The paper's joint loss with the label rule is
-:func:`robust_jax.experiments.new_systems.train_cifs` (its own small epoch loop), the recipe of the
-digits result::
+Training (``launch.train --config.model=cifs_cnn4``, or any method of the library): both models
+declare their training forward, ``training_logits(x, labels)`` (train mode, the label rule,
+``(logits, probes)``), which the training step calls for the outer loss
+(:func:`robust_jax.training.step.training_forward`); the objective adds the probes' CE with the
+weights of :func:`joint_ce_loss` (:func:`robust_jax.objectives.with_auxiliary_logits`, beta = 2).
+With PGD-AT (``ce_adv``) the step's loss is the official ``joint_CE_loss`` of the final and probe
+logits on the adversarial batch, with the label rule; with TRADES, MART and the other objectives
+that read x' the probes are trained with CE on x' (an extension: the official code has PGD-AT
+only); with ``ce_clean`` on x. Attacks (training and evaluation), regularisers and the eval step
+see ``x -> logits``: eval mode and the top-1 rule. The digits recipe::
+
+  python -m launch.train --config=launch/configs/digits.py --config.model=cifs_cnn4 \
+      --config.learning_rate=0.05 --workdir=runs/digits_cifs_cnn4
+
+and the comparison with ``cnn4`` (:func:`robust_jax.experiments.new_systems.cifs_experiment`,
+which trains both with the library's step)::
 
   python -m robust_jax.experiments.new_systems --what=cifs --out=runs/new_systems
 
 Official settings (CIFAR-10): PGD-10 AT, eps 8/255, step 2/255, attack in eval mode maximising the
 joint loss (``beta_atk = 2``); SGD lr 0.1, momentum 0.9, wd 2e-4, 120 epochs, milestones 75, 90;
 the AT run resumed from a clean-trained CIFS network. Here the attacks maximise the CE of the final
-logits (the library's attacks see ``x -> logits``).
+logits (the library's attacks see ``x -> logits``), not the joint loss.
 
 Tests (``tests/models/test_cifs.py``): shapes; the relevance of the linear and the nonlinear probe
 against closed forms written in NumPy (the top-2 rule in both modes); the mask sums to
 ``mask_scale``; the gradient reaching the features through the module is ``v * mask`` (detached
-relevance); the joint loss against its formula.
+relevance); the joint loss against its formula. ``tests/training/test_cifs_step.py``: the step's
+loss and gradient for ``cifs_cnn4`` equal :func:`joint_ce_loss` of a direct ``apply`` with the
+labels on the same adversarial batch (and differ from the top-1 rule's); a model without the hook
+gets the update of the plain CE step.
 """
 
 from __future__ import annotations
@@ -235,6 +248,11 @@ class CIFSCNN4(nn.Module):
     logits = x.astype(jnp.float32)
     return (logits, probes) if return_probes else logits
 
+  def training_logits(self, x: jax.Array, labels: jax.Array):
+    """The training forward (:func:`robust_jax.training.step.training_forward`'s hook): train mode,
+    the masks' label rule, ``(logits, [probe logits x 2])`` for the joint loss."""
+    return self(x, train=True, labels=labels, return_probes=True)
+
 
 class CIFSResNet18(nn.Module):
   """The official ``ResNet18_L4``: kuangliu's ResNet-18 with CIFS after both layer4 blocks.
@@ -277,6 +295,11 @@ class CIFSResNet18(nn.Module):
     x = layers.global_avg_pool(x)
     logits = _linear(self.num_classes, x, self.dtype)(x).astype(jnp.float32)
     return (logits, probes) if return_probes else logits
+
+  def training_logits(self, x: jax.Array, labels: jax.Array):
+    """The training forward (:func:`robust_jax.training.step.training_forward`'s hook): train mode,
+    the masks' label rule, ``(logits, [probe logits x 2])`` for the joint loss."""
+    return self(x, train=True, labels=labels, return_probes=True)
 
 
 __all__ = ["CIFS", "CIFSCNN4", "CIFSResNet18", "PROBES", "channel_relevance", "joint_ce_loss",

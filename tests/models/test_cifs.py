@@ -133,8 +133,9 @@ def test_cifs_resnet18_places_the_two_probes_in_layer4():
 
 
 def test_cifs_cnn4_trains_through_the_library_step():
-  # What ``launch.train --config.model=cifs_cnn4`` runs: PGD-AT with the method's CE objective on the
-  # final logits (the mask with the top-1 rule in the training forward too).
+  # What ``launch.train --config.model=cifs_cnn4`` runs: PGD-AT with the joint CE of the final and
+  # probe logits, the label rule in the training forward (tests/training/test_cifs_step.py checks
+  # the loss and the gradient against joint_ce_loss).
   from robust_jax.training import config as config_lib, methods, state as state_lib
   from robust_jax.training import step as step_lib
   config = config_lib.base_config()
