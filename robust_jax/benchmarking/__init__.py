@@ -32,6 +32,10 @@ that every example starts correctly classified):
                           saved steps become saved time
 ``pgd10_fosc``            PGD-10 with Dynamic AT's FOSC stop, c = ``fosc_c``
 ``apgd_ce``               APGD-CE, ``apgd_iter`` iterations, full budget (``early_stop=False``)
+``pgd10_linen``,          ``pgd10`` / ``apgd_ce`` on a user's model (small_cnn only): SmallCNN
+``apgd_ce_linen``         written with plain ``nn.Conv`` / ``nn.max_pool`` (its own initialisation,
+                          :mod:`robust_jax.benchmarking.user_models`), as written
+``*_linen_fast``          the same through :func:`robust_jax.models.fast` (the library's kernels)
 ``autoattack``            AutoAttack ``standard`` with ``aa_n_iter`` iterations and
                           ``aa_n_queries`` Square queries (not jittable: ``compile_s`` = first call
                           minus a steady call)
@@ -75,7 +79,7 @@ from robust_jax.benchmarking.report import (ATTACK_HEADERS, EARLY_HEADERS, FOOLB
                                             GAN_HEADERS, GAN_RATIO_HEADERS, RATIO_HEADERS,
                                             TORCH_HEADERS, TRAIN_HEADERS, WHILE_HEADERS, findings,
                                             read_jsonl, render_markdown)
-from robust_jax.benchmarking.runs import alternate_while_unrolled, rerender, run, run_benchmarks
+from robust_jax.benchmarking.runs import alternate, rerender, run, run_benchmarks
 from robust_jax.benchmarking.specs import (ATTACKS, DEFAULT_MODELS, LIB_FAST_LABEL, LIB_LABEL,
                                            MIN_LABEL, MODEL_SPECS, REQUIRED_KEYS, TORCH_MODELS,
                                            ModelSpec, make_config)
@@ -87,7 +91,7 @@ __all__ = [
     "FOOLBOX_HEADERS", "FoolboxWorker", "GANContender", "GAN_DATASETS",
     "GAN_HEADERS", "GAN_KINDS", "GAN_RATIOS", "GAN_RATIO_HEADERS", "LIB_FAST_LABEL", "LIB_LABEL",
     "MIN_LABEL", "MODEL_SPECS", "ModelSpec", "RATIO_HEADERS", "REQUIRED_KEYS", "TORCH_HEADERS",
-    "TORCH_MODELS", "TRAIN_HEADERS", "TorchWorker", "WHILE_HEADERS", "alternate_while_unrolled",
+    "TORCH_MODELS", "TRAIN_HEADERS", "TorchWorker", "WHILE_HEADERS", "alternate",
     "bench_attack", "bench_gans", "bench_train_step", "check_foolbox_attack_names",
     "check_foolbox_python", "check_gan_names", "compute_ratios", "findings", "foolbox_comparison",
     "foolbox_script", "foolbox_worker", "gans", "machine_info", "make_config",

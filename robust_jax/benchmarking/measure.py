@@ -20,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from robust_jax import attacks, losses, models
-from robust_jax.benchmarking.specs import (ATTACKS, EXPENSIVE_ATTACKS, MIN_TIME_S, STEPS_PER_EPOCH,
-                                           ModelSpec, make_config, new_state, spec_for)
+from robust_jax.benchmarking import user_models
+from robust_jax.benchmarking.specs import (ATTACKS, EXPENSIVE_ATTACKS, LINEN_ATTACKS, MIN_TIME_S,
+                                           STEPS_PER_EPOCH, ModelSpec, make_config, new_state,
+                                           spec_for)
 from robust_jax.benchmarking.timing import (record, reset_peak_memory, round_or_none,
                                             synthetic_batch, temp_mb, time_calls)
 from robust_jax.models import layers
@@ -157,7 +159,7 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
     repeats: the minimum number of timed calls (at most 2 for the expensive attacks).
     warmup: untimed calls after the first one (none for the expensive attacks).
     options: ``apgd_iter``, ``aa_n_iter``, ``aa_n_queries``, ``fosc_c``.
-    calls: if given, receives ``attack -> the timed call`` (for :func:`alternate_while_unrolled`).
+    calls: if given, receives ``attack -> the timed call`` (for :func:`~robust_jax.benchmarking.runs.alternate`).
 
   Returns:
     The record (``steps_mean`` / ``steps_max`` for attacks returning an ``AttackResult``), or None
@@ -169,10 +171,17 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
   x = synthetic_batch(spec.image_shape, batch, seed=1)["image"]
   if attack == "pgd10_default_vjp" and not uses_conv(model, variables, x):
     return None
+  if attack in LINEN_ATTACKS:
+    if model_name != "small_cnn":
+      return None  # the user's model is SmallCNN's plain-linen twin
+    model = user_models.PlainSmallCNN()
+    variables = jax.jit(model.init)(jax.random.key(0), x[:1])
   # The model whose gradients the attack takes: the same parameters, convolutions differentiated
-  # by JAX's own rules for the default-VJP row.
+  # by JAX's own rules for the default-VJP row; the user's model through the fast path.
   attacked = (models.get_model(model_name, num_classes=10, conv_vjp="jax")
               if attack == "pgd10_default_vjp" else model)
+  forward = ((lambda v: models.fast(lambda z: attacked.apply(v, z)))
+             if attack.endswith("_linen_fast") else (lambda v: lambda z: attacked.apply(v, z)))
   y = jnp.argmax(model.apply(variables, x), -1).astype(jnp.int32)
   if attack.startswith("pgd10_fat"):
     # Every other label off by one: those examples start misclassified and FAT (tau = 0) stops them
@@ -197,7 +206,8 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
     extra["budget"] = f"n_iter={options['aa_n_iter']}, n_queries={options['aa_n_queries']}"
   else:
     def fn(v, xx, yy, kk):
-      return attack_fn(attack, lambda z: attacked.apply(v, z), xx, yy, kk, spec, options)
+      name = attack.replace("_linen_fast", "").replace("_linen", "")
+      return attack_fn(name, forward(v), xx, yy, kk, spec, options)
 
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(variables, x, y, key).compile()
@@ -217,7 +227,7 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
     if isinstance(r, attacks.AttackResult):
       extra["steps_mean"] = round_or_none(jnp.mean(r.num_steps))
       extra["steps_max"] = int(jnp.max(r.num_steps))
-    if attack == "apgd_ce":
+    if attack.startswith("apgd_ce"):
       extra["budget"] = f"n_iter={options['apgd_iter']}"
     if attack == "pgd10_fosc":
       extra["budget"] = f"c={options['fosc_c']}"

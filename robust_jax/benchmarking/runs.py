@@ -24,7 +24,8 @@ from robust_jax.benchmarking import foolbox_worker, gans
 from robust_jax.benchmarking.measure import bench_attack, bench_train_step
 from robust_jax.benchmarking.ratios import compute_ratios
 from robust_jax.benchmarking.report import format_record, read_jsonl, render_markdown
-from robust_jax.benchmarking.specs import ALTERNATED_WHILE, TORCH_MODELS, spec_for
+from robust_jax.benchmarking.specs import (ALTERNATED_WHILE, LINEN_FAST_LABEL, LINEN_PLAIN_LABEL,
+                                           TORCH_MODELS, spec_for)
 from robust_jax.benchmarking.timing import loadavg, machine_info, matmul_gflops, time_calls
 from robust_jax.benchmarking.torch_worker import torch_comparison
 
@@ -37,7 +38,8 @@ def run_benchmarks(*, model_names: Sequence[str], methods: Optional[Sequence[str
 
   For each model: every method variant's training step (the ``standard`` one's final state, or
   the first, is what the attacks attack), then every attack alone, then, when both were measured,
-  the while-loop and unrolled PGD-10 alternated (:func:`alternate_while_unrolled`).
+  the pairs of :data:`ALTERNATED` timed back to back (:func:`alternate`): while-loop / unrolled
+  PGD-10, and the plain-linen SmallCNN with and without :func:`robust_jax.models.fast`.
 
   Args:
     model_names: models of the registry.
@@ -79,26 +81,35 @@ def run_benchmarks(*, model_names: Sequence[str], methods: Optional[Sequence[str
       if rec is not None:
         records.append(rec)
         emit(rec)
-    if "pgd10" in calls and "pgd10_unrolled" in calls:
-      rec = alternate_while_unrolled(calls["pgd10"], calls["pgd10_unrolled"], model=m, batch=b)
-      records.append(rec)
-      emit(rec)
+    for num, den, name, ideal in ALTERNATED:
+      if num in calls and den in calls:
+        rec = alternate(calls[num], calls[den], name=name, of=f"{num} / {den}", ideal=ideal,
+                        model=m, batch=b)
+        records.append(rec)
+        emit(rec)
   return records
 
 
-def alternate_while_unrolled(while_call, unrolled_call, *, model: str, batch: int,
-                             rounds: int = 5) -> Dict[str, Any]:
-  """while_loop / unrolled PGD-10 timed back to back in ``rounds`` rounds (median of the per-round
+# Pairs of attack rows timed back to back: (numerator, denominator, label, ideal ratio).
+ALTERNATED = (
+    ("pgd10", "pgd10_unrolled", ALTERNATED_WHILE, "~1.0"),
+    ("pgd10_linen_fast", "pgd10", LINEN_FAST_LABEL, "<= 1.2"),
+    ("pgd10_linen", "pgd10_linen_fast", LINEN_PLAIN_LABEL, "> 1"),
+)
+
+
+def alternate(num_call, den_call, *, name: str, of: str, ideal: str, model: str, batch: int,
+              rounds: int = 5) -> Dict[str, Any]:
+  """``num_call`` / ``den_call`` timed back to back in ``rounds`` rounds (median of the per-round
   ratios), so that a load change on a shared machine hits both sides alike."""
   ratios = []
   for _ in range(rounds):
-    w = statistics.median(time_calls(while_call, 1, 0.5))
-    u = statistics.median(time_calls(unrolled_call, 1, 0.5))
-    ratios.append(w / u)
-  return dict(name=ALTERNATED_WHILE, kind="ratio", model=model, batch=batch,
-              value=round(statistics.median(ratios), 3), ideal="~1.0", note="",
-              of="pgd10 / pgd10_unrolled", rounds=rounds,
-              per_round=[round(r, 3) for r in ratios])
+    n = statistics.median(time_calls(num_call, 1, 0.5))
+    d = statistics.median(time_calls(den_call, 1, 0.5))
+    ratios.append(n / d)
+  return dict(name=name, kind="ratio", model=model, batch=batch,
+              value=round(statistics.median(ratios), 3), ideal=ideal, note="", of=of,
+              rounds=rounds, per_round=[round(r, 3) for r in ratios])
 
 
 def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],

@@ -46,11 +46,15 @@ LIGHT_ATTACKS = ("fwd_bwd", "pgd10", "pgd10_unrolled", "pgd10_default_vjp", "pgd
 RESNET_ATTACKS = ("fwd_bwd", "pgd10", "pgd10_unrolled", "pgd10_default_vjp", "pgd10_fat",
                   "pgd10_fat_compact")
 HEAVY_ATTACKS = ("fwd_bwd", "pgd10")
+# The user's model (plain linen SmallCNN, robust_jax.benchmarking.user_models) without and with
+# robust_jax.models.fast: for small_cnn only, beside the library model's pgd10 and apgd_ce.
+LINEN_ATTACKS = ("pgd10_linen", "pgd10_linen_fast", "apgd_ce_linen", "apgd_ce_linen_fast")
 ATTACKS = ("fwd_bwd", "pgd10", "pgd20", "pgd10_unrolled", "pgd10_default_vjp", "pgd10_fat",
            "pgd10_fat_compact",
-           "pgd10_fosc", "apgd_ce", "autoattack")
+           "pgd10_fosc", "apgd_ce", "autoattack") + LINEN_ATTACKS
 # Attacks that cost many forward+backward passes: at most 2 timed calls, no extra warm-up.
-EXPENSIVE_ATTACKS = ("pgd10_default_vjp", "apgd_ce", "autoattack")
+EXPENSIVE_ATTACKS = ("pgd10_default_vjp", "apgd_ce", "autoattack", "apgd_ce_linen",
+                     "apgd_ce_linen_fast")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +79,7 @@ class ModelSpec:
 
 MODEL_SPECS: Dict[str, ModelSpec] = {
     "mlp": ModelSpec((8, 8, 1), 0.2, 0.05, 128),
-    "small_cnn": ModelSpec(**_MNIST, batch=128),
+    "small_cnn": ModelSpec(**_MNIST, batch=128, attacks=LIGHT_ATTACKS + LINEN_ATTACKS),
     "cnn4": ModelSpec(**_MNIST, batch=128),
     "cnn8": ModelSpec(**_CIFAR, batch=128),
     "preact_resnet18": ModelSpec(**_CIFAR, batch=32, methods=RESNET_METHODS,
@@ -95,6 +99,11 @@ MIN_TIME_S = 2.0  # fast measurements repeat until their timed calls add up to t
 NUM_STEPS = 10
 # Labels shared by the measurements, the ratios and the markdown.
 ALTERNATED_WHILE = "while_loop PGD-10 / unrolled PGD-10, alternated in 5 rounds"
+LINEN_FAST_LABEL = ("PGD-10 on a plain-linen SmallCNN through models.fast / on the library's "
+                    "SmallCNN, alternated in 5 rounds")
+LINEN_PLAIN_LABEL = ("PGD-10 on a plain-linen SmallCNN as written / through models.fast, "
+                     "alternated in 5 rounds")
+ALTERNATED_LABELS = (ALTERNATED_WHILE, LINEN_FAST_LABEL, LINEN_PLAIN_LABEL)
 LIB_LABEL = "JAX, library step (make_train_step)"
 LIB_FAST_LABEL = "JAX, library step, train_diagnostics=False (same work as PyTorch)"
 MIN_LABEL = "JAX, minimal step (same work as PyTorch)"
