@@ -30,6 +30,12 @@ whole split) and writes ``model_info/<dataset>/<Linf|L2>/<--robustbench_name>.js
 workdir, RobustBench's leaderboard fields (clean_acc, autoattack_acc, eps, dataset, architecture,
 ...) plus the threat model, n_examples and version.
 
+``--norm`` evaluates in another threat model than the training one (``linf``, ``l2`` or ``l1``; it
+needs ``--eps``, and the report's name then ends in ``_<norm>``): every column is made for that
+norm by :func:`robust_jax.evaluation.default_attacks` and run by
+:func:`robust_jax.evaluation.evaluate` (for ``l1``: APGD-CE, APGD-T and AutoAttack's L1 standard
+version); a column a norm does not support is one line on stderr.
+
 Every record says what was run: the split, the number of examples, eps and the norm, the seed and
 the key, every hyperparameter of every column (``attack_settings``: budgets, variants, restarts),
 the checkpoint (which, epoch, step) and the library version; the Markdown header says the same.
@@ -72,6 +78,9 @@ _EPS = flags.DEFINE_float("eps", None, "Radius (default: the training eps).")
 _N_ITER = flags.DEFINE_integer("n_iter", 100, "APGD / AutoAttack iterations.")
 _N_QUERIES = flags.DEFINE_integer("n_queries", 5000, "Square queries inside AutoAttack.")
 _SEED = flags.DEFINE_integer("seed", 0, "Attack randomness.")
+_NORM = flags.DEFINE_enum("norm", None, ["linf", "l2", "l1"],
+                          "The threat model's norm (default: the training norm; another needs "
+                          "--eps).")
 _APGD_VARIANT = flags.DEFINE_enum("apgd_variant", "official", ["official", "paper"],
                                   "APGD algorithm of the APGD and AA columns.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "A progress bar per attack and batch on stderr.")
@@ -134,19 +143,23 @@ def main(argv):
   _cli.check(os.path.isdir(workdir), f"--workdir={workdir} is not a directory")
   logits_fn, info = restore.load_classifier(workdir, which=_WHICH.value)
   config = info["config"]
+  norm = _NORM.value or info["norm"]
+  _cli.check(norm == info["norm"] or _EPS.value is not None,
+             f"--norm={norm} is not the training norm ({info['norm']}): pass --eps, a radius in "
+             f"{norm} (the training eps is a {info['norm']} radius)")
   eps = _EPS.value if _EPS.value is not None else info["eps"]
   ds = pipeline.load_dataset(config.dataset, data_dir=config.data_dir or None,
                              validation_fraction=config.validation_fraction)
   try:
-    validation.check_eps(eps, info["norm"], low_open=True, image_shape=(1, *ds.image_shape))
+    validation.check_eps(eps, norm, low_open=True, image_shape=(1, *ds.image_shape))
   except ValueError as e:
     raise _cli.UsageError(f"--eps: {e}") from e
   curve_eps = _curve_eps()
   try:
     for e in curve_eps:
-      validation.check_eps(e, info["norm"], low_open=True, image_shape=(1, *ds.image_shape))
+      validation.check_eps(e, norm, low_open=True, image_shape=(1, *ds.image_shape))
     if curve_eps:
-      evaluation_curves.check_curve_attack(_CURVE_ATTACK.value, info["norm"])
+      evaluation_curves.check_curve_attack(_CURVE_ATTACK.value, norm)
   except ValueError as e:
     raise _cli.UsageError(f"--curve: {e}") from e
   data = dict(ds.split(_SPLIT.value))
@@ -159,34 +172,45 @@ def main(argv):
     data = {k: v[:_NUM_EXAMPLES.value] for k, v in data.items()}
   data = {"image": pipeline.to_float(data["image"]), "label": data["label"]}
   if _ROBUSTBENCH.value:
-    _robustbench(logits_fn, info, data, eps, workdir)
+    _robustbench(logits_fn, info, data, eps, workdir, norm)
     return
-  table = evaluation.default_attacks(eps, norm=info["norm"], n_iter=_N_ITER.value,
-                                     n_queries=_N_QUERIES.value,
-                                     apgd_variant=_APGD_VARIANT.value)
+  try:
+    table = evaluation.default_attacks(eps, norm=norm, n_iter=_N_ITER.value,
+                                       n_queries=_N_QUERIES.value,
+                                       apgd_variant=_APGD_VARIANT.value)
+  except ValueError as e:
+    raise _cli.UsageError(f"--norm={norm}: {e}") from e
   extra = [k for k in _ATTACKS.value if k in evaluation.EXTRA_COLUMNS]
   try:
-    table.update(evaluation.extra_attacks(eps, extra, norm=info["norm"], n_iter=_N_ITER.value,
+    table.update(evaluation.extra_attacks(eps, extra, norm=norm, n_iter=_N_ITER.value,
                                           n_queries=_N_QUERIES.value,
                                           apgd_variant=_APGD_VARIANT.value))
   except ValueError as e:
     raise _cli.UsageError(f"--attacks: {e}") from e
-  attacks = {k: table[k] for k in _ATTACKS.value}
+  # The default --attacks is the linf/l2 table: for l1 it is the columns that norm has.
+  names = (_ATTACKS.value if flags.FLAGS["attacks"].present
+           else [k for k in _ATTACKS.value if k in table])
+  missing = [k for k in names if k not in table]
+  _cli.check(not missing, f"--attacks: {missing} have no {norm} version; valid for --norm={norm}: "
+             f"{list(table)}")
+  attacks = {k: table[k] for k in names}
   # No batch larger than the data: padding 40 examples to 500 would run the attacks on 500.
   batch_size = min(_BATCH.value, len(data["label"]))
   report = evaluation.evaluate(logits_fn, data, attacks, batch_size=batch_size,
-                               key=jax.random.key(_SEED.value), eps=eps, norm=info["norm"],
+                               key=jax.random.key(_SEED.value), eps=eps, norm=norm,
                                progress=_PROGRESS.value)
   md = evaluation.format_table(report)
-  name = evaluation.suite_name(_WHICH.value, attacks=_ATTACKS.value, split=_SPLIT.value,
+  name = evaluation.suite_name(_WHICH.value, attacks=names, split=_SPLIT.value,
                                num_examples=_NUM_EXAMPLES.value, eps=eps,
                                training_eps=info["eps"], n_iter=_N_ITER.value,
                                n_queries=_N_QUERIES.value, seed=_SEED.value,
                                apgd_variant=_APGD_VARIANT.value)
+  if norm != info["norm"]:  # another threat model: never the training norm's report
+    name += f"_{norm}"
   header = (f"{info['method']} / {info['model']} / {info['dataset']}, {_WHICH.value} checkpoint "
             f"(epoch {info['epoch']}, step {info['step']}), {_SPLIT.value} split, "
-            f"{report.num_examples} examples, eps {eps:g} ({info['norm']}); attacks "
-            f"{', '.join(_ATTACKS.value)}; APGD {_APGD_VARIANT.value} variant, n_iter "
+            f"{report.num_examples} examples, eps {eps:g} ({norm}); attacks "
+            f"{', '.join(names)}; APGD {_APGD_VARIANT.value} variant, n_iter "
             f"{_N_ITER.value}, n_queries {_N_QUERIES.value}, seed {_SEED.value}, robust_jax "
             f"{report.library_version}")
   print(header)
@@ -200,7 +224,7 @@ def main(argv):
     record.update(suite=name, method=info["method"], model=info["model"],
                   dataset=info["dataset"], split=_SPLIT.value, split_size=size,
                   checkpoint=_WHICH.value, epoch=info["epoch"], step=info["step"],
-                  training_eps=info["eps"], seed=_SEED.value, attacks=list(_ATTACKS.value),
+                  training_eps=info["eps"], seed=_SEED.value, attacks=list(names),
                   apgd_variant=_APGD_VARIANT.value, n_iter=_N_ITER.value,
                   n_queries=_N_QUERIES.value, batch_size=batch_size,
                   num_examples_requested=_NUM_EXAMPLES.value)
@@ -209,7 +233,7 @@ def main(argv):
   if curve_eps:
     curve = evaluation.robustness_curve(
         logits_fn, data, curve_eps, attack=_CURVE_ATTACK.value, key=jax.random.key(_SEED.value),
-        batch_size=batch_size, norm=info["norm"], seed=_SEED.value, training_eps=info["eps"],
+        batch_size=batch_size, norm=norm, seed=_SEED.value, training_eps=info["eps"],
         n_iter=_N_ITER.value, apgd_variant=_APGD_VARIANT.value,
         # A column of the table: its random starts, so the curve at --eps is its own accuracy.
         key_index=report.attack_key_index.get(_CURVE_ATTACK.value, 0))
@@ -223,11 +247,11 @@ def main(argv):
     print(f"wrote {paths[0]} and {paths[1]}")
 
 
-def _robustbench(logits_fn, info, data, eps, workdir):
+def _robustbench(logits_fn, info, data, eps, workdir, norm):
   """``--robustbench``: RobustBench's evaluation of the checkpoint and its model-info JSON."""
-  threat = {"linf": "Linf", "l2": "L2"}.get(info["norm"])
-  _cli.check(threat is not None, f"--robustbench: RobustBench ranks Linf and L2 models; this one "
-                                 f"was trained with norm={info['norm']!r}")
+  threat = {"linf": "Linf", "l2": "L2"}.get(norm)
+  _cli.check(threat is not None, f"--robustbench: RobustBench ranks Linf and L2 models; this "
+                                 f"evaluation's norm is {norm!r}")
   _cli.check(_SPLIT.value == "test", "--robustbench evaluates the test split (RobustBench's); "
                                      f"got --split={_SPLIT.value}")
   name = _RB_NAME.value or f"{info['method']}_{info['model']}"

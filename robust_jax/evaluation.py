@@ -227,7 +227,8 @@ def default_attacks(
 
   Args:
     eps: the radius, > 0.
-    norm: ``"linf"`` or ``"l2"``.
+    norm: ``"linf"``, ``"l2"`` or ``"l1"`` (then the columns are APGD-CE, APGD-T and AA, the L1
+      versions of Croce and Hein 2021).
     step_size: PGD and CW step size; default eps / 4.
     pgd_steps: the PGD budgets; each gives a column ``f"PGD-{k}"``.
     cw_steps: CW-inf steps.
@@ -242,12 +243,19 @@ def default_attacks(
     An ordered ``{name: attack(logits_fn, x, y, key)}``; each attack carries ``name`` and
     ``hyperparameters`` (those of :func:`robust_jax.attacks.make`), which :func:`evaluate` records.
   """
-  validation.check_choice("norm", norm, ("linf", "l2"))
+  validation.check_choice("norm", norm, ("linf", "l2", "l1"))
   validation.check_eps(eps, norm, low_open=True)
   validation.check_choice("fgsm_start", fgsm_start, ("uniform", "none"))
   validation.check_choice("apgd_variant", apgd_variant, ("official", "paper"))
   step = eps / 4.0 if step_size is None else step_size
   make = attacks_lib.make
+  if norm == "l1":
+    # Croce and Hein, "Mind the box" (ICML 2021): APGD-L1 and the L1 AutoAttack (no FGSM, PGD or
+    # CW-inf columns: their steps are linf/l2 steps).
+    return {"APGD-CE": make("apgd_ce", eps=eps, n_iter=n_iter, norm=norm, variant=apgd_variant),
+            "APGD-T": make("apgd_t", eps=eps, n_iter=n_iter, norm=norm, variant=apgd_variant),
+            "AA": _autoattack_column(eps, norm=norm, n_iter=n_iter, n_queries=n_queries,
+                                     apgd_variant=apgd_variant, version=aa_version)}
   table = {"FGSM": make("fgsm", eps=eps, norm=norm, start=fgsm_start)}
   for k in pgd_steps:
     table[f"PGD-{k}"] = make("pgd", eps=eps, step_size=step, num_steps=k, norm=norm,
@@ -580,7 +588,8 @@ def _valid(x_adv: np.ndarray, x: np.ndarray, eps, norm) -> np.ndarray:
   """Points in the eps-ball around x and in [0, 1] (float32 slack)."""
   flat_a = x_adv.reshape(x.shape[0], -1)
   d = flat_a.astype(np.float64) - x.reshape(x.shape[0], -1)
-  dist = np.abs(d).max(1) if norm == "linf" else np.sqrt((d * d).sum(1))
+  dist = {"linf": lambda: np.abs(d).max(1), "l2": lambda: np.sqrt((d * d).sum(1)),
+          "l1": lambda: np.abs(d).sum(1)}[norm]()
   return (dist <= eps * (1 + 1e-5) + 1e-6) & (flat_a.min(1) >= 0) & (flat_a.max(1) <= 1)
 
 
@@ -641,7 +650,7 @@ def evaluate(
       point (a subclass of ValueError).
   """
   validation.check_scalar("batch_size", batch_size, low=1, integer=True)
-  validation.check_choice("norm", norm, ("linf", "l2"))
+  validation.check_choice("norm", norm, ("linf", "l2", "l1"))
   if eps is not None:
     validation.check_eps(eps, norm)
   validation.check_key(key, needed_by="evaluate")

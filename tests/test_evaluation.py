@@ -308,3 +308,15 @@ def test_suite_names_tell_partial_suites_apart():
   # A budget no chosen column uses does not split the suite.
   assert evaluation.suite_name("best", **{**full, "attacks": ["FGSM"], "n_iter": 5}) == (
       evaluation.suite_name("best", **{**full, "attacks": ["FGSM"]}))
+
+
+def test_l1_table_is_apgd_l1_and_the_l1_autoattack_and_checks_the_l1_ball():
+  table = evaluation.default_attacks(2.0, norm="l1", n_iter=10, n_queries=20)
+  assert list(table) == ["APGD-CE", "APGD-T", "AA"]
+  assert all(a.hyperparameters["norm"] == "l1" for a in table.values())
+  assert table["AA"].hyperparameters["version"] == "standard"
+  x = np.full((3, 2, 2, 1), 0.5, np.float32)
+  d = np.zeros_like(x)
+  d[0, 0, 0, 0], d[1, :, :, 0] = 0.3, 0.25  # L1 norms 0.3 and 1.0 (linf 0.3 and 0.25)
+  d[2, :, :, 0] = 0.26                       # L1 norm 1.04: outside the ball of radius 1
+  assert evaluation._valid(x + d, x, 1.0, "l1").tolist() == [True, True, False]

@@ -13,9 +13,10 @@ optax; this ``__init__`` is the API:
   :func:`project_linf`, :func:`project_l2`, :func:`ascent_direction` and :func:`random_start`;
 * attacks: :func:`fgsm`, :func:`pgd`, :func:`pgd_restarts`, :func:`cw_inf`, :func:`beta_attack`,
   :func:`apgd`, :func:`apgd_targeted` (linf, l2 and l1; with :func:`checkpoints` and
-  :func:`largereps_schedule`), :func:`fab`, :func:`square` (linf, l2) and :func:`autoattack`
-  (standard, plus, rand and custom; with :func:`autoattack_settings`, every hyperparameter of its
-  stages, and :func:`autoattack_version_attacks`, the attacks of each version);
+  :func:`largereps_schedule`), :func:`fab` and :func:`square` (linf, l2 and l1) and
+  :func:`autoattack` (standard, plus, rand and custom, linf, l2 and l1; with
+  :func:`autoattack_settings`, every hyperparameter of its stages, and
+  :func:`autoattack_version_attacks`, the attacks of each version);
 * minimum-norm attacks, each returning the smallest perturbation found per example
   (:class:`MinNormResult`, and so the robust accuracy at every eps, :func:`robust_accuracy_at`):
   :func:`fmn` (L0, L1, L2, Linf), :func:`ddn` (L2), :func:`cw_l2`, :func:`deepfool` (L2, Linf), with

@@ -33,14 +33,19 @@ Versions (``version``):
 * ``"custom"``: the attacks named in ``attacks`` (any of :data:`ATTACKS`), in that order.
 
 Norms: ``"linf"``; ``"l2"`` (the same composition; Square is ``square.py``'s L2 branch,
-``square_variant="autoattack"`` only); ``"l1"``: the official L1 standard version is APGD-CE (5
-restarts, ``use_largereps``: eps x 3, 2, 1 for 30/30/40% of the iterations), APGD-T (5 targets,
-``use_largereps``), FAB-T (9 targets) and Square, all with the L1 norm (``set_version`` at commit
-a392200). robust_jax has APGD-L1 (:func:`robust_jax.attacks.apgd`, ``norm="l1"``) but no FAB-L1
-and no Square-L1, so ``version="standard"`` (and ``"plus"``) with ``norm="l1"`` raise a ValueError
-naming them rather than substituting other attacks; ``version="custom"`` with
-``attacks=("apgd-ce", "apgd-t")`` runs the APGD stages of the L1 standard version with its
-settings (and so do ``"apgd-ce"``/``"apgd-t"`` in any custom L1 list).
+``square_variant="autoattack"`` only); ``"l1"`` (Croce and Hein, "Mind the box", ICML 2021):
+``set_version('standard')`` at commit a392200 runs APGD-CE with 5 restarts and ``use_largereps``
+(eps x 3, 2, 1 for 30/30/40% of the iterations), APGD-T with 5 targets, 1 restart and
+``use_largereps``, FAB-T with 9 targets and 1 restart, and Square (5,000 queries, p_init 0.8),
+all with the L1 norm: APGD-L1 (:func:`robust_jax.attacks.apgd`, ``norm="l1"``), FAB-L1
+(:func:`robust_jax.attacks.fab`, ``norm="l1"``) and ``square.py``'s L1 branch
+(:func:`robust_jax.attacks.square`, ``norm="l1"``, ``square_variant="autoattack"`` only).
+``version="custom"`` gives ``"apgd-ce"``/``"apgd-t"`` the same L1 settings. ``version="plus"``
+with ``norm="l1"`` is ``set_version('plus')`` as coded, which does not change the L1 settings:
+5 restarts for APGD-CE, APGD-DLR and FAB, APGD-T with 9 targets, no ``use_largereps`` (the
+official code prints that this combination should be checked). The abstract of "Mind the box"
+names l1-APGD and the l1 Square Attack as the ensemble; FAB-T is in it as coded (the paper's
+composition was not checked against the code here: the code is followed).
 
 ``n_target_classes`` defaults to min(9, C - 1). The budgets (``n_iter``, ``n_queries``,
 ``n_restarts``) can be overridden, e.g. for tests.
@@ -60,7 +65,9 @@ re-evaluation that disagrees with an attack's verdict (a non-deterministic model
 is always the re-evaluation: a point is non-robust only if its returned ``x_adv`` is misclassified
 and lies in the eps-ball and the box.
 
-Not supported: FAB and Square for the L1 threat model (so the full L1 standard version).
+tests/attacks/test_l1_autoattack.py checks the L1 standard composition (the attacks made, their
+settings, that its robust accuracy is at most each stage's alone) and FAB-L1 and Square-L1 against
+transcriptions of the official code.
 """
 
 from __future__ import annotations
@@ -93,9 +100,8 @@ _VERSION_ATTACKS = {
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
     "rand": ("apgd-ce", "apgd-dlr"),
 }
-# What robust_jax implements of each attack (the official code has FAB and Square for L1 too).
-_NORMS_OF = {"apgd-ce": NORMS, "apgd-dlr": NORMS, "apgd-t": NORMS, "fab": ("linf", "l2"),
-             "fab-t": ("linf", "l2"), "square": ("linf", "l2")}
+# What robust_jax implements of each attack: every stage in every norm, as the official code.
+_NORMS_OF = {a: NORMS for a in ATTACKS}
 RAND_EOT_ITER = 20  # set_version('rand'): self.apgd.eot_iter = 20
 _GRADIENT_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
 
@@ -176,9 +182,10 @@ def _stage_hyperparameters(name, *, version, eps, norm, n_iter, n_restarts, n_ta
                            num_classes=None) -> dict:
   """The hyperparameters AutoAttack sets for the stage ``name`` (for ``attacks.make``).
 
-  As ``set_version``: APGD-CE 1 restart (5 in ``"plus"``; 5 and ``use_largereps`` for
-  ``norm="l1"``), APGD-T 9 targets (5 and ``use_largereps`` for ``norm="l1"``), FAB-T 9 targets;
-  ``"rand"``: 1 restart and ``eot_iter=20`` on a randomised model. ``n_target_classes=None`` is
+  As ``set_version``: APGD-CE 1 restart (5 in ``"plus"``; 5 and ``use_largereps`` in the L1
+  standard version, and in ``"custom"`` with ``norm="l1"``), APGD-T 9 targets (5 and
+  ``use_largereps`` likewise), FAB-T 9 targets, FAB-T and Square in ``norm``; ``"rand"``: 1
+  restart and ``eot_iter=20`` on a randomised model. ``n_target_classes=None`` is
   resolved with ``num_classes`` (left None without it). Every other hyperparameter keeps the
   attack's default (APGD's rho and momentum 0.75, FAB's alpha_max 0.1, eta 1.05, beta 0.9,
   Square's p_init 0.8 and margin loss), and each attack stops an example as soon as it is broken
@@ -189,7 +196,8 @@ def _stage_hyperparameters(name, *, version, eps, norm, n_iter, n_restarts, n_ta
     if norm != "linf":
       out["norm"] = norm
     return out
-  l1_standard = norm == "l1" and version != "rand"
+  # set_version('standard') for L1; 'plus' keeps the constructor's settings (autoattack.py).
+  l1_standard = norm == "l1" and version in ("standard", "custom")
   if n_restarts is None:
     n_restarts = 5 if version == "plus" and name in ("apgd-ce", "apgd-dlr", "fab") else 1
     if l1_standard and name in ("apgd-ce", "apgd-dlr"):
@@ -278,16 +286,14 @@ def check_hyperparameters(*, eps, norm="linf", version="standard", attacks=None,
     have = tuple(a for a in names if norm in _NORMS_OF[a])
     raise ValueError(
         f"version={version!r} with norm={norm!r} runs {names} (fra31/auto-attack set_version), but "
-        f"robust_jax has no {norm} version of {tuple(missing)} (FAB and Square are linf and l2 "
-        f"only); nothing is substituted. Run version='custom' with attacks={have} for the other "
-        "stages (for norm='l1' with the L1 standard settings: 5 restarts, 5 targets, "
-        "use_largereps)")
+        f"robust_jax has no {norm} version of {tuple(missing)}; nothing is substituted. Run "
+        f"version='custom' with attacks={have} for the other stages")
   if norm == "l1" and apgd_variant != "official":
     raise ValueError("norm='l1' runs APGD-L1 as coded in autopgd_base.py: apgd_variant must be "
                      f"'official', got {apgd_variant!r}")
-  if norm == "l2" and "square" in names and square_variant != "autoattack":
-    raise ValueError("Square for norm='l2' is fra31/auto-attack's square.py L2 branch: "
-                     f"square_variant must be 'autoattack', got {square_variant!r}")
+  if norm in ("l2", "l1") and "square" in names and square_variant != "autoattack":
+    raise ValueError(f"Square for norm={norm!r} is fra31/auto-attack's square.py {norm.upper()} "
+                     f"branch: square_variant must be 'autoattack', got {square_variant!r}")
   if version != "rand" and eot_iter is not None:
     raise ValueError("eot_iter is only used with version='rand' (a randomised logits_fn(x, key))")
   if eot_iter is not None:
@@ -350,16 +356,16 @@ def autoattack(
     y: int32 labels [N].
     eps: the radius, > 0 (8/255 for CIFAR-10 linf).
     key: PRNG key; attack ``a`` uses ``fold_in(key, ATTACKS.index(a))``, folded again per batch.
-    norm: ``"linf"``, ``"l2"`` or ``"l1"``. ``"l1"``: the official L1 standard version also runs
-      FAB-T and Square with the L1 norm, which robust_jax lacks, so ``version="standard"`` raises;
-      ``version="custom"`` with ``attacks=("apgd-ce", "apgd-t")`` runs its APGD stages with its
-      settings (5 restarts, 5 targets, ``use_largereps``).
+    norm: ``"linf"``, ``"l2"`` or ``"l1"``. ``"l1"`` with ``version="standard"``: the official L1
+      standard version (APGD-CE with 5 restarts and ``use_largereps``, APGD-T with 5 targets and
+      ``use_largereps``, FAB-T with 9 targets, Square, all L1; the module docstring).
     version: ``"standard"``, ``"plus"``, ``"rand"`` (APGD-CE and APGD-DLR, 1 restart, EOT over
       ``eot_iter`` = 20 passes of a randomised ``logits_fn(x, key)``) or ``"custom"`` (with
       ``attacks``).
     attacks: the attacks to run for ``version="custom"``, names from :data:`ATTACKS`.
     n_iter: iterations of APGD and FAB per run (100).
-    n_restarts: restarts per run; default 1, in ``"plus"`` 5 for APGD-CE, APGD-DLR and FAB.
+    n_restarts: restarts per run; default 1, in ``"plus"`` 5 for APGD-CE, APGD-DLR and FAB, and
+      5 for APGD-CE (and APGD-DLR) in the L1 standard version.
     n_target_classes: targets of APGD-T and FAB-T; default min(9, C - 1) (APGD-T with
       ``norm="l1"``: min(5, C - 1), as the official L1 standard version).
     n_queries: Square's queries (5,000).

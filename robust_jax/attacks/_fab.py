@@ -1,5 +1,7 @@
 """FAB: the fast adaptive boundary attack, a minimum-norm attack (targeted FAB-T as in AutoAttack).
 
+Norms linf, l2 and l1 (``norm``), each as ``fab_base.py`` codes it.
+
 Croce and Hein, "Minimally distorted adversarial examples with a fast adaptive boundary attack",
 ICML 2020 (Algorithm 1, Sections 3.1-3.3), as in ``fra31/auto-attack`` ``autoattack/fab_pt.py``,
 ``fab_base.py`` and ``fab_projections.py``.
@@ -9,11 +11,13 @@ Each iteration, for every example independently (x_orig the clean point, x^k the
 1. Linearise the decision boundary at x^k. FAB-T (``targeted=True``, AutoAttack's choice): the
    hyperplane {z : f(x^k) + <g, z - x^k> = 0} of f = z_t - z_y, the logit of the target t minus that
    of the label y, g = grad f(x^k) (one backward pass). Untargeted FAB: the closest of the C - 1
-   hyperplanes of f_c = z_c - z_y in the dual norm, |f_c| / ||grad f_c||_* (C backward passes).
+   hyperplanes of f_c = z_c - z_y in the dual norm, |f_c| / ||grad f_c||_* (C backward passes;
+   the dual of linf is l1, of l2 l2, of l1 linf: ``dist1`` of ``fab_base.py``).
 2. Project x^k and x_orig onto that hyperplane intersected with the box [0, 1]^d, the minimal-norm
    displacements d^k and d^orig (:func:`project_linf_hyperplane_box`,
-   :func:`project_l2_hyperplane_box`).
-3. Biased step: alpha = clip(||d^k|| / (||d^k|| + ||d^orig||), 0, alpha_max),
+   :func:`project_l2_hyperplane_box`, :func:`project_l1_hyperplane_box`).
+3. Biased step: alpha = clip(||d^k|| / (||d^k|| + ||d^orig||), 0, alpha_max), the norms those of
+   ``norm``,
    x^{k+1} = clip((1 - alpha)(x^k + eta d^k) + alpha (x_orig + eta d^orig), 0, 1), eta the
    extrapolation (overshoot) factor.
 4. If x^{k+1} is misclassified (any class but y), record it when it is the closest so far, then step
@@ -21,7 +25,8 @@ Each iteration, for every example independently (x_orig the clean point, x^k the
 
 AutoAttack's FAB-T runs 9 targets (the classes with the 2nd to 10th largest clean logits), 1
 restart, 100 iterations, alpha_max = 0.1, eta = 1.05, beta = 0.9. A run with restart index r > 0
-starts from x_orig + 0.5 min(d_best, eps) t / ||t|| (t ~ U(-1, 1)^d for linf, N(0, I) for l2),
+starts from x_orig + 0.5 min(d_best, eps) t / ||t|| (t ~ U(-1, 1)^d for linf, N(0, I) for l2
+and l1, the norm of ``norm``),
 clipped, with d_best the closest adversarial distance found by earlier runs (the original FAB code;
 AutoAttack resets d_best per restart, which is the same thing for the still unbroken examples it
 re-attacks).
@@ -35,15 +40,28 @@ keeps the first point within eps: the broken set is the same in all three.)
 tests/attacks/test_official_transcriptions.py compares every FAB-T iterate with a transcription of
 ``fab_base.py``'s ``attack_single_run`` (targeted, linf) on a nonlinear model, and checks that the
 returned points are misclassified, within eps, in the box, and close to the boundary along their
-own direction (brute-force line search).
+own direction (brute-force line search); tests/attacks/test_l1_autoattack.py does the same for l1
+(targeted and untargeted, with a transcription of ``projection_l1``) and checks the l1 projection
+against a linear program.
+
+FAB-L1 (``norm="l1"``, AutoAttack's L1 standard version runs FAB-T with it): the step rules are
+those of linf and l2 with the l1 norm everywhere (alpha from the l1 norms of d^k and d^orig,
+alpha_max = 0.1, eta = 1.05, beta = 0.9, the official defaults for every norm), the untargeted
+hyperplane is chosen with the linf dual norm, the restarts start at l1 radius
+0.5 min(d_best, eps) along a normal draw, and the projection is ``projection_l1``'s greedy
+solution (:func:`project_l1_hyperplane_box`). The paper states the same step for p in
+{1, 2, inf}; no l1-specific difference between the paper and ``fab_base.py`` is known here (the
+paper's text was not checked line by line, the code was).
 
 Everything per example lives in the carry of a ``lax.while_loop`` (one per run; runs are an outer
 ``lax.fori_loop``); eps, alpha_max, eta, beta and the budgets are traced.
 
 Simplifications, stated plainly: the code projects by sorting the breakpoints of a piecewise-linear
-function and searching them; we bracket the same breakpoint by 32 bisection steps and solve exactly
-on its linear piece (a sort of [B, D] is about 10x slower than the bisection on CPU). The minimiser
-is the same up to floating-point rounding. The untargeted FAB's Jacobian is one ``vmap`` of the VJP
+function and searching them; for linf and l2 we bracket the same breakpoint by 32 bisection steps
+and solve exactly on its linear piece (a sort of [B, D] is about 10x slower than the bisection on
+CPU); for l1 the breakpoint (a value of |w|) is found exactly by bisection on its float32 bits.
+The minimiser is the same up to floating-point rounding (for l1, and ties in |w| aside, the same
+coordinates move). The untargeted FAB's Jacobian is one ``vmap`` of the VJP
 over the C classes (the code loops over classes).
 """
 
@@ -60,8 +78,9 @@ from robust_jax import validation
 from robust_jax.attacks._loop import as_pytree_fn
 from robust_jax.attacks._projections import bcast, per_example_norm
 
-NORMS = ("linf", "l2")
+NORMS = ("linf", "l2", "l1")
 _BISECTION_STEPS = 32
+_L1_BIT_STEPS = 31  # bisection on the int32 bits of a non-negative float32: exact after 31
 
 
 @flax.struct.dataclass
@@ -82,23 +101,30 @@ class FabResult:
   num_steps: jax.Array
 
 
-def _hyperplane_box(t, w, b, norm):
-  """Shared solver: minimal-norm d with <w, t + d> = b and t + d in [0, 1]^D (per row).
-
-  With c = <w, t> - b (signs flipped so that c >= 0), both minimisers move coordinate i against
-  sign(w_i) by min(lam s_i, room_i), room_i the distance to the box face in that direction and
-  s_i = 1 (linf: every free coordinate moves by the radius lam) or s_i = |w_i| (l2: d = -lam w,
-  clipped to the box, by the KKT conditions). The decrease g(lam) = sum_i |w_i| min(lam s_i, room_i)
-  is continuous, piecewise linear and non-decreasing, so lam is bracketed by bisection and then
-  solved exactly on the linear piece of the final bracket. When no point of the box lies on the
-  hyperplane, every coordinate moves to its box face (the box point closest to the hyperplane in
-  the direction of w), as ``fab_projections.py``.
-  """
+def _orient(t, w, b):
+  """The common start of the three projections: c = <w, t> - b, with the signs of w and c flipped
+  where c < 0 so that c >= 0 (the hyperplane is reached by *decreasing* <w, z>), and the room
+  room_i = t_i (w_i > 0) or 1 - t_i (w_i <= 0) coordinate i has to move against sign(w_i) inside
+  [0, 1]. Returns (w, c, room), as ``fab_projections.py``'s ``sign``/``ind2`` flips."""
   c = jnp.sum(w * t, axis=1) - b
   sign = jnp.where(c >= 0, 1.0, -1.0).astype(t.dtype)
   w = w * sign[:, None]
-  c = c * sign
-  room = jnp.where(w > 0, t, 1.0 - t)
+  return w, c * sign, jnp.where(w > 0, t, 1.0 - t)
+
+
+def _hyperplane_box(t, w, b, norm):
+  """Shared solver of linf and l2: minimal-norm d with <w, t + d> = b and t + d in [0, 1]^D.
+
+  With c = <w, t> - b (signs flipped so that c >= 0, :func:`_orient`), both minimisers move
+  coordinate i against sign(w_i) by min(lam s_i, room_i), room_i the distance to the box face in
+  that direction and s_i = 1 (linf: every free coordinate moves by the radius lam) or s_i = |w_i|
+  (l2: d = -lam w, clipped to the box, by the KKT conditions). The decrease
+  g(lam) = sum_i |w_i| min(lam s_i, room_i) is continuous, piecewise linear and non-decreasing, so
+  lam is bracketed by bisection and then solved exactly on the linear piece of the final bracket.
+  When no point of the box lies on the hyperplane, every coordinate moves to its box face (the box
+  point closest to the hyperplane in the direction of w), as ``fab_projections.py``.
+  """
+  w, c, room = _orient(t, w, b)
   aw = jnp.abs(w)
   scale = jnp.ones_like(aw) if norm == "linf" else aw
   nonzero = aw > 0
@@ -158,10 +184,87 @@ def project_l2_hyperplane_box(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.A
   return _hyperplane_box(t, w, b, "l2")
 
 
+def project_l1_hyperplane_box(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+  """The minimal-l1 displacement d onto {z : <w, z> = b} intersected with [0, 1]^D.
+
+  ``fab_projections.projection_l1``: with c = <w, t> - b >= 0 (signs flipped, :func:`_orient`), the
+  decrease of <w, t + d> a unit of l1 mass buys on coordinate i is |w_i|, at most
+  m_i = |w_i| room_i in total, so the minimiser is greedy: saturate the coordinates in decreasing
+  order of |w_i| (each moved to its box face against sign(w_i)) until the next one needs only part
+  of its room, which it gets; the others stay. When the whole box cannot reach the hyperplane
+  (sum_i m_i <= c) every coordinate moves to its face, and coordinates with |w_i| <= 1e-8 never
+  move, both as the official code.
+
+  The official code sorts 1 / |w| and bisects the cumulative sums. Here the partial coordinate's
+  |w| value tau is found without a sort, exactly: G(v) = sum_{|w_i| >= v} m_i is non-increasing
+  in v and steps only at the values |w_i|, so the largest float32 v with G(v) >= c is one of them,
+  and positive float32 numbers are ordered as their int32 bit patterns, so 31 bisection steps on
+  the bit pattern find it exactly. Coordinates with |w_i| > tau saturate; among ties at tau the
+  mass is given in index order (the official order among ties is the sort's; any split is a
+  minimiser). Computed in float32 (cast back to ``t``'s dtype).
+
+  Args:
+    t: points [B, D].
+    w: hyperplane normals [B, D].
+    b: offsets [B].
+
+  Returns:
+    d [B, D]: ||d||_1 minimal with <w, t + d> = b and t + d in [0, 1]^D where such a d exists.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> d = project_l1_hyperplane_box(jnp.array([[0.5, 0.5]]), jnp.array([[1., 2.]]),
+    ...                               jnp.array([1.2]))  # <w, t> = 1.5: the |w| = 2 coordinate
+    >>> [round(float(v), 4) + 0.0 for v in d[0]]
+    [0.0, -0.15]
+  """
+  dtype = t.dtype
+  t, w, b = (jnp.asarray(a, jnp.float32) for a in (t, w, b))
+  w, c, room = _orient(t, w, b)
+  aw = jnp.abs(w)
+  mass = aw * room
+
+  def reach(bits):  # G(v) >= c at v = the float32 with these bits
+    v = jax.lax.bitcast_convert_type(bits, jnp.float32)
+    return jnp.sum(jnp.where(aw >= v[:, None], mass, 0.0), axis=1) >= c
+
+  def bisect(_, bracket):
+    lo, hi = bracket
+    mid = lo + (hi - lo) // 2
+    ok = reach(mid)
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  hi0 = jnp.max(jax.lax.bitcast_convert_type(aw, jnp.int32), axis=1) + 1
+  lo, _ = jax.lax.fori_loop(0, _L1_BIT_STEPS, bisect, (jnp.zeros_like(hi0), hi0))
+  tau = jax.lax.bitcast_convert_type(lo, jnp.float32)[:, None]
+  above, tied = aw > tau, aw == tau
+  rest = c[:, None] - jnp.sum(jnp.where(above, mass, 0.0), axis=1, keepdims=True)
+  upto = jnp.cumsum(jnp.where(tied, mass, 0.0), axis=1)  # inclusive, in index order
+  before = upto - mass
+  full = above | (tied & (upto < rest))
+  part = tied & (upto >= rest) & (before < rest)
+  move = jnp.where(full, room, jnp.where(part, (rest - before) / jnp.where(part, aw, 1.0), 0.0))
+  feasible = (jnp.sum(mass, axis=1) > c)[:, None]
+  d = -jnp.sign(w) * jnp.where(feasible, move, room)
+  return jnp.where(aw > 1e-8, d, 0.0).astype(dtype)
+
+
 def _project(t, w, b, norm):
   if norm == "linf":
     return project_linf_hyperplane_box(t, w, b)
+  if norm == "l1":
+    return project_l1_hyperplane_box(t, w, b)
   return project_l2_hyperplane_box(t, w, b)
+
+
+def _dual_norm(a, norm):
+  """The dual norm of ``norm`` over the last axis (linf -> l1, l2 -> l2, l1 -> linf): the
+  denominator of the untargeted FAB's distance to each linearised boundary, |f_c| / ||g_c||_*."""
+  if norm == "linf":
+    return jnp.sum(jnp.abs(a), -1)
+  if norm == "l1":
+    return jnp.max(jnp.abs(a), -1)
+  return jnp.sqrt(jnp.sum(a * a, -1))
 
 
 def _single_run(logits_fn, x, y, target, key, active, use_rand_start, best_dist, eps, n_iter,
@@ -200,8 +303,7 @@ def _single_run(logits_fn, x, y, target, key, active, use_rand_start, best_dist,
       dg = jac - jac_y
       df = z - jnp.take_along_axis(z, y[:, None], 1)
       df = jnp.where(jax.nn.one_hot(y, num_classes, dtype=bool), 1e10, df)
-      dual = jnp.sum(jnp.abs(dg), -1) if norm == "linf" else jnp.sqrt(jnp.sum(dg * dg, -1))
-      ind = jnp.argmin(jnp.abs(df) / (dual + 1e-12), axis=1)
+      ind = jnp.argmin(jnp.abs(df) / (_dual_norm(dg, norm) + 1e-12), axis=1)
       w = jnp.take_along_axis(dg, ind[:, None, None], axis=1)[:, 0]
       f = jnp.take_along_axis(df, ind[:, None], axis=1)[:, 0]
     b = -f + jnp.sum(w * x1.reshape(batch, -1), axis=1)
@@ -319,7 +421,7 @@ def fab(
     y: int32 labels [B].
     eps: the threat-model radius, >= 0: an example is broken iff the closest adversarial point found
       lies within eps; also scales the random starts of restarts.
-    norm: ``"linf"`` or ``"l2"``.
+    norm: ``"linf"``, ``"l2"`` or ``"l1"`` (FAB-L1; the distances, steps and restarts in that norm).
     targeted: FAB-T (one hyperplane towards each of the top ``n_target_classes`` classes, one
       backward pass per iteration) or the untargeted FAB (closest of the C - 1 hyperplanes, C
       backward passes per iteration).

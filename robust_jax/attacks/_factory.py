@@ -30,10 +30,12 @@ Names (:data:`NAMES`) and the functions they configure:
   ``"dlr"``; ``"apgd_t"``: :func:`~robust_jax.attacks.apgd_targeted` (``norm`` linf, l2 or l1;
   ``use_largereps`` for l1, ``eot_iter`` and ``randomized`` for EOT on a randomised
   ``logits_fn(x, key)``).
-* ``"fab"``, ``"fab_t"``: :func:`~robust_jax.attacks.fab` with ``targeted`` fixed to False / True.
-* ``"square"``: :func:`~robust_jax.attacks.square` (``norm="l2"`` with
+* ``"fab"``, ``"fab_t"``: :func:`~robust_jax.attacks.fab` with ``targeted`` fixed to False / True
+  (``norm`` linf, l2 or l1).
+* ``"square"``: :func:`~robust_jax.attacks.square` (``norm="l2"`` or ``"l1"`` with
   ``variant="autoattack"``); ``"autoattack"``: :func:`~robust_jax.attacks.autoattack`
-  (``version`` standard, plus, rand or custom; ``eot_iter`` for rand).
+  (``version`` standard, plus, rand or custom, ``norm`` linf, l2 or l1: ``make("autoattack",
+  eps=12.0, norm="l1")`` is the official L1 standard version; ``eot_iter`` for rand).
 * minimum-norm attacks (results with a per-example ``distance``, see
   :func:`~robust_jax.attacks.robust_accuracy_at`): ``"fmn"`` (:func:`~robust_jax.attacks.fmn`, L0 /
   L1 / L2 / Linf), ``"ddn"`` (:func:`~robust_jax.attacks.ddn`, L2), ``"cw_l2"``

@@ -1,7 +1,7 @@
 """AutoAttack's other versions: the compositions of ``set_version`` (fra31/auto-attack
-``autoattack.py``) for linf, l2 (Square-L2) and l1 (APGD-L1 with ``use_largereps``; FAB and Square
-for L1 are refused, not substituted), and ``version="rand"`` (EOT over ``eot_iter`` passes of a
-randomised ``logits_fn(x, key)``, the gradient averaged)."""
+``autoattack.py``) for linf, l2 (Square-L2) and l1 (APGD-L1 with ``use_largereps``, FAB-L1 and
+Square-L1, whose algorithms tests/attacks/test_l1_autoattack.py checks), and ``version="rand"`` (EOT
+over ``eot_iter`` passes of a randomised ``logits_fn(x, key)``, the gradient averaged)."""
 
 import types
 
@@ -44,9 +44,10 @@ def test_compositions_are_the_official_ones():
   assert l1["apgd-ce"]["n_restarts"] == 5 and l1["apgd-ce"]["use_largereps"]
   assert l1["apgd-t"]["n_target_classes"] == 5 and l1["apgd-t"]["use_largereps"]
   assert l1["apgd-t"]["n_restarts"] == 1 and l1["apgd-ce"]["variant"] == "official"
-  # ... and FAB-T and Square with the L1 norm, which robust_jax lacks: refused, named.
-  with pytest.raises(ValueError, match=r"no l1 version of \('fab-t', 'square'\)"):
-    attacks.autoattack_settings(eps=12.0, norm="l1", num_classes=10)
+  # ... then FAB-T and Square with the L1 norm (the official standard composition).
+  full = attacks.autoattack_settings(eps=12.0, norm="l1", num_classes=10)
+  assert tuple(full) == OFFICIAL["standard"]
+  assert full["fab-t"]["norm"] == "l1" and full["square"]["norm"] == "l1"
   with pytest.raises(ValueError, match="square_variant"):
     attacks.autoattack_settings(eps=0.5, norm="l2", square_variant="square_attack")
   with pytest.raises(ValueError, match="eot_iter"):
@@ -83,8 +84,11 @@ def test_autoattack_runs_each_version_composition(monkeypatch):
       ("apgd_ce", 20, True), ("apgd_dlr", 20, True)]
   with pytest.raises(ValueError, match="version='rand'.*logits_fn\\(x, key\\)"):
     aa.autoattack(f, x, y, eps=0.1, key=jax.random.key(0), version="rand")
-  with pytest.raises(ValueError, match="fab-t"):
-    aa.autoattack(f, x, y, eps=2.0, key=jax.random.key(0), norm="l1")
+  made.clear()
+  r = aa.autoattack(f, x, y, eps=2.0, key=jax.random.key(0), norm="l1")
+  assert r.attack_names == ("clean",) + OFFICIAL["standard"]
+  assert [(n, h["norm"]) for n, h in made] == [
+      ("apgd_ce", "l1"), ("apgd_t", "l1"), ("fab_t", "l1"), ("square", "l1")]
 
 
 def test_eot_gradient_is_the_mean_of_the_pass_gradients():

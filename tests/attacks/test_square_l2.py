@@ -236,7 +236,7 @@ def test_factory_and_validation(data, run):
   with pytest.raises(ValueError, match="variant='autoattack'"):
     attacks.make("square", eps=0.5, norm="l2")  # the default variant is max-andr's linf code
   with pytest.raises(ValueError, match="norm"):
-    attacks.make("square", eps=0.5, norm="l1", variant="autoattack")
+    attacks.make("square", eps=0.5, norm="l0", variant="autoattack")
   with pytest.raises(ValueError, match="eps"):
     attacks.make("square", eps=-1.0, norm="l2", variant="autoattack")
   with pytest.raises(ValueError, match="5 pixels"):
