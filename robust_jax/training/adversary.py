@@ -24,6 +24,11 @@ every schedule is traced and the step compiles once. The adversary attacks the m
 that stop examples early (the ``fosc`` and ``fat`` stop rules, CAT's chunks): the stopped examples
 would stay in the batch statistics of the still-moving ones while their own gradients are frozen,
 which no reference code does (see :func:`input_adversary`).
+
+The attacks that stop examples early (``fosc``, ``fat``) compact their batch as examples stop
+(``attack_compaction``; :func:`robust_jax.attacks.ascent`), per device on several devices: under
+``parallel.jit_data_parallel`` each device runs the loop on its own shard of the batch, from the
+start drawn for the global batch (:func:`compaction_placement`, :func:`global_start`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import jax.numpy as jnp
 from robust_jax import attacks
 from robust_jax import fosc as fosc_lib
 from robust_jax import losses
+from robust_jax import parallel
 from robust_jax.parts import Registry, require
 from robust_jax.training import curriculum as curriculum_lib
 from robust_jax.training import schedules
@@ -279,7 +285,8 @@ BUDGETS.register("single_step", single_step)
 
 
 # Ascent cores: (logits_fn, x, y, key, *, eps, step_size, num_steps, start, stop, final_eval,
-# compaction) -> AttackResult.
+# compaction, mesh) -> AttackResult. ``mesh`` (None: one device) is the data-parallel mesh over
+# which a compacting core runs its loop per device (:func:`compaction_placement`).
 
 
 def _ascent_from(logits_fn, x, y, x_start, loss, norm, fosc_reference, *, eps, step_size,
@@ -292,15 +299,34 @@ def _ascent_from(logits_fn, x, y, x_start, loss, norm, fosc_reference, *, eps, s
                         final_eval=final_eval, compaction=compaction)
 
 
+def global_start(key, x, *, eps, step_size, norm: str, kind: str, fosc_reference: str):
+  """The PGD core's start for the whole batch: the training module's own starts
+  (:func:`~robust_jax.training.curriculum.start_point`) or the one :func:`robust_jax.attacks.pgd`
+  draws, unclipped for ``fosc_reference="start"`` (the official Dynamic AT start).
+
+  Drawn before the batch is split over devices, it is the one-device program's start whatever the
+  mesh: a draw per device would depend on the shard's shape.
+  """
+  if kind in _OWN_STARTS:
+    return curriculum_lib.start_point(key, x, eps=eps, step_size=step_size, norm=norm, kind=kind)
+  return attacks.random_start(key, x, eps, norm, kind, project_start=fosc_reference != "start")
+
+
 def _pgd_core(loss: str, norm: str, fosc_reference: str):
   def core(logits_fn, x, y, key, *, eps, step_size, num_steps, start, stop, final_eval,
-           compaction):
-    if start in _OWN_STARTS:
-      x_start = curriculum_lib.start_point(key, x, eps=eps, step_size=step_size, norm=norm,
-                                           kind=start)
-      return _ascent_from(logits_fn, x, y, x_start, loss, norm, fosc_reference, eps=eps,
-                          step_size=step_size, num_steps=num_steps, stop=stop,
-                          final_eval=final_eval, compaction=compaction)
+           compaction, mesh=None):
+    if start in _OWN_STARTS or mesh is not None:
+      x_start = global_start(key, x, eps=eps, step_size=step_size, norm=norm, kind=start,
+                             fosc_reference=fosc_reference)
+
+      def ascend(x, y, x_start):
+        return _ascent_from(logits_fn, x, y, x_start, loss, norm, fosc_reference, eps=eps,
+                            step_size=step_size, num_steps=num_steps, stop=stop,
+                            final_eval=final_eval, compaction=compaction)
+
+      # Several devices: each runs the loop (and compacts) on its own shard of the batch.
+      ascend = ascend if mesh is None else parallel.per_device(ascend, mesh)
+      return ascend(x, y, x_start)
     return attacks.pgd(logits_fn, x, y, eps=eps, step_size=step_size, num_steps=num_steps,
                        norm=norm, loss=loss, start=start, key=key, stop=stop,
                        fosc_reference=fosc_reference, final_eval=final_eval,
@@ -315,8 +341,8 @@ def _chunks_core(loss: str, norm: str, fosc_reference: str):
   not gather per-example step sizes."""
 
   def core(logits_fn, x, y, key, *, eps, step_size, num_steps, start, stop, final_eval,
-           compaction):
-    del compaction
+           compaction, mesh=None):
+    del compaction, mesh
     plan = cat_plan(key, x, num_steps, eps=eps, base=step_size, norm=norm, start=start)
     limit = StepLimitStop(limits=plan.chunks)
     return _ascent_from(logits_fn, x, y, plan.x_start, loss, norm, fosc_reference, eps=eps,
@@ -330,8 +356,8 @@ def _beta_core(loss: str, norm: str, fosc_reference: str):
   del loss, fosc_reference  # BETA ascends the per-class margin and measures no FOSC reference
 
   def core(logits_fn, x, y, key, *, eps, step_size, num_steps, start, stop, final_eval,
-           compaction):
-    del stop, final_eval, compaction
+           compaction, mesh=None):
+    del stop, final_eval, compaction, mesh
     return attacks.beta_attack(logits_fn, x, y, eps=eps, step_size=step_size,
                                num_steps=num_steps, norm=norm, start=start, key=key)
   return core
@@ -340,6 +366,26 @@ def _beta_core(loss: str, norm: str, fosc_reference: str):
 CORES = {"pgd": _pgd_core, "chunks": _chunks_core, "beta": _beta_core}
 # Cores that stop examples before K steps by themselves (CAT's chunk j stops after j steps).
 EARLY_STOPPING_CORES = ("chunks",)
+
+
+def compaction_placement(levels: int) -> Tuple[int, Any]:
+  """Where the attack loop of the program being traced may compact its batch.
+
+  Args:
+    levels: the compaction levels asked for (``attack_compaction``), >= 0.
+
+  Returns:
+    ``(levels, mesh)``: under a data-parallel mesh of several devices
+    (:func:`robust_jax.parallel.data_mesh`, set by ``parallel.jit_data_parallel``) ``(levels,
+    mesh)``, each device compacting its own shard; under a one-device mesh, or with no mesh and one
+    device in the process, ``(levels, None)``, the loop compacting the batch; with no mesh and
+    several devices, ``(0, None)``: the batch's placement is unknown and compacting it would gather
+    it across devices.
+  """
+  mesh = parallel.data_mesh()
+  if mesh is None:
+    return (levels if jax.device_count() == 1 else 0), None
+  return levels, (mesh if levels and mesh.shape[parallel.DATA_AXIS] > 1 else None)
 
 
 # The adversary.
@@ -376,7 +422,11 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
     attack_bn_mode: ``"eval"`` (running statistics) or ``"train"`` (batch statistics, AT-AWP code).
       ``"train"`` is refused for attacks that stop examples early (see Raises).
     attack_compaction: how many times the loop may halve its batch as examples stop (0 = never);
-      used only with a stop rule, eval-mode BatchNorm and one device (trajectories unchanged).
+      used only with a stop rule that stops examples early and eval-mode BatchNorm (trajectories
+      unchanged). It is per device: under ``parallel.jit_data_parallel`` on several devices each
+      device runs the loop on its own shard and halves it as its own examples stop (the random
+      start is drawn for the global batch first, so it is the one-device start); in a plain
+      ``jax.jit`` with several devices in the process it is off (:func:`compaction_placement`).
     fosc_reference: ``"natural"`` (paper) or ``"start"`` (Dynamic AT's official code).
     train_diagnostics: also evaluate x_adv (FOSC at x_adv, its histogram): K + 1 gradients.
     batch_size: the training batch; with CAT's ``chunks`` core it must exceed the budget's largest
@@ -432,16 +482,15 @@ def input_adversary(*, loss: str, default_start: str, stop: StopRule, budget: Bu
           "cannot be 'uniform_step' with BETA's attack", start)
   run = CORES[core](loss, norm, fosc_reference)
   # Compaction gathers the still-active examples into smaller batches: it needs examples that are
-  # attacked independently (eval-mode BatchNorm) and, across devices, would gather the global batch.
-  compaction = (attack_compaction
-                if stop.stops_early and attack_bn_mode == "eval" and jax.device_count() == 1
-                else 0)
+  # attacked independently (eval-mode BatchNorm); across devices each device gathers its own.
+  compaction = attack_compaction if stop.stops_early and attack_bn_mode == "eval" else 0
 
   def apply(logits_fn, x, y, key, info):
     rule, metrics = stop.rule(info)
     k, step_size = budget.schedule(info)
+    levels, mesh = compaction_placement(compaction)
     res = run(logits_fn, x, y, key, eps=info.eps, step_size=step_size, num_steps=k, start=start,
-              stop=rule, final_eval=train_diagnostics, compaction=compaction)
+              stop=rule, final_eval=train_diagnostics, compaction=levels, mesh=mesh)
     metrics = dict(attack_steps=jnp.mean(res.num_steps), kappa=jnp.mean(res.kappa),
                    stopped_early=jnp.mean(res.num_steps < k), **metrics)
     if train_diagnostics:
