@@ -19,7 +19,11 @@ model and batch, alternated (:mod:`robust_jax.benchmarking.foolbox_worker`; ``--
 kind of ``--gan_kinds`` on each image size of ``--gan_datasets``, the kinds alternated in
 ``--gan_rounds`` rounds, with the WGAN-GP / WGAN ratios; :mod:`robust_jax.benchmarking.gans`); it
 is off by default, so the default run measures what it always did (the published-width MNIST-5k
-GAN steps take seconds each on a CPU). ``--write_markdown`` regenerates BENCHMARKS.md (never edit it
+GAN steps take seconds each on a CPU). ``--compaction_models=small_cnn,mlp`` adds FAT's and Dynamic AT's steps with and without per-device
+compaction on 8 host devices and 1 (:mod:`robust_jax.benchmarking.compaction`).
+``--aa_official_python`` (a Python with torch and fra31/auto-attack) with ``--aa_official_workdir``
+(a trained ``small_cnn``) adds AutoAttack standard against the official code on the same model and
+images (:mod:`robust_jax.benchmarking.autoattack_official`). ``--write_markdown`` regenerates BENCHMARKS.md (never edit it
 by hand), ``--from_jsonl`` re-renders it from earlier ``--json`` runs (comma-separated: records
 merged, e.g. a full run and a GAN-only one).
 """
@@ -72,6 +76,18 @@ _FOOLBOX_ROUNDS = flags.DEFINE_integer("foolbox_rounds", 3,
                                        "Alternation rounds of the foolbox comparison.")
 _FOOLBOX_MIN_S = flags.DEFINE_float("foolbox_min_time_s", 1.0, "Foolbox comparison: each side's "
                                     "calls in a round add up to at least this many seconds.")
+_AA_PYTHON = flags.DEFINE_string(
+    "aa_official_python", "", "A Python with torch and fra31/auto-attack: with "
+    "--aa_official_workdir adds AutoAttack standard against the official code on the same model.")
+_AA_WORKDIR = flags.DEFINE_string(
+    "aa_official_workdir", "", "A trained small_cnn workdir (e.g. launch.train "
+    "--config=launch/configs/mnist5k.py:pgd_at,cpu) for the official AutoAttack comparison.")
+_AA_N = flags.DEFINE_integer("aa_official_n", 100, "Test images of the AutoAttack comparison.")
+_AA_ROUNDS = flags.DEFINE_integer("aa_official_rounds", 1,
+                                  "Alternated rounds of the AutoAttack comparison.")
+_COMPACTION = flags.DEFINE_list(
+    "compaction_models", [], "Models for FAT's and Dynamic AT's steps with and without "
+    "per-device compaction on 8 host devices and 1 (e.g. small_cnn,mlp); empty: not measured.")
 _GANS = flags.DEFINE_bool("gans", False, "Add the GAN training steps (off by default).")
 _GAN_KINDS = flags.DEFINE_list("gan_kinds", list(benchmarking.GAN_KINDS),
                                "GAN kinds timed with --gans.")
@@ -98,6 +114,8 @@ def main(argv):
     return
   try:  # before anything is measured
     benchmarking.check_gan_names(_GAN_KINDS.value, _GAN_DATASETS.value)
+    if _AA_PYTHON.value:
+      benchmarking.autoattack_official.check_official_python(_AA_PYTHON.value)
     if _FOOLBOX.value:
       benchmarking.check_foolbox_python(_FOOLBOX.value)
       benchmarking.check_foolbox_attack_names(_FOOLBOX_ATTACKS.value)
@@ -117,7 +135,9 @@ def main(argv):
       gan_datasets=_GAN_DATASETS.value, gan_cpu=_GAN_CPU.value, gan_rounds=_GAN_ROUNDS.value,
       foolbox_python=_FOOLBOX.value, foolbox_attacks=_FOOLBOX_ATTACKS.value,
       foolbox_batch=_FOOLBOX_BATCH.value, foolbox_rounds=_FOOLBOX_ROUNDS.value,
-      foolbox_min_time_s=_FOOLBOX_MIN_S.value,
+      foolbox_min_time_s=_FOOLBOX_MIN_S.value, aa_official_python=_AA_PYTHON.value,
+      aa_official_workdir=_AA_WORKDIR.value, aa_official_n=_AA_N.value,
+      aa_official_rounds=_AA_ROUNDS.value, compaction_models=_COMPACTION.value,
       command="python -m launch.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
 

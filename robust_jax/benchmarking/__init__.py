@@ -64,10 +64,14 @@ Modules:
   ratios          step-time ratios from the same run.
   report          BENCHMARKS.md, the findings, the console lines, reading JSON lines back.
   runs            a whole session: :func:`run`, :func:`run_benchmarks`, :func:`rerender`.
+  compaction      FAT / Dynamic AT with and without per-device compaction on 8 host devices and 1.
+  autoattack_official  AutoAttack standard against fra31/auto-attack (PyTorch) on the same model.
+  user_models     a user's plain-linen SmallCNN (the ``*_linen`` attack rows).
 """
 
-from robust_jax.benchmarking import (foolbox_script, foolbox_worker, gans, measure, ratios,
-                                     report, runs, specs, timing, torch_worker)
+from robust_jax.benchmarking import (autoattack_official, compaction, foolbox_script,
+                                     foolbox_worker, gans, measure, ratios, report, runs, specs,
+                                     timing, torch_worker, user_models)
 from robust_jax.benchmarking.foolbox_worker import (FOOLBOX_ATTACKS, FoolboxWorker,
                                                     check_foolbox_attack_names,
                                                     check_foolbox_python, foolbox_comparison)

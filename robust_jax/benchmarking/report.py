@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Sequence, Tuple
 
+from robust_jax.benchmarking import compaction
+from robust_jax.benchmarking.autoattack_official import OFFICIAL_LABEL
 from robust_jax.benchmarking.gans import GAN_IDEAL_NOTE, GAN_RATIOS, ROUND_MIN_TIME_S
 from robust_jax.benchmarking.ratios import compute_ratios, find
 from robust_jax.benchmarking.specs import (ALTERNATED_LABELS, ALTERNATED_WHILE, GLIBC_TUNABLES,
@@ -215,7 +217,7 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
   """
   recs = list(records)
   ratios = [r for r in recs if r["kind"] == "ratio"]
-  if all(r["name"] in ALTERNATED_LABELS + GAN_RATIOS for r in ratios):
+  if all(r["name"] in ALTERNATED_LABELS + GAN_RATIOS + (OFFICIAL_LABEL,) for r in ratios):
     ratios += compute_ratios(recs)
   gan_ratios = [r for r in ratios if r["name"] in GAN_RATIOS]
   ratios = [r for r in ratios if r["name"] not in GAN_RATIOS]
@@ -261,10 +263,63 @@ def render_markdown(records: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> 
   out += _gan_lines([r for r in recs if r["kind"] == "gan"], gan_ratios)
   out += _torch_lines(fw)
   out += _foolbox_lines([r for r in recs if r["kind"] == "foolbox"])
+  out += _compaction_lines([r for r in recs if r["kind"] == "compaction_saving"])
+  out += _official_aa_lines([r for r in recs if r["kind"] == "aa_official"],
+                            [r for r in ratios if r["name"] == OFFICIAL_LABEL])
   notes = findings(recs)
   if notes:
     out += ["## Findings", ""] + [f"* {n}" for n in notes] + [""]
   return "\n".join(out)
+
+
+def _compaction_lines(rows: Sequence[Dict[str, Any]]) -> List[str]:
+  """The per-device compaction table (``kind="compaction_saving"`` rows)."""
+  if not rows:
+    return []
+  return ["## Early stopping on every device (per-device compaction)", "",
+          "FAT's and Dynamic AT's training steps with and without `attack_compaction` (3 halvings) "
+          "on 8 host CPU devices (`--xla_force_host_platform_device_count=8`, one worker process; "
+          "each device compacts its own shard inside `shard_map`) and on 1; the contenders "
+          "alternated in 5 rounds, every other label off by one so that half the batch starts "
+          "misclassified (`robust_jax/benchmarking/compaction.py`). Saving = 1 - median over "
+          "rounds of compact / plain. 8 host devices share the same 2 cores, so their step times "
+          "are not a speed-up; the saving is the point.", "",
+          compaction.compaction_markdown(rows), ""] + [
+              f"* {m} {meth}: compaction saves {100 * r8['saving']:.0f}% of the step on 8 devices "
+              f"against {100 * r1['saving']:.0f}% on one (goal: within 10 points)."
+              for (m, meth, r8, r1) in _device_pairs(rows)] + [""]
+
+
+def _device_pairs(rows):
+  """(model, method, the 8-device saving row, the 1-device one) where both were measured."""
+  by = {(r["model"], r["method"], r["devices"]): r for r in rows if r.get("saving") is not None}
+  return [(m, meth, by[(m, meth, 8)], by[(m, meth, 1)]) for (m, meth, d) in by
+          if d == 8 and (m, meth, 1) in by]
+
+
+def _official_aa_lines(runs: Sequence[Dict[str, Any]],
+                       ratio: Sequence[Dict[str, Any]]) -> List[str]:
+  """AutoAttack standard against fra31/auto-attack (``kind="aa_official"`` records)."""
+  if not runs:
+    return []
+  r0 = runs[0]
+  head = ("side", "round", "total s", "per stage s (" + ", ".join(r0["stages"]) + ")",
+          "robust accuracy after each stage")
+  rows = [(r["side"], r.get("round", ""), f"{r['seconds']:.1f}",
+           " / ".join(f"{s:.1f}" for s in r["stage_s"]),
+           " / ".join(f"{100 * a:.1f}" for a in r["accuracy"])) for r in runs]
+  lines = ["## AutoAttack standard against the official code", "",
+           f"`robust_jax.attacks.autoattack(version=\"standard\")` and fra31/auto-attack's "
+           f"`AutoAttack(norm=\"Linf\", version=\"standard\").run_standard_evaluation` "
+           f"(PyTorch, `launch/benchmark_autoattack_torch.py`) on the same trained SmallCNN "
+           f"(weights converted, logits equal to 1e-4), the first {r0['n']} test images, eps "
+           f"{r0['eps']:g}, full budgets (APGD 100 iterations, 9 targets, Square 5,000 queries); "
+           "the sides alternated (`robust_jax/benchmarking/autoattack_official.py`).", "",
+           table(head, rows), ""]
+  for q in ratio:
+    lines += [f"Official seconds / robust_jax seconds (warm): **{q['value']}** (per round "
+              f"{q['per_round']}; goal {q['ideal']}); checkpoint `{q['note']}`.", ""]
+  return lines
 
 
 def _gan_lines(gan: Sequence[Dict[str, Any]], gan_ratios: Sequence[Dict[str, Any]]) -> List[str]:
@@ -473,6 +528,12 @@ def format_record(rec: Dict[str, Any]) -> str:
   """One human-readable line of a record (what the benchmark prints without ``--json``)."""
   if rec["kind"] == "ratio":
     return f"{rec['name']} [{rec['model']}]: {rec['value']} (expected {rec['ideal']})"
+  if rec["kind"] == "aa_official":
+    return (f"AutoAttack standard, {rec['side']}: {rec['seconds']:.1f} s, robust accuracy "
+            f"{100 * rec['accuracy'][-1]:.1f}% of {rec['n']}")
+  if rec["kind"] == "compaction_saving":
+    return (f"compaction {rec['model']} {rec['method']} on {rec['devices']} device(s): saving "
+            f"{rec['saving']}")
   if rec["kind"] == "foolbox":
     return (f"{rec['name']:<48} library {fmt(rec['examples_per_s'])} ex/s  foolbox "
             f"{fmt(rec['foolbox_examples_per_s'])} ex/s  foolbox / library "

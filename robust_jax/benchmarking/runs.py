@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from robust_jax import models
-from robust_jax.benchmarking import foolbox_worker, gans
+from robust_jax.benchmarking import autoattack_official, compaction, foolbox_worker, gans
 from robust_jax.benchmarking.measure import bench_attack, bench_train_step
 from robust_jax.benchmarking.ratios import compute_ratios
 from robust_jax.benchmarking.report import format_record, read_jsonl, render_markdown
@@ -121,7 +121,9 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
         gan_cpu: bool = False, gan_rounds: int = gans.DEFAULT_ROUNDS,
         gan_overrides: Optional[Dict[str, Any]] = None, foolbox_python: str = "",
         foolbox_attacks: Sequence[str] = foolbox_worker.FOOLBOX_ATTACKS, foolbox_batch: int = 128,
-        foolbox_rounds: int = 3, foolbox_min_time_s: float = 1.0
+        foolbox_rounds: int = 3, foolbox_min_time_s: float = 1.0, aa_official_python: str = "",
+        aa_official_workdir: str = "", aa_official_n: int = 100, aa_official_rounds: int = 1,
+        compaction_models: Sequence[str] = ()
         ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
   """One benchmark session: the measurements, the PyTorch comparison, the ratios, the markdown.
 
@@ -155,6 +157,13 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
     foolbox_batch: the MNIST-5k test images both sides attack.
     foolbox_rounds: alternation rounds of the comparison.
     foolbox_min_time_s: each side's calls per round add up to at least this.
+    aa_official_python: a Python with torch and fra31's ``autoattack``; with
+      ``aa_official_workdir`` (a trained ``small_cnn``) adds AutoAttack standard against the
+      official code (:func:`~robust_jax.benchmarking.autoattack_official.official_comparison`) on
+      the first ``aa_official_n`` test images, ``aa_official_rounds`` alternated rounds.
+    compaction_models: non-empty adds FAT's and Dynamic AT's steps with and without per-device
+      compaction on 8 host devices and on 1 (:func:`~robust_jax.benchmarking.compaction.
+      bench_compaction`, one worker process per device count).
 
   Returns:
     ``(records, meta)``: every record (ratios included) and the machine description.
@@ -167,6 +176,11 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
   """
   if torch_python and not torch_script:
     raise ValueError("the PyTorch comparison needs torch_script (launch/benchmark_torch.py)")
+  if bool(aa_official_python) != bool(aa_official_workdir):
+    raise ValueError("the official AutoAttack comparison needs both --aa_official_python and "
+                     "--aa_official_workdir (a trained small_cnn workdir)")
+  if aa_official_python:
+    autoattack_official.check_official_python(aa_official_python)
   gans.check_gan_names(gan_kinds, gan_datasets)
   if foolbox_python:
     foolbox_worker.check_foolbox_python(foolbox_python)
@@ -201,6 +215,14 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
     if fb:
       meta["foolbox"] = (f"{fb[0]['foolbox_version']} (eagerpy {fb[0]['eagerpy']}, jax "
                          f"{fb[0]['foolbox_jax']})")
+  if compaction_models:
+    rows, _ = compaction.bench_compaction(models=compaction_models, emit=emit)
+    records += [r for r in rows if r["kind"] == "compaction_saving"]
+  if aa_official_python:
+    for rec in autoattack_official.official_comparison(
+        aa_official_python, aa_official_workdir, n=aa_official_n, rounds=aa_official_rounds):
+      records.append(rec)
+      emit(rec)
   for rec in compute_ratios(records):
     records.append(rec)
     if json_lines:

@@ -105,3 +105,21 @@ def test_method_variants_parse_into_configs():
       "trades", "awp", 1.5, 0.0, 16)
   with pytest.raises(ValueError, match="method"):
     benchmark.make_config("mlp", "not_a_method", 8)
+
+
+def test_markdown_renders_the_compaction_and_official_autoattack_tables():
+  rows = [dict(kind="compaction_saving", model="mlp", batch=128, method="fat", devices=d,
+               attack_steps=2.2, plain_ms=3.0, compact_ms=c, saving=1 - c / 3.0)
+          for d, c in ((8, 2.1), (1, 1.5))]
+  runs = [dict(kind="aa_official", model="small_cnn", batch=100, side=side, n=100, eps=0.3,
+               round=0, seconds=s, stages=["apgd-ce", "apgd-t"], stage_s=[s / 10, s * 0.9],
+               accuracy=[0.8, 0.78]) for side, s in (("official (PyTorch)", 100.0),
+                                                     ("robust_jax", 50.0))]
+  ratio = dict(kind="ratio", name=benchmark.autoattack_official.OFFICIAL_LABEL,
+               model="small_cnn", batch=100, value=2.0, ideal=">= 1.5", of="", note="runs/x",
+               rounds=1, per_round=[2.0])
+  md = benchmark.render_markdown(rows + runs + [ratio], {})
+  assert "| mlp | 128 | fat | 2.20 | 3.0 | 1.5 | 50% | 3.0 | 2.1 | 30% |" in md  # 1 device, 8
+  assert "compaction saves 30% of the step on 8 devices against 50% on one" in md
+  assert "| robust_jax | 0 | 50.0 | 5.0 / 45.0 | 80.0 / 78.0 |" in md
+  assert "Official seconds / robust_jax seconds (warm): **2.0**" in md
