@@ -52,8 +52,9 @@ composition was not checked against the code here: the code is followed).
 
 Why host-side gathering between attacks, not masks alone: every attack is one jitted program over a
 fixed batch of ``batch_size`` points with an ``active`` mask (the attacks' own per-example while
-loops). Between attacks the still-robust points are gathered on the host and packed into full
-batches of ``batch_size``, the last one padded with inactive points. So each attack compiles once
+loops). Between attacks the still-robust points are gathered on the host and packed into
+batches of ``batch_size``, the last one padded with inactive points to the next of four sizes per
+octave (:func:`_bucket`). So each attack compiles once
 per batch size, whatever number of points survive (no shape-dependent recompilation, unlike
 gathering to the exact survivor count), and no compute is spent on points already broken (unlike
 running every attack over the whole batch with a mask), except on the padding of the last batch. The
@@ -311,15 +312,24 @@ _MIN_BUCKET = 32
 
 
 def _bucket(m: int, batch_size: int, multiple: int = 1) -> int:
-  """The padded size of a chunk of ``m`` points: the next power of two (at least
-  :data:`_MIN_BUCKET`, a multiple of ``multiple``), at most ``batch_size``. Later stages attack only
-  the points still robust; padding them to the full batch made every stage cost as much as the
-  first, while powers of two bound the compilations to log2(batch_size) shapes per attack.
+  """The padded size of a chunk of ``m`` points: the next of 32, 40, 48, 56, 64, 80, 96, 112, 128,
+  160, ... (four sizes per octave, 2^k x {1, 1.25, 1.5, 1.75}; at least :data:`_MIN_BUCKET`, a
+  multiple of ``multiple``), at most ``batch_size``. Later stages attack only the points still
+  robust: padding them to the full batch made every stage cost as much as the first, and padding to
+  the next power of two still left up to half of a batch idle (on 100 points of a robust MNIST
+  CNN, 76 survivors were padded to 100: 24% of every APGD-T, FAB-T and Square batch); quarter
+  octaves bound the padding to 25% of the lower power of two (76 -> 80) and the compilations to four
+  shapes per octave per attack. The padded size is the batch the attack's random draws are made
+  for (as the official code's ``bs``), so a result for a fixed key depends on it.
 
-  >>> [_bucket(m, 1000) for m in (1, 33, 500, 513, 1000)]
-  [32, 64, 512, 1000, 1000]
+  >>> [_bucket(m, 1000) for m in (1, 33, 76, 95, 500, 513, 1000)]
+  [32, 40, 80, 96, 512, 640, 1000]
   """
-  size = max(_MIN_BUCKET, 1 << max(m - 1, 0).bit_length())
+  if m <= _MIN_BUCKET:
+    size = _MIN_BUCKET
+  else:
+    step = 1 << max((m - 1).bit_length() - 3, 0)  # a quarter of the power of two below m
+    size = -(-m // step) * step
   size = -(-size // multiple) * multiple
   return max(min(size, batch_size), m)
 
