@@ -286,7 +286,7 @@ def _autoattack_column(eps, *, norm, n_iter, n_queries, apgd_variant, version):
 
 
 # Columns beyond the seeds' table that ``launch.eval --attacks`` accepts (:func:`extra_attacks`).
-EXTRA_COLUMNS = ("AA+", "FMN", "DeepFool", "DDN", "CW-L2")
+EXTRA_COLUMNS = ("AA+", "FMN", "FAB", "DeepFool", "DDN", "CW-L2")
 _L2_ONLY = ("DDN", "CW-L2")
 
 
@@ -298,7 +298,8 @@ def at_radius(attack: AttackFn, eps) -> AttackFn:
     r = attack(logits_fn, x, y, key)
     inside = r.distance <= eps
     x_adv = jnp.where(inside.reshape((-1,) + (1,) * (x.ndim - 1)), r.x_adv, x)
-    return r._replace(x_adv=x_adv, misclassified=r.misclassified & inside)
+    fields = dict(x_adv=x_adv, misclassified=r.misclassified & inside)
+    return r._replace(**fields) if hasattr(r, "_replace") else dataclasses.replace(r, **fields)
   column.name, column.hyperparameters = attack.name, attack.hyperparameters
   return column
 
@@ -313,6 +314,9 @@ def extra_attacks(eps: float, names: Sequence[str], *, norm: str = "linf", n_ite
   * ``"FMN"`` (Pintor et al. 2021, in ``norm``), ``"DeepFool"`` (``norm``), ``"DDN"`` and
     ``"CW-L2"`` (l2 only): minimum-norm attacks (``min_norm_steps`` iterations; CW-L2 9 x
     ``min_norm_steps``), counted at ``eps`` with :func:`at_radius`.
+  * ``"FAB"``: FAB in its untargeted minimum-norm mode (Croce and Hein 2020; ``early_stop=False``:
+    it keeps shrinking the perturbation after crossing the boundary; ``min_norm_steps`` iterations,
+    restarts scaled by ``eps``), counted at ``eps`` with :func:`at_radius`.
 
   Raises:
     ValueError: for an unknown name, or DDN / CW-L2 with ``norm="linf"``.
@@ -331,6 +335,9 @@ def extra_attacks(eps: float, names: Sequence[str], *, norm: str = "linf", n_ite
                                   apgd_variant=apgd_variant, version="plus")
     elif n == "FMN":
       out[n] = at_radius(make("fmn", norm=norm, steps=min_norm_steps), eps)
+    elif n == "FAB":
+      out[n] = at_radius(make("fab", eps=eps, norm=norm, n_iter=min_norm_steps,
+                              early_stop=False), eps)
     elif n == "DeepFool":
       out[n] = at_radius(make("deepfool", norm=norm), eps)
     elif n == "DDN":

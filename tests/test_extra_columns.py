@@ -21,15 +21,17 @@ def linear_digits():
               "label": np.asarray(ds.test["label"][:40], np.int32)}
 
 
-@pytest.mark.parametrize("name,norm,eps", [("FMN", "linf", 0.35), ("DeepFool", "l2", 0.05),
-                                           ("DDN", "l2", 0.41)])
+@pytest.mark.parametrize("name,norm,eps", [("FMN", "linf", 0.35), ("FAB", "linf", 0.035),
+                                           ("DeepFool", "l2", 0.05), ("DDN", "l2", 0.41)])
 def test_a_minimum_norm_column_is_its_robust_accuracy_at_eps(linear_digits, name, norm, eps):
   fn, data = linear_digits
   (col,) = evaluation.extra_attacks(eps, [name], norm=norm, min_norm_steps=20).values()
   key = jax.random.key(0)
   rep = evaluation.evaluate(fn, data, {name: col}, batch_size=40, key=key, eps=eps, norm=norm)
-  raw = {"FMN": attacks.make("fmn", norm=norm, steps=20), "DeepFool": attacks.make(
-      "deepfool", norm=norm), "DDN": attacks.make("ddn", steps=20)}[name]
+  raw = {"FMN": lambda: attacks.make("fmn", norm=norm, steps=20),
+         "FAB": lambda: attacks.make("fab", eps=eps, norm=norm, n_iter=20, early_stop=False),
+         "DeepFool": lambda: attacks.make("deepfool", norm=norm),
+         "DDN": lambda: attacks.make("ddn", steps=20)}[name]()
   r = raw(fn, jnp.asarray(data["image"]), jnp.asarray(data["label"]),
           jax.random.fold_in(jax.random.fold_in(key, 0), 0))
   want = float(attacks.robust_accuracy_at(r.distance, eps))
