@@ -19,9 +19,10 @@ Versions (``version``):
   Condition 1 and checkpoints; ``apgd_variant="paper"`` for the paper's), Square
   ``variant="autoattack"`` (``square.py``'s one window per batch; ``square_variant=
   "square_attack"`` for ``max-andr/square-attack``'s per-example windows with re-drawn signs). On
-  the digits MLP of tests/conftest.py (359 test points, 3 keys) the standard version leaves 276
+  the digits MLP of tests/conftest.py (359 test points, 3 keys) the standard version left 276
   points robust at eps 0.05 and 87 at eps 0.1 with either APGD variant and either Square (APGD-T
-  leaves nothing to FAB-T and Square there).
+  leaves nothing to FAB-T and Square there; measured with the earlier power-of-two padding, see
+  :func:`_bucket`).
 * ``"plus"``: APGD-CE and APGD-DLR with 5 restarts, untargeted FAB with 5 restarts, Square, APGD-T
   and FAB-T (9 targets).
 * ``"rand"`` (for randomised defences): APGD-CE and APGD-DLR, 1 restart each, with EOT: every
