@@ -36,10 +36,17 @@ def mean_std(values: Sequence[Optional[float]]) -> Tuple[float, float, int]:
 
 
 def pm(values: Sequence[Optional[float]], scale: float = 100.0, digits_: int = 1) -> str:
-  """``"mean ± std"`` of ``values`` times ``scale`` (percent by default), or ``"n/a"`` if none."""
+  """``"mean ± std"`` of ``values`` times ``scale`` (percent by default), ``"value (1 seed)"`` for
+  one value (no spread to show: "± 0.0" would read as none measured), or ``"n/a"`` if none.
+
+  >>> pm([0.977])
+  '97.7 (1 seed)'
+  """
   m, s, n = mean_std(values)
   if n == 0:
     return "n/a"
+  if n == 1:
+    return f"{scale * m:.{digits_}f} (1 seed)"
   return f"{scale * m:.{digits_}f} ± {scale * s:.{digits_}f}"
 
 

@@ -17,7 +17,7 @@ COLUMNS = ("FGSM", "PGD-20", "CW-inf", "APGD-CE", "APGD-T", "AA")
 
 
 def _mean(cell: str) -> float:
-  m = re.fullmatch(r"\s*(-?[0-9.]+) ± [0-9.]+\s*", cell)
+  m = re.fullmatch(r"\s*(-?[0-9.]+)(?: ± [0-9.]+| \(1 seed\))\s*", cell)
   assert m, cell
   return float(m.group(1))
 
