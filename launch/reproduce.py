@@ -68,7 +68,8 @@ def _flag_values() -> flags.FlagValues:
                     "20,40).", flag_values=fv)
   flags.DEFINE_list("columns", None, "Attack columns (default: digits all, mnist5k FGSM,PGD-20,"
                     "PGD-40,CW-inf,APGD-CE,AA).", flag_values=fv)
-  flags.DEFINE_integer("eval_examples", 0, "Test examples evaluated (0 = the whole test split).",
+  flags.DEFINE_integer("eval_examples", 0, "Test examples evaluated, by the suite and by the "
+                       "catastrophic-overfitting study (0 = the whole test split).",
                        flag_values=fv)
   flags.DEFINE_integer("directions", 3, "Random directions per flatness measurement.",
                        flag_values=fv)
@@ -124,7 +125,8 @@ def main(argv):
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
   elif fv.suite == "mnist5k" and fv.co_settings:
     catastrophic.run(fv.out, get_config=mnist5k.get_config, settings=list(fv.co_settings),
-                     seeds=[int(s) for s in fv.co_seeds], epochs=fv.co_epochs)
+                     seeds=[int(s) for s in fv.co_seeds], epochs=fv.co_epochs,
+                     eval_examples=fv.eval_examples)
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
 
 

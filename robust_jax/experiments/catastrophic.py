@@ -174,8 +174,8 @@ def report_lines(out: str) -> List[str]:
            f"least {100 * FGSM_GAP:.0f} points above its PGD-50 accuracy, with PGD-50 below "
            f"{100 * PGD_FLOOR:.0f}% (robust to the training attack, not to PGD), whether or not "
            f"the model was robust before. "
-           f"Test (1,000 images): {co['test_attacks']}, of the last and of the best checkpoint "
-           f"(model selection by validation PGD-10, which is itself a guard).\n")
+           f"Test ({co.get('test_examples', 1000):,} images): {co['test_attacks']}, of the last "
+           f"and of the best checkpoint (model selection by validation PGD-10, which is itself a guard).\n")
   L.append("| Setting | seed | verdict | val PGD-10: peak / last | last ckpt: clean / FGSM / "
            "PGD-50 | best ckpt (epoch): clean / FGSM / PGD-50 | training epochs (s) |")
   L.append("|---|---:|---|---:|---:|---:|---:|")
@@ -204,7 +204,8 @@ def report_lines(out: str) -> List[str]:
 
 
 def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
-        settings: Sequence[str], seeds: Sequence[int], epochs: int = EPOCHS) -> Dict[str, Any]:
+        settings: Sequence[str], seeds: Sequence[int], epochs: int = EPOCHS,
+        eval_examples: int = 0) -> Dict[str, Any]:
   """Trains and evaluates every (setting, seed); resumable (finished runs are read back).
 
   Args:
@@ -214,6 +215,7 @@ def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
     settings: keys of :data:`SETTINGS`.
     seeds: training seeds.
     epochs: epochs per run.
+    eval_examples: the first this many test images are evaluated (0: the whole test split).
 
   Returns:
     ``{"epochs", "drop", "test_attacks", "runs": {setting: [per-seed dict]}}``; each dict has the
@@ -234,8 +236,10 @@ def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
       c = make_config(get_config, setting, seed, epochs=epochs)
       if ds is None:
         ds = pipeline.load_dataset(c.dataset, validation_fraction=c.validation_fraction)
-        test = {"image": pipeline.to_float(ds.test["image"]),
-                "label": np.asarray(ds.test["label"], np.int32)}
+        n = eval_examples or len(ds.test["label"])
+        test = {"image": pipeline.to_float(ds.test["image"][:n]),
+                "label": np.asarray(ds.test["label"][:n], np.int32)}
+        data["test_examples"] = int(len(test["label"]))
       wd = os.path.join(out, "co_runs", setting, f"seed{seed}")
       os.makedirs(wd, exist_ok=True)
       t, cpu = time.time(), report.cpu_seconds()
