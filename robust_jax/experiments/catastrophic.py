@@ -175,7 +175,8 @@ def report_lines(out: str) -> List[str]:
            f"{100 * PGD_FLOOR:.0f}% (robust to the training attack, not to PGD), whether or not "
            f"the model was robust before. "
            f"Test ({co.get('test_examples', 1000):,} images): {co['test_attacks']}, of the last "
-           f"and of the best checkpoint (model selection by validation PGD-10, which is itself a guard).\n")
+           f"and of the best checkpoint (model selection by validation PGD-10, which is itself a "
+           f"guard).\n")
   L.append("| Setting | seed | verdict | val PGD-10: peak / last | last ckpt: clean / FGSM / "
            "PGD-50 | best ckpt (epoch): clean / FGSM / PGD-50 | training epochs (s) |")
   L.append("|---|---:|---|---:|---:|---:|---:|")
