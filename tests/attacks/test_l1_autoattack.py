@@ -32,7 +32,7 @@ from robust_jax.attacks import _fab as fab
 from robust_jax.attacks import _square as square
 from tests.attacks import invariants
 from tests.attacks.test_apgd_l1 import _official_l1_projection
-from tests.attacks.test_square_l2 import _margin
+from tests.attacks.test_square_l2 import _margin, _official_eta
 
 F32 = np.float32
 B, H, C = 8, 8, 1  # 8 x 8 x 1 images, 10 classes (invariants.tanh_mlp_case)
@@ -298,38 +298,12 @@ def test_fab_l1_restarts_and_early_stop(data, monkeypatch):
 # --- Square-L1 ------------------------------------------------------------------------------------
 
 
-def _official_eta_rectangles_l1(x, y):
-  """``SquareAttack.eta_rectangles(x, y)``, ``norm == 'L1'`` (``sum(dim=())`` reduces over all
-  dimensions in torch)."""
-  delta = np.zeros([x, y], F32)
-  x_c, y_c = x // 2 + 1, y // 2 + 1
-  counter2 = [x_c - 1, y_c - 1]
-  for counter in range(0, max(x_c, y_c)):
-    delta[max(counter2[0], 0):min(counter2[0] + (2 * counter + 1), x),
-          max(0, counter2[1]):min(counter2[1] + (2 * counter + 1), y)] += F32(1.0) / F32(
-              counter + 1) ** 4
-    counter2[0] -= 1
-    counter2[1] -= 1
-  with np.errstate(invalid="ignore"):  # the empty rectangle of s = 1: 0 / 0 on no element
-    delta /= np.abs(delta).sum()
-  return delta
-
-
-def _official_eta_l1(s, transpose):
-  """``SquareAttack.eta(s)``, ``norm == 'L1'``; ``torch.rand([1]) > 0.5`` is ``transpose``."""
-  delta = np.zeros([s, s], F32)
-  delta[:s // 2] = _official_eta_rectangles_l1(s // 2, s)
-  delta[s // 2:] = -1.0 * _official_eta_rectangles_l1(s - s // 2, s)
-  delta /= np.abs(delta).sum()
-  return delta.T if transpose else delta
-
-
 def test_eta_l1_matches_the_official_eta():
   eta = jax.jit(square.eta, static_argnums=(1, 3))
   for transpose in (False, True):
     for s in range(1, 14):
       got = np.asarray(eta(jnp.asarray(s), 16, jnp.asarray(transpose), "l1"))
-      np.testing.assert_allclose(got[:s, :s], _official_eta_l1(s, transpose), rtol=1e-6,
+      np.testing.assert_allclose(got[:s, :s], _official_eta(s, transpose, "L1"), rtol=1e-6,
                                  atol=1e-7, err_msg=f"s={s}")
       assert not got[s:].any() and not got[:, s:].any()
 
@@ -346,7 +320,7 @@ def _official_square_l1(f, x, y, eps, n_queries, p_init, key, b_full, keep):
   delta_init = np.zeros_like(x)
   for j, (vh, vw) in enumerate(corners):  # the official double loop over the grid
     window = delta_init[:, vh:vh + s, vw:vw + s, :]
-    window += (_official_eta_l1(s, t_init[j])[None, :window.shape[1], :window.shape[2], None]
+    window += (_official_eta(s, t_init[j], "L1")[None, :window.shape[1], :window.shape[2], None]
                * signs_init[j][keep][:, None, None, :])
   r_best = _official_l1_projection(x, delta_init, eps * (1.0 - 1e-6))
   x_best = x + delta_init + r_best
@@ -373,7 +347,7 @@ def _official_square_l1(f, x, y, eps, n_queries, p_init, key, b_full, keep):
     norms_image = np.abs(delta_curr).reshape(len(idx_to_fool), -1).sum(-1).reshape(-1, 1, 1, 1)
     norms_windows = np.abs(delta_curr * mask_image).sum(axis=(1, 2), keepdims=True)
     new_deltas = np.ones([len(idx_to_fool), s, s, c], F32)
-    new_deltas *= _official_eta_l1(s, transpose)[None, :, :, None] * signs[:, None, None, :]
+    new_deltas *= _official_eta(s, transpose, "L1")[None, :, :, None] * signs[:, None, None, :]
     new_deltas += delta_curr[:, vh:vh + s, vw:vw + s, :] / (F32(1e-12) + norms_window_1)
     new_deltas = new_deltas / (F32(1e-12) + np.abs(new_deltas).sum(axis=(1, 2), keepdims=True)) * (
         np.maximum(eps - norms_image, F32(0.0)) / F32(c) + norms_windows) * F32(c)

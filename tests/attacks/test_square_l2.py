@@ -39,28 +39,38 @@ def run(data):
 # --- the official eta, transcribed -------------------------------------------------------------
 
 
-def _official_eta_rectangles(x, y):
-  """``SquareAttack.eta_rectangles(x, y)``, ``norm == 'L2'``."""
+def _official_eta_rectangles(x, y, norm="L2"):
+  """``SquareAttack.eta_rectangles(x, y)``, its ``norm == 'L2'`` and ``'L1'`` branches (weights
+  1 / (k + 1)^2 and unit L2 norm, or 1 / (k + 1)^4 and unit L1 norm; torch's ``sum(dim=())``
+  reduces over all dimensions)."""
+  power = {"L2": 2, "L1": 4}[norm]
   delta = np.zeros([x, y], F32)
   x_c, y_c = x // 2 + 1, y // 2 + 1
   counter2 = [x_c - 1, y_c - 1]
   for counter in range(0, max(x_c, y_c)):
     delta[max(counter2[0], 0):min(counter2[0] + (2 * counter + 1), x),
           max(0, counter2[1]):min(counter2[1] + (2 * counter + 1), y)] += F32(1.0) / F32(
-              counter + 1) ** 2
+              counter + 1) ** power
     counter2[0] -= 1
     counter2[1] -= 1
   with np.errstate(invalid="ignore"):  # the empty rectangle of s = 1: 0 / 0 on no element
-    delta /= np.sqrt((delta ** 2).sum(axis=(0, 1), keepdims=True))
+    if norm == "L2":
+      delta /= np.sqrt((delta ** 2).sum(axis=(0, 1), keepdims=True))
+    else:
+      delta /= np.abs(delta).sum()
   return delta
 
 
-def _official_eta(s, transpose):
-  """``SquareAttack.eta(s)``, ``norm == 'L2'``; ``torch.rand([1]) > 0.5`` is ``transpose``."""
+def _official_eta(s, transpose, norm="L2"):
+  """``SquareAttack.eta(s)``, its ``norm == 'L2'`` and ``'L1'`` branches; ``torch.rand([1]) > 0.5``
+  is ``transpose``."""
   delta = np.zeros([s, s], F32)
-  delta[:s // 2] = _official_eta_rectangles(s // 2, s)
-  delta[s // 2:] = -1.0 * _official_eta_rectangles(s - s // 2, s)
-  delta /= np.sqrt((delta ** 2).sum(axis=(0, 1), keepdims=True))
+  delta[:s // 2] = _official_eta_rectangles(s // 2, s, norm)
+  delta[s // 2:] = -1.0 * _official_eta_rectangles(s - s // 2, s, norm)
+  if norm == "L2":
+    delta /= np.sqrt((delta ** 2).sum(axis=(0, 1), keepdims=True))
+  else:
+    delta /= np.abs(delta).sum()
   if transpose:
     delta = delta.transpose([1, 0])
   return delta
