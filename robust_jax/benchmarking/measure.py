@@ -159,7 +159,8 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
     repeats: the minimum number of timed calls (at most 2 for the expensive attacks).
     warmup: untimed calls after the first one (none for the expensive attacks).
     options: ``apgd_iter``, ``aa_n_iter``, ``aa_n_queries``, ``fosc_c``.
-    calls: if given, receives ``attack -> the timed call`` (for :func:`~robust_jax.benchmarking.runs.alternate`).
+    calls: if given, receives ``attack -> the timed call`` (for
+      :func:`~robust_jax.benchmarking.runs.alternate`).
 
   Returns:
     The record (``steps_mean`` / ``steps_max`` for attacks returning an ``AttackResult``), or None
@@ -180,8 +181,8 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
   # by JAX's own rules for the default-VJP row; the user's model through the fast path.
   attacked = (models.get_model(model_name, num_classes=10, conv_vjp="jax")
               if attack == "pgd10_default_vjp" else model)
-  forward = ((lambda v: models.fast(lambda z: attacked.apply(v, z)))
-             if attack.endswith("_linen_fast") else (lambda v: lambda z: attacked.apply(v, z)))
+  base, through_fast = LINEN_ATTACKS.get(attack, (attack, False))
+  wrap = models.fast if through_fast else (lambda fn: fn)
   y = jnp.argmax(model.apply(variables, x), -1).astype(jnp.int32)
   if attack.startswith("pgd10_fat"):
     # Every other label off by one: those examples start misclassified and FAT (tau = 0) stops them
@@ -206,8 +207,7 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
     extra["budget"] = f"n_iter={options['aa_n_iter']}, n_queries={options['aa_n_queries']}"
   else:
     def fn(v, xx, yy, kk):
-      name = attack.replace("_linen_fast", "").replace("_linen", "")
-      return attack_fn(name, forward(v), xx, yy, kk, spec, options)
+      return attack_fn(base, wrap(lambda z: attacked.apply(v, z)), xx, yy, kk, spec, options)
 
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(variables, x, y, key).compile()
@@ -227,7 +227,7 @@ def bench_attack(model_name: str, attack: str, state, *, batch: int, repeats: in
     if isinstance(r, attacks.AttackResult):
       extra["steps_mean"] = round_or_none(jnp.mean(r.num_steps))
       extra["steps_max"] = int(jnp.max(r.num_steps))
-    if attack.startswith("apgd_ce"):
+    if base == "apgd_ce":
       extra["budget"] = f"n_iter={options['apgd_iter']}"
     if attack == "pgd10_fosc":
       extra["budget"] = f"c={options['fosc_c']}"

@@ -48,10 +48,12 @@ RESNET_ATTACKS = ("fwd_bwd", "pgd10", "pgd10_unrolled", "pgd10_default_vjp", "pg
 HEAVY_ATTACKS = ("fwd_bwd", "pgd10")
 # The user's model (plain linen SmallCNN, robust_jax.benchmarking.user_models) without and with
 # robust_jax.models.fast: for small_cnn only, beside the library model's pgd10 and apgd_ce.
-LINEN_ATTACKS = ("pgd10_linen", "pgd10_linen_fast", "apgd_ce_linen", "apgd_ce_linen_fast")
+# Each row: (the attack of the library model's row it repeats, whether through models.fast).
+LINEN_ATTACKS = {"pgd10_linen": ("pgd10", False), "pgd10_linen_fast": ("pgd10", True),
+                 "apgd_ce_linen": ("apgd_ce", False), "apgd_ce_linen_fast": ("apgd_ce", True)}
 ATTACKS = ("fwd_bwd", "pgd10", "pgd20", "pgd10_unrolled", "pgd10_default_vjp", "pgd10_fat",
            "pgd10_fat_compact",
-           "pgd10_fosc", "apgd_ce", "autoattack") + LINEN_ATTACKS
+           "pgd10_fosc", "apgd_ce", "autoattack") + tuple(LINEN_ATTACKS)
 # Attacks that cost many forward+backward passes: at most 2 timed calls, no extra warm-up.
 EXPENSIVE_ATTACKS = ("pgd10_default_vjp", "apgd_ce", "autoattack", "apgd_ce_linen",
                      "apgd_ce_linen_fast")
@@ -79,7 +81,7 @@ class ModelSpec:
 
 MODEL_SPECS: Dict[str, ModelSpec] = {
     "mlp": ModelSpec((8, 8, 1), 0.2, 0.05, 128),
-    "small_cnn": ModelSpec(**_MNIST, batch=128, attacks=LIGHT_ATTACKS + LINEN_ATTACKS),
+    "small_cnn": ModelSpec(**_MNIST, batch=128, attacks=LIGHT_ATTACKS + tuple(LINEN_ATTACKS)),
     "cnn4": ModelSpec(**_MNIST, batch=128),
     "cnn8": ModelSpec(**_CIFAR, batch=128),
     "preact_resnet18": ModelSpec(**_CIFAR, batch=32, methods=RESNET_METHODS,
