@@ -22,7 +22,12 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
+import jax
 import numpy as np
+
+from robust_jax import attacks
+from robust_jax.data import pipeline
+from robust_jax.training import restore
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))), "launch", "benchmark_autoattack_torch.py")
@@ -67,9 +72,6 @@ def smallcnn_state_dict(params: Dict[str, Any]) -> Dict[str, np.ndarray]:
 
 
 def _jax_side(trained, x, y, eps, key_seed):
-  import jax  # pylint: disable=import-outside-toplevel
-  from robust_jax import attacks  # pylint: disable=import-outside-toplevel
-  from robust_jax.training import restore  # pylint: disable=import-outside-toplevel
   logits_fn, _ = restore.as_classifier(trained)
   t0 = time.perf_counter()
   r = attacks.autoattack(logits_fn, x, y, eps=eps, key=jax.random.key(key_seed),
@@ -90,8 +92,6 @@ def official_comparison(python: str, workdir: str, *, n: int = 100, rounds: int 
   Raises:
     ValueError: if the checkpoint is not a ``small_cnn`` or ``n`` is not positive.
   """
-  from robust_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from robust_jax.training import restore  # pylint: disable=import-outside-toplevel
   if n < 1:
     raise ValueError(f"--aa_official_n must be >= 1, got {n}")
   trained = restore.load_trained(workdir)
