@@ -114,8 +114,11 @@ def main(argv):
     return
   try:  # before anything is measured
     benchmarking.check_gan_names(_GAN_KINDS.value, _GAN_DATASETS.value)
-    if _AA_PYTHON.value:
-      benchmarking.autoattack_official.check_official_python(_AA_PYTHON.value)
+    if _AA_PYTHON.value or _AA_WORKDIR.value:
+      benchmarking.autoattack_official.check_arguments(_AA_PYTHON.value, _AA_WORKDIR.value,
+                                                       _AA_N.value)
+    if _COMPACTION.value:
+      benchmarking.compaction.check_models(_COMPACTION.value)
     if _FOOLBOX.value:
       benchmarking.check_foolbox_python(_FOOLBOX.value)
       benchmarking.check_foolbox_attack_names(_FOOLBOX_ATTACKS.value)

@@ -49,6 +49,17 @@ def check_official_python(python: str) -> None:
     raise ValueError(f"--aa_official_python: {python!r} is not an executable file")
 
 
+def check_arguments(python: str, workdir: str, n: int) -> None:
+  """Raises ValueError, before anything is measured, for a bad interpreter, a workdir that is not a
+  directory, or ``n`` < 1 (each named by its flag)."""
+  check_official_python(python)
+  if not os.path.isdir(workdir):
+    raise ValueError(f"--aa_official_workdir: {workdir!r} is not a directory (a trained small_cnn "
+                     "workdir, e.g. launch.train --config=launch/configs/mnist5k.py:pgd_at,cpu)")
+  if not isinstance(n, int) or n < 1:
+    raise ValueError(f"--aa_official_n must be an integer >= 1, got {n!r}")
+
+
 def smallcnn_state_dict(params: Dict[str, Any]) -> Dict[str, np.ndarray]:
   """The ``small_cnn`` parameters as the state_dict of TRADES' PyTorch SmallCNN
   (``launch/benchmark_torch.py``; ``yaodongyu/TRADES`` ``models/small_cnn.py``).
@@ -92,8 +103,7 @@ def official_comparison(python: str, workdir: str, *, n: int = 100, rounds: int 
   Raises:
     ValueError: if the checkpoint is not a ``small_cnn`` or ``n`` is not positive.
   """
-  if n < 1:
-    raise ValueError(f"--aa_official_n must be >= 1, got {n}")
+  check_arguments(python, workdir, n)
   trained = restore.load_trained(workdir)
   if trained.config.model != "small_cnn":
     raise ValueError(f"--aa_official_workdir: the comparison needs a small_cnn checkpoint (the "

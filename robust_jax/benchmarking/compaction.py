@@ -79,6 +79,16 @@ def _check(*, models, methods, device_counts, batch, rounds, min_time_s):
     raise ValueError(f"min_time_s must be >= 0, got {min_time_s!r}")
 
 
+def check_models(models: Sequence[str]) -> None:
+  """Raises ValueError for a model that is not in the registry (``--compaction_models``), before
+  any worker starts."""
+  try:
+    _check(models=models, methods=COMPACTION_METHODS, device_counts=DEVICE_COUNTS, batch=128,
+           rounds=1, min_time_s=0.0)
+  except ValueError as e:
+    raise ValueError(f"--compaction_{e}") from e
+
+
 def worker_env(devices: int, environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
   """The environment of a worker with ``devices`` host CPU devices: ``environ`` (default
   ``os.environ``) with any device-count flag of ``XLA_FLAGS`` replaced by ``devices``, the project's

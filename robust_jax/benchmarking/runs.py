@@ -180,7 +180,9 @@ def run(*, model_names: Sequence[str], methods: Optional[Sequence[str]],
     raise ValueError("the official AutoAttack comparison needs both --aa_official_python and "
                      "--aa_official_workdir (a trained small_cnn workdir)")
   if aa_official_python:
-    autoattack_official.check_official_python(aa_official_python)
+    autoattack_official.check_arguments(aa_official_python, aa_official_workdir, aa_official_n)
+  if compaction_models:
+    compaction.check_models(compaction_models)
   gans.check_gan_names(gan_kinds, gan_datasets)
   if foolbox_python:
     foolbox_worker.check_foolbox_python(foolbox_python)

@@ -123,3 +123,17 @@ def test_markdown_renders_the_compaction_and_official_autoattack_tables():
   assert "compaction saves 30% of the step on 8 devices against 50% on one" in md
   assert "| robust_jax | 0 | 50.0 | 5.0 / 45.0 | 80.0 / 78.0 |" in md
   assert "Official seconds / robust_jax seconds (warm): **2.0**" in md
+
+
+def test_the_optional_comparisons_refuse_bad_arguments_before_measuring(tmp_path):
+  check = benchmark.autoattack_official.check_arguments
+  with pytest.raises(ValueError, match="--aa_official_python: '/no/python' does not exist"):
+    check("/no/python", str(tmp_path), 100)
+  with pytest.raises(ValueError, match="--aa_official_workdir: .* is not a directory"):
+    check(sys.executable, str(tmp_path / "missing"), 100)
+  with pytest.raises(ValueError, match="--aa_official_n must be an integer >= 1, got 0"):
+    check(sys.executable, str(tmp_path), 0)
+  check(sys.executable, str(tmp_path), 1)
+  with pytest.raises(ValueError, match="--compaction_models: unknown model 'foo'"):
+    benchmark.compaction.check_models(["mlp", "foo"])
+  benchmark.compaction.check_models(["mlp"])
