@@ -28,7 +28,7 @@ from absl import app, flags, logging
 
 import launch  # noqa: F401  (XLA CPU flags)
 from launch.configs import digits, mnist5k
-from robust_jax.experiments import catastrophic, reproduce, suite
+from robust_jax.experiments import archive, catastrophic, reproduce, suite
 
 NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reproduction_notes.md")
 
@@ -87,6 +87,10 @@ def _flag_values() -> flags.FlagValues:
   flags.DEFINE_bool("finished_only", False, "Write REPRODUCTION.md from the runs finished so far "
                     "(trains and evaluates nothing; for a suite still running or stopped).",
                     flag_values=fv)
+  flags.DEFINE_string("archive", None, "A directory of the results without checkpoints "
+                      "(robust_jax.experiments.archive), e.g. reproduction/mnist5k: restored into "
+                      "--out first, saved into after every finished run, so that the suite resumes "
+                      "on another machine from it.", flag_values=fv)
   flags.DEFINE_string("command", None, "The command line to print in the report (default: argv).",
                       flag_values=fv)
   return fv
@@ -120,14 +124,16 @@ def main(argv):
                 cw_steps=fv.cw_steps, pgd_steps=[int(k) for k in get("pgd_steps")],
                 columns=get("columns"), eval_examples=fv.eval_examples,
                 directions=fv.directions, command=cmd, notes_path=d["notes"],
-                finished_only=fv.finished_only, full_seeds=aa_seeds)
+                finished_only=fv.finished_only, full_seeds=aa_seeds, archive=fv.archive)
   if fv.finished_only:
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
   elif fv.suite == "mnist5k" and fv.co_settings:
     catastrophic.run(fv.out, get_config=mnist5k.get_config, settings=list(fv.co_settings),
                      seeds=[int(s) for s in fv.co_seeds], epochs=fv.co_epochs,
-                     eval_examples=fv.eval_examples)
+                     eval_examples=fv.eval_examples, archive=fv.archive)
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
+    if fv.archive:
+      archive.save(fv.out, fv.archive)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ import numpy as np
 from robust_jax import evaluation
 from robust_jax import metrics as metrics_lib
 from robust_jax.data import pipeline
+from robust_jax.experiments import archive as archive_lib
 from robust_jax.experiments import report
+from robust_jax.experiments import reproduce as reproduce_lib
 from robust_jax.experiments.reproduce import epochs_seconds, train
 from robust_jax.training import restore
 
@@ -206,7 +208,7 @@ def report_lines(out: str) -> List[str]:
 
 def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
         settings: Sequence[str], seeds: Sequence[int], epochs: int = EPOCHS,
-        eval_examples: int = 0) -> Dict[str, Any]:
+        eval_examples: int = 0, archive: Optional[str] = None) -> Dict[str, Any]:
   """Trains and evaluates every (setting, seed); resumable (finished runs are read back).
 
   Args:
@@ -217,6 +219,11 @@ def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
     seeds: training seeds.
     epochs: epochs per run.
     eval_examples: the first this many test images are evaluated (0: the whole test split).
+    archive: a directory of :mod:`robust_jax.experiments.archive` (None: none): restored into
+      ``out`` first, saved into after every run. A run recorded in the previous
+      ``catastrophic.json`` with the same epochs, test attacks and examples, whose summary file
+      has the same config, is reported from that record without training or evaluating it (its
+      checkpoints need not exist).
 
   Returns:
     ``{"epochs", "drop", "test_attacks", "runs": {setting: [per-seed dict]}}``; each dict has the
@@ -227,6 +234,9 @@ def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
   if unknown:
     raise ValueError(f"unknown settings {unknown}; valid: {list(SETTINGS)}")
   path = os.path.join(out, RESULTS_FILE)
+  if archive:
+    archive_lib.restore(archive, out)
+  previous = _previous(path)
   data: Dict[str, Any] = {"epochs": epochs, "drop": DROP, "runs": {},
                           "test_attacks": f"FGSM (uniform start, step eps), PGD-{TEST_PGD_STEPS} "
                                           f"(step {TEST_PGD_STEP_SIZE:g}, uniform start, 1 "
@@ -243,8 +253,12 @@ def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
         data["test_examples"] = int(len(test["label"]))
       wd = os.path.join(out, "co_runs", setting, f"seed{seed}")
       os.makedirs(wd, exist_ok=True)
+      r = _recorded(previous, data, wd, c, setting, seed)
+      if r is not None:  # finished earlier, possibly on another machine (an archive)
+        data["runs"].setdefault(setting, []).append(r)
+        continue
       t, cpu = time.time(), report.cpu_seconds()
-      train(c, wd)
+      summary = train(c, wd)
       cv = curves(wd)
       r = {"label": SETTINGS[setting][0], "eps": float(c.eps), "seed": seed, "curves": cv,
            "collapse_epoch": collapse(cv["val_pgd10"]),
@@ -255,6 +269,7 @@ def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
            "train_epochs_s": epochs_seconds(wd), "train_wall_s": time.time() - t,
            "train_cpu_s": report.cpu_seconds() - cpu}
       data["runs"].setdefault(setting, []).append(r)
+      reproduce_lib.write_summary(wd, c, summary)
       print(f"[catastrophic] {setting} seed {seed}: {verdict(r)}; val PGD-10 peak "
             f"{100 * r['peak_val_pgd10']:.1f}, last {100 * r['last_val_pgd10']:.1f}; last ckpt "
             f"test FGSM {100 * r['last']['fgsm']:.1f}, PGD-50 {100 * r['last']['pgd50']:.1f}",
@@ -262,4 +277,29 @@ def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
       with open(path + ".tmp", "w") as f:
         json.dump(data, f, indent=1, default=float)
       os.replace(path + ".tmp", path)
+      if archive:
+        archive_lib.save(out, archive)
   return data
+
+
+def _previous(path: str) -> Dict[str, Any]:
+  """The ``catastrophic.json`` of an earlier run of the study (empty when there is none)."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _recorded(previous: Dict[str, Any], data: Dict[str, Any], workdir: str, config,
+              setting: str, seed: int) -> Optional[Dict[str, Any]]:
+  """The recorded result of ``(setting, seed)`` in ``previous`` when it was made with the same
+  epochs, test attacks and test examples as ``data`` and the run's summary has this config
+  (:func:`robust_jax.experiments.reproduce.recorded_config_matches`); else None."""
+  if any(previous.get(k) != data.get(k) for k in ("epochs", "test_attacks", "test_examples")):
+    return None
+  if not reproduce_lib.recorded_config_matches(workdir, config):
+    return None
+  for r in previous.get("runs", {}).get(setting, []):
+    if r.get("seed") == seed:
+      return r
+  return None

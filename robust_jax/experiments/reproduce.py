@@ -51,6 +51,7 @@ from robust_jax import fosc as fosc_lib
 from robust_jax import metrics as metrics_lib
 from robust_jax.analysis import adversarial, fosc_tracking, gap, landscape, reports
 from robust_jax.data import pipeline
+from robust_jax.experiments import archive as archive_lib
 from robust_jax.experiments import report, suite, verdicts
 from robust_jax.experiments.verdicts import mean_std
 from robust_jax.training import loop, restore
@@ -114,11 +115,54 @@ def evaluate_run_cached(workdir: str, attacks: Dict[str, Any], ds, *, eps: float
   r = _jsonable(r)
   entries = [e for e in entries if e.get("key", {}).get("settings") != key["settings"]
              or e.get("key", {}).get("eps") != eps]  # a retrained checkpoint's old entry goes
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"entries": entries + [{"key": key, "result": r}]}, f, indent=1)
-  os.replace(tmp, path)
+  _write_json(path, {"entries": entries + [{"key": key, "result": r}]})
   return r
+
+
+def _write_json(path: str, obj) -> None:
+  """Writes ``obj`` to ``path`` atomically (a process killed meanwhile leaves the old file)."""
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def write_summary(workdir: str, config, summary: Optional[Dict[str, Any]] = None) -> None:
+  """Marks a run finished: ``workdir/reproduce_summary.json`` with its config and training summary
+  (what :mod:`robust_jax.experiments.archive` keeps and :func:`recorded_config_matches` reads)."""
+  _write_json(os.path.join(workdir, archive_lib.SUMMARY_FILE),
+              {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {})})
+
+
+def recorded_config_matches(workdir: str, config) -> bool:
+  """Whether the run's summary file exists and was written for ``config``."""
+  path = os.path.join(workdir, archive_lib.SUMMARY_FILE)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get("config") == _jsonable(config.to_dict())
+
+
+def _recorded_run(workdir: str, config, *, eps: float, eval_examples: int, seed: int,
+                  settings: Dict[str, Any], full_settings: Optional[Dict[str, Any]],
+                  directions: int):
+  """``(training summary, result, full result or None)`` of a run that finished with this config
+  and was evaluated with these settings (and measured with ``directions`` flatness directions, when
+  > 0), read from its files (:mod:`robust_jax.experiments.archive`; no checkpoint needed), or
+  None: the run is to be trained (resumed) and evaluated."""
+  if not recorded_config_matches(workdir, config):
+    return None
+  with open(os.path.join(workdir, archive_lib.SUMMARY_FILE)) as f:
+    rec = json.load(f)
+  kw = dict(eps=eps, eval_examples=eval_examples, seed=seed)
+  r = _cached_evaluation(workdir, settings=settings, **kw)
+  full = None if full_settings is None else _cached_evaluation(workdir, settings=full_settings,
+                                                               **kw)
+  if r is None or (full_settings is not None and full is None):
+    return None
+  if directions > 0 and _cached_flatness(workdir, directions=directions, seed=seed,
+                                         eval_examples=eval_examples) is None:
+    return None
+  return rec["summary"], r, full
 
 
 def _cached_evaluation(workdir: str, *, eps: float, eval_examples: int, seed: int,
@@ -225,6 +269,38 @@ def flatness(workdir: str, ds, *, directions: int, seed: int,
     losses.append(np.asarray(out["loss"], np.float64).tolist())
     accs.append(np.asarray(out["robust_acc"], np.float64).tolist())
   return {"alphas": list(suite.ALPHAS), "loss": losses, "robust_acc": accs, "attack": kw}
+
+
+FLATNESS_FILE = "reproduce_flatness.json"
+FLATNESS_METHODS = ("pgd_at", "pgd_at_awp")  # the flatness claim compares these two
+
+
+def _flatness_key(*, directions: int, seed: int, eval_examples: int) -> Dict[str, Any]:
+  return {"directions": directions, "seed": seed, "eval_examples": eval_examples,
+          "alphas": list(suite.ALPHAS)}
+
+
+def _cached_flatness(workdir: str, **key) -> Optional[Dict[str, Any]]:
+  path = os.path.join(workdir, FLATNESS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rec = json.load(f)
+  return rec["result"] if rec.get("key") == _flatness_key(**key) else None
+
+
+def flatness_cached(workdir: str, ds, *, directions: int, seed: int,
+                    eval_examples: int) -> Dict[str, Any]:
+  """:func:`flatness`, its result kept in ``workdir/reproduce_flatness.json`` with its arguments
+  (the run's best checkpoint is then no longer needed to report it)."""
+  key = dict(directions=directions, seed=seed, eval_examples=eval_examples)
+  cached = _cached_flatness(workdir, **key)
+  if cached is not None:
+    return cached
+  result = _jsonable(flatness(workdir, ds, **key))
+  _write_json(os.path.join(workdir, FLATNESS_FILE),
+              {"key": _flatness_key(**key), "result": result})
+  return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,7 +427,8 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
         pgd_steps: Sequence[int] = (20, 100), columns: Optional[Sequence[str]] = None,
         eval_examples: int = 0, directions: int = 3, command: Optional[str] = None,
         notes_path: Optional[str] = None, finished_only: bool = False,
-        full_seeds: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+        full_seeds: Optional[Sequence[int]] = None,
+        archive: Optional[str] = None) -> Dict[str, Any]:
   """Trains, evaluates, analyses and writes ``OUT/REPRODUCTION.md`` and ``OUT/reproduction.json``.
 
   The runs go seed by seed (every method of seed 0, then of seed 1, ...); after each seed the
@@ -385,6 +462,12 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
       claims (GAIRAT's PGD-versus-AA gap) use those seeds. AutoAttack at its standard budget is
       most of a robust model's evaluation time (about 8 of its 9 minutes on a SmallCNN on 2
       cores), so this is what fits the MNIST-5k suite into its budget.
+    archive: a directory of :mod:`robust_jax.experiments.archive` (None: none). Before anything
+      runs, its files are restored into ``out`` where missing; after every finished run, the
+      results are saved into it. A run whose results are recorded (``reproduce_summary.json``
+      with the same config, the cached evaluations and, for :data:`FLATNESS_METHODS`, the flatness
+      measurement) is reported from them, without its checkpoints: a suite resumes on a new
+      machine from a committed archive.
 
   Returns:
     The JSON data, also written to ``OUT/reproduction.json``: ``suite`` (its name), ``params``
@@ -420,6 +503,10 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
   common = ({c: a for c, a in attacks.items() if c != "AA"}
             if set(full_seeds) != set(seeds) else dict(attacks))
   os.makedirs(out, exist_ok=True)
+  if archive:
+    restored = archive_lib.restore(archive, out)
+    if restored:
+      print(f"[reproduce] restored {len(restored)} files from {archive}", flush=True)
   t0 = time.time()
   cpu0 = report.cpu_seconds()
   load0 = os.getloadavg()
@@ -453,17 +540,30 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
         summary, dt_train, cpu_train = {}, float("nan"), float("nan")
       else:
         config = suite_spec.make_config(m, s)
-        t, cpu = time.time(), report.cpu_seconds()
-        summary = train(config, wd)
-        dt_train, cpu_train = time.time() - t, report.cpu_seconds() - cpu
-        timing["train_s"] += dt_train
-        t = time.time()
-        full = (evaluate_run_cached(wd, attacks, ds, eps=eps, eval_examples=eval_examples,
-                                    seed=s, settings=full_settings)
-                if s in full_seeds and common != attacks else None)
-        r = evaluate_run_cached(wd, common, ds, eps=eps, eval_examples=eval_examples, seed=s,
-                                settings=settings)
-        timing["eval_s"] += time.time() - t
+        wants_full = s in full_seeds and common != attacks
+        recorded = _recorded_run(wd, config, eps=eps, eval_examples=eval_examples, seed=s,
+                                 settings=settings, full_settings=full_settings if wants_full
+                                 else None, directions=directions if m in FLATNESS_METHODS
+                                 else 0)
+        if recorded is not None:  # finished earlier, possibly on another machine (archive)
+          summary, r, full = recorded
+          dt_train = cpu_train = float("nan")
+        else:
+          t, cpu = time.time(), report.cpu_seconds()
+          summary = train(config, wd)
+          dt_train, cpu_train = time.time() - t, report.cpu_seconds() - cpu
+          timing["train_s"] += dt_train
+          t = time.time()
+          full = (evaluate_run_cached(wd, attacks, ds, eps=eps, eval_examples=eval_examples,
+                                      seed=s, settings=full_settings) if wants_full else None)
+          r = evaluate_run_cached(wd, common, ds, eps=eps, eval_examples=eval_examples, seed=s,
+                                  settings=settings)
+          timing["eval_s"] += time.time() - t
+          if m in FLATNESS_METHODS and directions > 0:
+            flatness_cached(wd, ds, directions=directions, seed=s, eval_examples=eval_examples)
+          write_summary(wd, config, summary)
+          if archive:
+            archive_lib.save(out, archive)
       val = [x for x in metrics_lib.read(wd)
              if x.get("kind") == "eval" and x.get("split") == "validation"]
       r = dict(r)
@@ -486,6 +586,8 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
           suite_name=suite_spec.name, directions=0 if finished_only else directions,
           eval_examples=eval_examples, timing=dict(timing, t0=t0, cpu0=cpu0, load0=load0),
           command=command, notes_path=notes_path, finished_only=finished_only)
+      if archive and not finished_only:
+        archive_lib.save(out, archive)
   print(f"[reproduce] wrote {os.path.join(out, 'REPRODUCTION.md')} "
         f"({(time.time() - t0) / 60:.1f} min)", flush=True)
   return data
@@ -501,10 +603,10 @@ def _analyse_and_report(out, results, workdirs, ds, *, seeds_done, params, suite
   fosc = {m: fosc_over_epochs(workdirs[m]) for m in ("pgd_at", "dart")
           if m in workdirs and all(_has_fosc(w) for w in workdirs[m])}
   flat = {}
-  for m in ("pgd_at", "pgd_at_awp"):
+  for m in FLATNESS_METHODS:
     if m in workdirs and directions > 0 and len(workdirs[m]) == len(seeds_done):
       flat[m] = _flatness_summary(
-          [flatness(w, ds, directions=directions, seed=s, eval_examples=eval_examples)
+          [flatness_cached(w, ds, directions=directions, seed=s, eval_examples=eval_examples)
            for w, s in zip(workdirs[m], seeds_done)])
   gaps = {m: _gap_summary([gap_curve(w) for w in wds]) for m, wds in workdirs.items()}
   analysis_s = time.time() - t

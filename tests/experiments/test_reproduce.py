@@ -9,7 +9,8 @@ import re
 import pytest
 
 from launch import reproduce
-from robust_jax.experiments import suite
+from robust_jax.experiments import catastrophic, suite
+from robust_jax.experiments import reproduce as reproduce_lib
 
 METHODS = ("standard", "pgd_at")
 LABELS = {"standard": "Standard", "pgd_at": "PGD-AT"}
@@ -22,11 +23,49 @@ def _mean(cell: str) -> float:
   return float(m.group(1))
 
 
-def test_reproduce_writes_a_consistent_report(tmp_path):
+def _nothing_is_computed(monkeypatch):
+  """Makes training and every evaluation of the suites fail: a suite restored from an archive must
+  report without them (and without checkpoints)."""
+  def fail(*args, **kwargs):
+    raise AssertionError("trained or evaluated a run the archive holds")
+  for name in ("train", "evaluate_run", "flatness"):
+    monkeypatch.setattr(reproduce_lib, name, fail)
+  for name in ("train", "evaluate_checkpoint"):
+    monkeypatch.setattr(catastrophic, name, fail)
+
+
+def _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch, files=("reproduction.json",)):
+  """Runs ``argv`` again into a new output directory holding nothing but what ``--archive``
+  restores (no checkpoints): the archive must hold every result, so that nothing is trained or
+  evaluated and the JSON files come out as before (but the timings of this process)."""
+  fresh = str(tmp_path / "elsewhere")
+  with monkeypatch.context() as mp:
+    _nothing_is_computed(mp)
+    reproduce.main([a.replace(out, fresh) for a in argv])
+  assert not any(os.path.isdir(os.path.join(root, "checkpoints"))
+                 for root, _, _ in os.walk(fresh))
+  drop = ("out", "date", "runtime_s", "cpu_s", "loadavg_start", "loadavg_end", "train_s",
+          "eval_s", "analysis_s", "command", "finished_only")
+  for name in files:
+    a = json.load(open(os.path.join(out, name)))
+    b = json.load(open(os.path.join(fresh, name)))
+    if name == "reproduction.json":
+      for d in (a, b):
+        for k in drop:
+          d.pop(k, None)
+        for rs in d["results"].values():
+          for r in rs:
+            r.pop("train_wall_s"), r.pop("train_cpu_s")
+    assert a == b, name
+
+
+def test_reproduce_writes_a_consistent_report(tmp_path, monkeypatch):
   out = str(tmp_path / "reproduce")
-  reproduce.main(["reproduce", f"--out={out}", "--seeds=0", f"--methods={','.join(METHODS)}",
-                  "--epochs=2", "--n_iter=3", "--n_queries=10", "--cw_steps=3", "--pgd_steps=20",
-                  "--eval_examples=64", "--directions=1"])
+  archive = str(tmp_path / "archive")
+  argv = ["reproduce", f"--out={out}", "--seeds=0", f"--methods={','.join(METHODS)}",
+          "--epochs=2", "--n_iter=3", "--n_queries=10", "--cw_steps=3", "--pgd_steps=20",
+          "--eval_examples=64", "--directions=1", f"--archive={archive}"]
+  reproduce.main(argv)
   with open(os.path.join(out, "reproduction.json")) as f:
     data = json.load(f)
   with open(os.path.join(out, "REPRODUCTION.md")) as f:
@@ -73,15 +112,21 @@ def test_reproduce_writes_a_consistent_report(tmp_path):
     assert row["Worst case"] == pytest.approx(100 * data["results"][m][0]["worst_case"], abs=0.051)
     assert row["Clean"] == pytest.approx(100 * data["results"][m][0]["clean"], abs=0.051)
 
+  # The archive holds the results without checkpoints; a new machine resumes from it.
+  assert not any("checkpoints" in dirs for _, dirs, _ in os.walk(archive))
+  _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch)
 
-def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path):
+
+def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path, monkeypatch):
   """The MNIST-5k suite on a tiny budget: its report and the catastrophic-overfitting table are
-  written; run again with the same flags it neither trains nor evaluates anything again."""
+  written; run again with the same flags it neither trains nor evaluates anything again, on this
+  machine or, from its archive, on another."""
   out = str(tmp_path / "m5k")
+  archive = str(tmp_path / "archive")
   argv = ["reproduce", "--suite=mnist5k", f"--out={out}", "--seeds=0",
           "--methods=dart", "--epochs=1", "--n_iter=2", "--n_queries=5",
           "--columns=FGSM,PGD-20", "--eval_examples=32", "--directions=1",
-          "--co_settings=fgsm_03", "--co_epochs=1"]
+          "--co_settings=fgsm_03", "--co_epochs=1", f"--archive={archive}"]
   reproduce.main(argv)
   with open(os.path.join(out, "reproduction.json")) as f:
     data = json.load(f)
@@ -117,6 +162,9 @@ def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path):
   assert partial["params"]["seeds_done"] == [0]
   assert {m: [r["worst_case"] for r in rs] for m, rs in partial["results"].items()} == {
       m: [r["worst_case"] for r in rs] for m, rs in data["results"].items()}
+  reproduce.main(argv)  # the full report again (--finished_only wrote a partial one)
+  _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch,
+                     files=("reproduction.json", "catastrophic.json"))
 
 
 def test_autoattack_on_some_seeds_keeps_the_tables_consistent(tmp_path):
