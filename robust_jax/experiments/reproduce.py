@@ -126,11 +126,14 @@ def _write_json(path: str, obj) -> None:
   os.replace(path + ".tmp", path)
 
 
-def write_summary(workdir: str, config, summary: Optional[Dict[str, Any]] = None) -> None:
-  """Marks a run finished: ``workdir/reproduce_summary.json`` with its config and training summary
-  (what :mod:`robust_jax.experiments.archive` keeps and :func:`recorded_config_matches` reads)."""
+def write_summary(workdir: str, config, summary: Optional[Dict[str, Any]] = None, *,
+                  train_wall_s: float = float("nan"), train_cpu_s: float = float("nan")) -> None:
+  """Marks a run finished: ``workdir/reproduce_summary.json`` with its config, training summary and
+  the wall and CPU seconds of the call that trained it (what :mod:`robust_jax.experiments.archive`
+  keeps and :func:`recorded_config_matches` reads)."""
   _write_json(os.path.join(workdir, archive_lib.SUMMARY_FILE),
-              {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {})})
+              {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {}),
+               "train_wall_s": train_wall_s, "train_cpu_s": train_cpu_s})
 
 
 def recorded_config_matches(workdir: str, config) -> bool:
@@ -162,7 +165,8 @@ def _recorded_run(workdir: str, config, *, eps: float, eval_examples: int, seed:
   if directions > 0 and _cached_flatness(workdir, directions=directions, seed=seed,
                                          eval_examples=eval_examples) is None:
     return None
-  return rec["summary"], r, full
+  nan = float("nan")
+  return rec["summary"], r, full, (rec.get("train_wall_s", nan), rec.get("train_cpu_s", nan))
 
 
 def _cached_evaluation(workdir: str, *, eps: float, eval_examples: int, seed: int,
@@ -546,8 +550,7 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
                                  else None, directions=directions if m in FLATNESS_METHODS
                                  else 0)
         if recorded is not None:  # finished earlier, possibly on another machine (archive)
-          summary, r, full = recorded
-          dt_train = cpu_train = float("nan")
+          summary, r, full, (dt_train, cpu_train) = recorded
         else:
           t, cpu = time.time(), report.cpu_seconds()
           summary = train(config, wd)
@@ -561,7 +564,7 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
           timing["eval_s"] += time.time() - t
           if m in FLATNESS_METHODS and directions > 0:
             flatness_cached(wd, ds, directions=directions, seed=s, eval_examples=eval_examples)
-          write_summary(wd, config, summary)
+          write_summary(wd, config, summary, train_wall_s=dt_train, train_cpu_s=cpu_train)
           if archive:
             archive_lib.save(out, archive)
       val = [x for x in metrics_lib.read(wd)
