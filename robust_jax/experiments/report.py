@@ -96,13 +96,14 @@ def _setup_lines(data: Dict[str, Any], methods: List[str]) -> List[str]:
              f"then (their costs are in the cost table; the load of the machine while they ran "
              f"is not recorded).")
   else:
-    L.append(f"- Date: {data['date']}; total runtime {data['runtime_s'] / 60:.1f} min "
+    L.append(f"- Date: {data['date']}; this invocation's runtime {data['runtime_s'] / 60:.1f} min "
              f"(training {data['train_s'] / 60:.1f} min, evaluation "
              f"{data['eval_s'] / 60:.1f} min, analyses {data['analysis_s'] / 60:.1f} min); "
              f"{data.get('cpu_s', float('nan')) / 60:.1f} "
              f"CPU-minutes (user + system) over 2 cores shared with other jobs (1-minute load "
              f"average {data.get('loadavg_start', [float('nan')])[0]:.1f} at the start, "
              f"{data.get('loadavg_end', [float('nan')])[0]:.1f} at the end).")
+  L.append(_recorded_cost_line(data))
   L.append(_SETUPS[name](data))
   budget = ("the standard budget" if (p["n_iter"], p["n_queries"]) == (100, 5000) else
             "a reduced budget (the standard AutoAttack uses 100 and 5,000)")
@@ -190,6 +191,23 @@ def _accuracy_lines(data: Dict[str, Any], methods: List[str], cols: List[str]) -
            f"{sum(inval.values())}.")
 
   return L
+
+
+def _recorded_cost_line(data: Dict[str, Any]) -> str:
+  """The suite's cost summed from the runs' own records, whichever invocation (or machine, through
+  :mod:`robust_jax.experiments.archive`) ran them: a resumed suite's invocation times cover only
+  what it did itself."""
+  train = evals = 0.0
+  n = 0
+  for rs in data["results"].values():
+    for r in rs:
+      n += 1
+      wall = r.get("train_wall_s", float("nan"))
+      train += wall if np.isfinite(wall) else r.get("train_epochs_s", 0.0)
+      evals += r.get("eval_wall_s", 0.0) + r.get("full", {}).get("eval_wall_s", 0.0)
+  return (f"- Wall time of the {n} runs, summed from their records (whichever invocation ran "
+          f"them): training {train / 60:.1f} min (the training call's wall time; where a run was "
+          f"trained across invocations, its epochs' time), evaluation {evals / 60:.1f} min.")
 
 
 def _claims_lines(data: Dict[str, Any]) -> List[str]:

@@ -55,6 +55,10 @@ def _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch, files=("reprod
         for k in drop:
           d.pop(k, None)
     assert a == b, name
+  # The cost summed from the runs' records is the same: it does not depend on who ran them.
+  cost = lambda d: [l for l in open(os.path.join(d, "REPRODUCTION.md")).read().splitlines()  # noqa
+                    if l.startswith("- Wall time of the")]
+  assert len(cost(out)) == 1 and cost(fresh) == cost(out)
 
 
 def test_reproduce_writes_a_consistent_report(tmp_path, monkeypatch):
