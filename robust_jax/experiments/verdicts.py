@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -61,7 +62,8 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
              gaps: Optional[Dict[str, Any]] = None) -> List[Dict[str, str]]:
   """One plain verdict per seed claim, from the numbers.
 
-  Differences are in points; 'spread' is sqrt(std_a^2 + std_b^2) over seeds; a difference within
+  Differences are in points; 'spread' is sqrt(std_a^2 + std_b^2) over seeds (with one seed per
+  method, none is measured: the evidence says "one seed, no spread"); a difference within
   max(spread, 1 point) is a tie. A claim is judged only when the methods it compares were run.
   The rules, each against PGD-AT (d = method minus PGD-AT, s = its spread):
 
@@ -251,4 +253,8 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
       verdict = "not reproduced"
     out.append({"claim": "AWP: flatter weight loss landscape and smaller robust generalisation "
                          "gap than PGD-AT", "verdict": verdict, "evidence": text.strip()})
+  if max((len(rs) for rs in res.values()), default=0) == 1:
+    # One seed per method: no spread was measured; "spread 0.0" would read as a measured zero.
+    for v in out:
+      v["evidence"] = re.sub(r"\bspread 0\.0\b", "one seed, no spread", v["evidence"])
   return out

@@ -1,0 +1,26 @@
+"""The verdicts' evidence (:mod:`robust_jax.experiments.verdicts`) says when no spread was measured."""
+
+from robust_jax.experiments import verdicts
+
+
+def _run(clean, worst, pgd20, aa=None):
+  r = {"clean": clean, "worst_case": worst, "attacks": {"PGD-20": pgd20}}
+  if aa is not None:
+    r["attacks"]["AA"] = aa
+  return r
+
+
+def test_one_seed_has_no_spread_and_several_seeds_have_theirs():
+  one = {"pgd_at": [_run(0.97, 0.78, 0.81)], "fat": [_run(0.975, 0.77, 0.80)],
+         "trades": [_run(0.96, 0.60, 0.66)]}
+  out = verdicts.verdicts({}, {}, one)
+  assert {v["claim"].split(":")[0] for v in out} >= {"FAT", "TRADES"}
+  for v in out:
+    assert "spread 0.0" not in v["evidence"], v
+    assert "one seed, no spread" in v["evidence"], v
+  two = {m: rs + [_run(rs[0]["clean"] - 0.01, rs[0]["worst_case"] - 0.02,
+                       rs[0]["attacks"]["PGD-20"] - 0.01)] for m, rs in one.items()}
+  for v in verdicts.verdicts({}, {}, two):
+    assert "one seed" not in v["evidence"], v
+    # sqrt(s_a^2 + s_b^2) of two equal spreads of 2 points / sqrt(2): 2.0 points
+    assert "spread 2.0" in v["evidence"], v
