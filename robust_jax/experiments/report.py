@@ -202,12 +202,13 @@ def _recorded_cost_line(data: Dict[str, Any]) -> str:
   for rs in data["results"].values():
     for r in rs:
       n += 1
-      wall = r.get("train_wall_s", float("nan"))
-      train += wall if np.isfinite(wall) else r.get("train_epochs_s", 0.0)
+      wall, epochs = r.get("train_wall_s", float("nan")), r.get("train_epochs_s", 0.0)
+      train += max(wall, epochs) if np.isfinite(wall) else epochs
       evals += r.get("eval_wall_s", 0.0) + r.get("full", {}).get("eval_wall_s", 0.0)
   return (f"- Wall time of the {n} runs, summed from their records (whichever invocation ran "
-          f"them): training {train / 60:.1f} min (the training call's wall time; where a run was "
-          f"trained across invocations, its epochs' time), evaluation {evals / 60:.1f} min.")
+          f"them): training {train / 60:.1f} min (the training call's wall time, or where a run was "
+          f"trained across invocations its epochs' time, without their compilation and "
+          f"validation), evaluation {evals / 60:.1f} min.")
 
 
 def _claims_lines(data: Dict[str, Any]) -> List[str]:
