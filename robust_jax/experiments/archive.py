@@ -57,36 +57,27 @@ def _copy(src: str, dst: str, *, overwrite: bool) -> bool:
   return True
 
 
+def _copy_results(src: str, dst: str, runs: List[str], *, overwrite: bool) -> List[str]:
+  """Copies :data:`RUN_FILES` of ``runs`` and :data:`SUITE_FILES` from ``src`` to ``dst``; returns
+  the paths copied, relative to both."""
+  paths = [os.path.join(rel, name) for rel in runs for name in RUN_FILES] + list(SUITE_FILES)
+  return [p for p in paths
+          if _copy(os.path.join(src, p), os.path.join(dst, p), overwrite=overwrite)]
+
+
 def save(out: str, archive: str) -> List[str]:
   """Copies the results of ``out``'s finished runs and its suite JSON into ``archive``
   (overwriting: ``out`` is the newer). Returns the paths copied, relative to ``archive``."""
-  copied = []
-  for rel in _finished_runs(out):
-    for name in RUN_FILES:
-      p = os.path.join(rel, name)
-      if _copy(os.path.join(out, p), os.path.join(archive, p), overwrite=True):
-        copied.append(p)
-  for name in SUITE_FILES:
-    if _copy(os.path.join(out, name), os.path.join(archive, name), overwrite=True):
-      copied.append(name)
-  return copied
+  return _copy_results(out, archive, _finished_runs(out), overwrite=True)
 
 
 def restore(archive: str, out: str) -> List[str]:
   """Copies ``archive`` into ``out`` where ``out`` has no such file (a file of ``out``, e.g. of a
-  run trained here since, is never replaced). Returns the paths copied, relative to ``out``."""
+  run trained here since, is never replaced; nor are the files of a run in progress here). Returns
+  the paths copied, relative to ``out``."""
   if not os.path.isdir(archive):
     return []
-  copied = []
-  for rel in _finished_runs(archive):
-    if os.path.isdir(os.path.join(out, rel, "checkpoints")) and not os.path.exists(
-        os.path.join(out, rel, SUMMARY_FILE)):
-      continue  # a run in progress here: its own records are the ones to keep
-    for name in RUN_FILES:
-      p = os.path.join(rel, name)
-      if _copy(os.path.join(archive, p), os.path.join(out, p), overwrite=False):
-        copied.append(p)
-  for name in SUITE_FILES:
-    if _copy(os.path.join(archive, name), os.path.join(out, name), overwrite=False):
-      copied.append(name)
-  return copied
+  runs = [rel for rel in _finished_runs(archive)
+          if os.path.exists(os.path.join(out, rel, SUMMARY_FILE))
+          or not os.path.isdir(os.path.join(out, rel, "checkpoints"))]
+  return _copy_results(archive, out, runs, overwrite=False)
