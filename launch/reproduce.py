@@ -96,13 +96,44 @@ def _flag_values() -> flags.FlagValues:
   return fv
 
 
+def _ints(name: str, values) -> list:
+  """``--name``'s values as non-negative integers, or a UsageError naming the flag."""
+  try:
+    out = [int(v) for v in values]
+  except ValueError:
+    out = [-1]
+  if any(v < 0 for v in out):
+    raise app.UsageError(f"--{name} takes non-negative integers, got {','.join(values)}")
+  return out
+
+
+def _check_flags(fv: flags.FlagValues) -> None:
+  """The flags that would otherwise fail late (the catastrophic-overfitting settings only after the
+  whole suite, hours in), checked before anything runs."""
+  if not fv.out:
+    raise app.UsageError("pass --out=DIR")
+  _ints("seeds", fv.seeds)
+  _ints("co_seeds", fv.co_seeds)
+  unknown = [m for m in fv.methods if m not in suite.METHODS]
+  if unknown:
+    raise app.UsageError(f"--methods: unknown {unknown}; valid: {list(suite.METHODS)}")
+  unknown = [s for s in fv.co_settings if s not in catastrophic.SETTINGS]
+  if unknown:
+    raise app.UsageError(f"--co_settings: unknown {unknown}; valid: {list(catastrophic.SETTINGS)}")
+  if fv.archive:
+    if os.path.exists(fv.archive) and not os.path.isdir(fv.archive):
+      raise app.UsageError(f"--archive must be a directory, got the file {fv.archive}")
+    if os.path.realpath(fv.archive) == os.path.realpath(fv.out):
+      raise app.UsageError(f"--archive must be another directory than --out (both {fv.out}): "
+                           "the archive is the copy that outlives --out")
+
+
 def main(argv):
   fv = _flag_values()
   rest = fv(list(argv))
   if len(rest) > 1:
     raise app.UsageError(f"Unexpected arguments: {rest[1:]}")
-  if not fv.out:
-    raise app.UsageError("pass --out=DIR")
+  _check_flags(fv)
   logging.set_verbosity(logging.ERROR)
   d = SUITE_DEFAULTS[fv.suite]
   get = lambda name: d[name] if getattr(fv, name) is None else getattr(fv, name)  # noqa: E731
@@ -118,7 +149,7 @@ def main(argv):
     spec = suite.mnist5k_suite(mnist5k.get_config, epochs=fv.epochs)
   aa_seeds = get("aa_seeds")
   aa_seeds = (None if aa_seeds is None or aa_seeds == ["all"] else
-              [int(x) for x in aa_seeds if int(x) in [int(s) for s in fv.seeds]])
+              [x for x in _ints("aa_seeds", aa_seeds) if x in _ints("seeds", fv.seeds)])
   reproduce.run(fv.out, suite_spec=spec, seeds=[int(s) for s in fv.seeds],
                 methods=list(fv.methods), n_iter=get("n_iter"), n_queries=get("n_queries"),
                 cw_steps=fv.cw_steps, pgd_steps=[int(k) for k in get("pgd_steps")],

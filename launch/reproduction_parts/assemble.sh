@@ -2,14 +2,18 @@
 # Rebuilds the root REPRODUCTION.md from its parts:
 #   runs/reproduce_mnist5k/REPRODUCTION.md   python -m launch.reproduce --suite=mnist5k ... [--finished_only]
 #   co_reading.md, new_systems.md            hand-written from the generated numbers (this folder)
-#   runs/gans/gans.md                        python -m launch.reproduce_gans --out=runs/gans
-#                                            (its images copied to reproduction/gans/)
+#   gans.md                                  python -m launch.reproduce_gans --out=runs/gans: when
+#                                            runs/gans/gans.md exists, gans.md is rewritten from it
+#                                            (copy its images to reproduction/gans/ too)
 #   digits.md                                python -m launch.reproduce (the 2026-11-23 run)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 P=launch/reproduction_parts
-GANS=$(sed -e 's#(curves.png)#(reproduction/gans/curves.png)#' \
-           -e 's#(\([a-z_]*\)/samples/\(step_[0-9]*\.png\))#(reproduction/gans/\1_\2)#g' runs/gans/gans.md)
+if [ -f runs/gans/gans.md ]; then
+  sed -e 's#(curves.png)#(reproduction/gans/curves.png)#' \
+      -e 's#(\([a-z_]*\)/samples/\(step_[0-9]*\.png\))#(reproduction/gans/\1_\2)#g' \
+      runs/gans/gans.md > $P/gans.md
+fi
 {
   echo "<!-- Generated parts: MNIST-5k (python -m launch.reproduce --suite=mnist5k ... --finished_only), GANs (python -m launch.reproduce_gans --out=runs/gans; images copied to reproduction/gans/), digits (python -m launch.reproduce). The new-systems table is transcribed from its JSON. Rebuilt by launch/reproduction_parts/assemble.sh. -->"
   echo
@@ -19,7 +23,7 @@ GANS=$(sed -e 's#(curves.png)#(reproduction/gans/curves.png)#' \
   echo
   cat $P/co_reading.md
   echo; echo "---"; echo
-  echo "$GANS"
+  cat $P/gans.md
   echo; echo "---"; echo
   cat $P/new_systems.md
   echo; echo "---"; echo

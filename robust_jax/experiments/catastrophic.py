@@ -274,9 +274,7 @@ def run(out: str, *, get_config: Callable[[str], ml_collections.ConfigDict],
             f"{100 * r['peak_val_pgd10']:.1f}, last {100 * r['last_val_pgd10']:.1f}; last ckpt "
             f"test FGSM {100 * r['last']['fgsm']:.1f}, PGD-50 {100 * r['last']['pgd50']:.1f}",
             flush=True)
-      with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1, default=float)
-      os.replace(path + ".tmp", path)
+      reproduce_lib.write_json(path, data)
       if archive:
         archive_lib.save(out, archive)
   return data

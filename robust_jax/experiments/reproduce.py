@@ -115,14 +115,15 @@ def evaluate_run_cached(workdir: str, attacks: Dict[str, Any], ds, *, eps: float
   r = _jsonable(r)
   entries = [e for e in entries if e.get("key", {}).get("settings") != key["settings"]
              or e.get("key", {}).get("eps") != eps]  # a retrained checkpoint's old entry goes
-  _write_json(path, {"entries": entries + [{"key": key, "result": r}]})
+  write_json(path, {"entries": entries + [{"key": key, "result": r}]})
   return r
 
 
-def _write_json(path: str, obj) -> None:
-  """Writes ``obj`` to ``path`` atomically (a process killed meanwhile leaves the old file)."""
+def write_json(path: str, obj) -> None:
+  """Writes ``obj`` to ``path`` atomically (a process killed meanwhile leaves the old file); numpy
+  scalars are written as floats."""
   with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1)
+    json.dump(obj, f, indent=1, default=float)
   os.replace(path + ".tmp", path)
 
 
@@ -131,18 +132,25 @@ def write_summary(workdir: str, config, summary: Optional[Dict[str, Any]] = None
   """Marks a run finished: ``workdir/reproduce_summary.json`` with its config, training summary and
   the wall and CPU seconds of the call that trained it (what :mod:`robust_jax.experiments.archive`
   keeps and :func:`recorded_config_matches` reads)."""
-  _write_json(os.path.join(workdir, archive_lib.SUMMARY_FILE),
+  write_json(os.path.join(workdir, archive_lib.SUMMARY_FILE),
               {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {}),
                "train_wall_s": train_wall_s, "train_cpu_s": train_cpu_s})
 
 
-def recorded_config_matches(workdir: str, config) -> bool:
-  """Whether the run's summary file exists and was written for ``config``."""
+def _summary_record(workdir: str, config) -> Optional[Dict[str, Any]]:
+  """The run's summary file (:func:`write_summary`) when it exists and was written for ``config``,
+  else None."""
   path = os.path.join(workdir, archive_lib.SUMMARY_FILE)
   if not os.path.exists(path):
-    return False
+    return None
   with open(path) as f:
-    return json.load(f).get("config") == _jsonable(config.to_dict())
+    rec = json.load(f)
+  return rec if rec.get("config") == _jsonable(config.to_dict()) else None
+
+
+def recorded_config_matches(workdir: str, config) -> bool:
+  """Whether the run's summary file exists and was written for ``config``."""
+  return _summary_record(workdir, config) is not None
 
 
 def _recorded_run(workdir: str, config, *, eps: float, eval_examples: int, seed: int,
@@ -152,10 +160,9 @@ def _recorded_run(workdir: str, config, *, eps: float, eval_examples: int, seed:
   and was evaluated with these settings (and measured with ``directions`` flatness directions, when
   > 0), read from its files (:mod:`robust_jax.experiments.archive`; no checkpoint needed), or
   None: the run is to be trained (resumed) and evaluated."""
-  if not recorded_config_matches(workdir, config):
+  rec = _summary_record(workdir, config)
+  if rec is None:
     return None
-  with open(os.path.join(workdir, archive_lib.SUMMARY_FILE)) as f:
-    rec = json.load(f)
   kw = dict(eps=eps, eval_examples=eval_examples, seed=seed)
   r = _cached_evaluation(workdir, settings=settings, **kw)
   full = None if full_settings is None else _cached_evaluation(workdir, settings=full_settings,
@@ -302,7 +309,7 @@ def flatness_cached(workdir: str, ds, *, directions: int, seed: int,
   if cached is not None:
     return cached
   result = _jsonable(flatness(workdir, ds, **key))
-  _write_json(os.path.join(workdir, FLATNESS_FILE),
+  write_json(os.path.join(workdir, FLATNESS_FILE),
               {"key": _flatness_key(**key), "result": result})
   return result
 

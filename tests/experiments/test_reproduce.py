@@ -197,3 +197,18 @@ def test_autoattack_on_some_seeds_keeps_the_tables_consistent(tmp_path):
   assert os.path.getmtime(path) == stamp
   again = json.load(open(os.path.join(out, "reproduction.json")))
   assert [r["attacks"] for r in again["results"]["standard"]] == [r0["attacks"], r1["attacks"]]
+
+
+@pytest.mark.parametrize("flag, named", [
+    ("--seeds=0,x", "--seeds"), ("--co_seeds=-1", "--co_seeds"), ("--aa_seeds=a", "--aa_seeds"),
+    ("--methods=pgd_at,pgd", "--methods"), ("--co_settings=fgsm_03,fgsm_9", "--co_settings"),
+    ("--archive=FILE", "--archive"), ("--archive=OUT", "--archive")])
+def test_bad_flags_fail_before_anything_runs(tmp_path, flag, named):
+  """A bad flag is a UsageError naming it, raised before the suite writes anything (the
+  catastrophic-overfitting settings are used only hours in, after the whole suite)."""
+  out = tmp_path / "out"
+  (tmp_path / "FILE").write_text("not a directory")
+  flag = flag.replace("FILE", str(tmp_path / "FILE")).replace("OUT", str(out))
+  with pytest.raises(reproduce.app.UsageError, match=named):
+    reproduce.main(["reproduce", "--suite=mnist5k", f"--out={out}", flag])
+  assert not out.exists()
