@@ -30,6 +30,7 @@ from robust_jax import attacks
 from robust_jax.attacks import _autoattack as aa
 from robust_jax.attacks import _fab as fab
 from robust_jax.attacks import _square as square
+from robust_jax.attacks import _square_lp as square_lp
 from tests.attacks import invariants
 from tests.attacks.test_apgd_l1 import _official_l1_projection
 from tests.attacks.test_square_l2 import _margin, _official_eta
@@ -299,7 +300,7 @@ def test_fab_l1_restarts_and_early_stop(data, monkeypatch):
 
 
 def test_eta_l1_matches_the_official_eta():
-  eta = jax.jit(square.eta, static_argnums=(1, 3))
+  eta = jax.jit(square_lp.eta, static_argnums=(1, 3))
   for transpose in (False, True):
     for s in range(1, 14):
       got = np.asarray(eta(jnp.asarray(s), 16, jnp.asarray(transpose), "l1"))
@@ -314,8 +315,8 @@ def _official_square_l1(f, x, y, eps, n_queries, p_init, key, b_full, keep):
   eps = F32(eps)
   _, h, w, c = x.shape
   k_init, k_loop = jax.random.split(key)
-  s, corners = square.l2_init_grid(h, w)
-  t_init, signs_init = (np.asarray(a) for a in square.l2_init_draws(k_init, b_full, c,
+  s, corners = square_lp.l2_init_grid(h, w)
+  t_init, signs_init = (np.asarray(a) for a in square_lp.l2_init_draws(k_init, b_full, c,
                                                                     len(corners)))
   delta_init = np.zeros_like(x)
   for j, (vh, vw) in enumerate(corners):  # the official double loop over the grid
@@ -337,7 +338,7 @@ def _official_square_l1(f, x, y, eps, n_queries, p_init, key, b_full, keep):
     p = float(square.p_selection(p_init, i_iter))
     s = max(int(round(np.sqrt(F32(p) * F32(h * w)))), 3)
     s = min(s + 1 if s % 2 == 0 else s, min(h, w))
-    draws = square.l2_iteration_draws(k_loop, i_iter, b_full, c, h, w, jnp.asarray(s))
+    draws = square_lp.l2_iteration_draws(k_loop, i_iter, b_full, c, h, w, jnp.asarray(s))
     vh, vw, vh2, vw2, transpose = (int(v) for v in draws[:5])
     signs = np.asarray(draws[5])[keep][idx_to_fool]
     norms_window_1 = np.abs(delta_curr[:, vh:vh + s, vw:vw + s, :]).sum(axis=(1, 2), keepdims=True)

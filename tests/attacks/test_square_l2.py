@@ -10,6 +10,7 @@ import pytest
 
 from robust_jax import attacks
 from robust_jax.attacks import _square as square
+from robust_jax.attacks import _square_lp as square_lp
 from tests.attacks import invariants
 
 B, H, C = 8, 10, 2  # 10 x 10 x 2 images: an initial grid of 2 x 2 windows, two channels
@@ -76,7 +77,7 @@ def _official_eta(s, transpose, norm="L2"):
   return delta
 
 
-_eta_on_canvas = jax.jit(square.eta_l2, static_argnums=1)  # traced side: compiled once
+_eta_on_canvas = jax.jit(square_lp.eta_l2, static_argnums=1)  # traced side: compiled once
 
 
 def test_eta_matches_the_official_eta():
@@ -98,7 +99,7 @@ def _official_side(p, h, w):
 def test_side_schedule_is_the_official_one():
   its = np.arange(0, 9000, 7)
   for h in (5, 10, 32):
-    sides = jax.jit(jax.vmap(lambda i: square.side_length_l2(square.p_selection(0.8, i), h, h)))(
+    sides = jax.jit(jax.vmap(lambda i: square_lp.side_length_l2(square.p_selection(0.8, i), h, h)))(
         jnp.asarray(its))
     p = [0.8 / next((d for b, d in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16),
                                     (2000, 32), (4000, 64), (6000, 128), (8000, 256)) if i <= b),
@@ -136,7 +137,7 @@ def _official_square_l2(f, x, y, eps, n_queries, p_init, key, b_full, keep):
   s = h // 5
   sp_init = (h - s * 5) // 2
   n_win = (h // s) * (w // s)
-  t_init, signs_init = (np.asarray(a) for a in square.l2_init_draws(k_init, b_full, c, n_win))
+  t_init, signs_init = (np.asarray(a) for a in square_lp.l2_init_draws(k_init, b_full, c, n_win))
   delta_init = np.zeros_like(x)
   j = 0
   vh = sp_init + 0
@@ -166,7 +167,7 @@ def _official_square_l2(f, x, y, eps, n_queries, p_init, key, b_full, keep):
     if s % 2 == 0:
       s += 1
     s = min(s, min(h, w))
-    draws = square.l2_iteration_draws(k_loop, i_iter, b_full, c, h, w, jnp.asarray(s))
+    draws = square_lp.l2_iteration_draws(k_loop, i_iter, b_full, c, h, w, jnp.asarray(s))
     vh, vw, vh2, vw2, transpose = (int(v) for v in draws[:5])
     signs = np.asarray(draws[5])[keep][idx_to_fool]
     new_deltas_mask = np.zeros_like(x_curr)
