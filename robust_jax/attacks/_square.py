@@ -40,8 +40,9 @@ forward passes. Differences left, stated plainly: the re-draw loop is capped at 
 iteration (the official loop is unbounded; a window can always be changed when eps > 1e-7, and a
 draw fails with probability at most 1/2 per channel); the side is computed in float32 (the codes
 use float64: a difference only when sqrt(p H W) is within float32 rounding of a half-integer);
-``attack.py``'s ``metrics`` logging is not reproduced. tests/attacks/test_official_transcriptions.py runs
-both codes, transcribed with the library's random draws, against the library.
+``attack.py``'s ``metrics`` logging is not reproduced.
+tests/attacks/test_official_transcriptions.py runs both codes, transcribed with the library's
+random draws, against the library.
 
 Measured on the digits MLP of tests/conftest.py (353 correctly classified test points, 1,000
 queries, mean over 5 keys of the points left robust): at eps 0.1, ``"autoattack"`` 181.4,
