@@ -1,7 +1,8 @@
 r"""Reproduces the seeds' claims on the embedded digits or MNIST-5k and writes REPRODUCTION.md.
 
   python -m launch.reproduce --out=runs/reproduce --seeds=0,1,2
-  python -m launch.reproduce --suite=mnist5k --out=runs/reproduce_mnist5k   # ~3 h on 2 cores
+  python -m launch.reproduce --suite=mnist5k --out=runs/reproduce_mnist5k \
+      --archive=reproduction/mnist5k   # several sessions of 2 cores, resumable on any machine
   python -m launch.reproduce --out=runs/reproduce --report_only   # re-render from the JSON
 
 Trains standard training, PGD-AT, Dynamic AT, FAT, GAIRAT, TRADES, MART and PGD-AT + AWP, evaluates
