@@ -133,8 +133,8 @@ def write_summary(workdir: str, config, summary: Optional[Dict[str, Any]] = None
   the wall and CPU seconds of the call that trained it (what :mod:`robust_jax.experiments.archive`
   keeps and :func:`recorded_config_matches` reads)."""
   write_json(os.path.join(workdir, archive_lib.SUMMARY_FILE),
-              {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {}),
-               "train_wall_s": train_wall_s, "train_cpu_s": train_cpu_s})
+             {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {}),
+              "train_wall_s": train_wall_s, "train_cpu_s": train_cpu_s})
 
 
 def _summary_record(workdir: str, config) -> Optional[Dict[str, Any]]:
@@ -310,7 +310,7 @@ def flatness_cached(workdir: str, ds, *, directions: int, seed: int,
     return cached
   result = _jsonable(flatness(workdir, ds, **key))
   write_json(os.path.join(workdir, FLATNESS_FILE),
-              {"key": _flatness_key(**key), "result": result})
+             {"key": _flatness_key(**key), "result": result})
   return result
 
 
