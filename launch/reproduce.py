@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from typing import List, Tuple
 
 from absl import app, flags, logging
 
@@ -102,19 +103,18 @@ def _ints(name: str, values) -> list:
   try:
     out = [int(v) for v in values]
   except ValueError:
-    out = [-1]
-  if any(v < 0 for v in out):
+    out = None
+  if out is None or any(v < 0 for v in out):
     raise app.UsageError(f"--{name} takes non-negative integers, got {','.join(values)}")
   return out
 
 
-def _check_flags(fv: flags.FlagValues) -> None:
+def _check_flags(fv: flags.FlagValues) -> Tuple[List[int], List[int]]:
   """The flags that would otherwise fail late (the catastrophic-overfitting settings only after the
-  whole suite, hours in), checked before anything runs."""
+  whole suite, hours in), checked before anything runs. Returns ``(seeds, co_seeds)`` as ints."""
   if not fv.out:
     raise app.UsageError("pass --out=DIR")
-  _ints("seeds", fv.seeds)
-  _ints("co_seeds", fv.co_seeds)
+  seeds, co_seeds = _ints("seeds", fv.seeds), _ints("co_seeds", fv.co_seeds)
   unknown = [m for m in fv.methods if m not in suite.METHODS]
   if unknown:
     raise app.UsageError(f"--methods: unknown {unknown}; valid: {list(suite.METHODS)}")
@@ -127,6 +127,7 @@ def _check_flags(fv: flags.FlagValues) -> None:
     if os.path.realpath(fv.archive) == os.path.realpath(fv.out):
       raise app.UsageError(f"--archive must be another directory than --out (both {fv.out}): "
                            "the archive is the copy that outlives --out")
+  return seeds, co_seeds
 
 
 def main(argv):
@@ -134,7 +135,7 @@ def main(argv):
   rest = fv(list(argv))
   if len(rest) > 1:
     raise app.UsageError(f"Unexpected arguments: {rest[1:]}")
-  _check_flags(fv)
+  seeds, co_seeds = _check_flags(fv)
   logging.set_verbosity(logging.ERROR)
   d = SUITE_DEFAULTS[fv.suite]
   get = lambda name: d[name] if getattr(fv, name) is None else getattr(fv, name)  # noqa: E731
@@ -150,8 +151,8 @@ def main(argv):
     spec = suite.mnist5k_suite(mnist5k.get_config, epochs=fv.epochs)
   aa_seeds = get("aa_seeds")
   aa_seeds = (None if aa_seeds is None or aa_seeds == ["all"] else
-              [x for x in _ints("aa_seeds", aa_seeds) if x in _ints("seeds", fv.seeds)])
-  reproduce.run(fv.out, suite_spec=spec, seeds=[int(s) for s in fv.seeds],
+              [x for x in _ints("aa_seeds", aa_seeds) if x in seeds])
+  reproduce.run(fv.out, suite_spec=spec, seeds=seeds,
                 methods=list(fv.methods), n_iter=get("n_iter"), n_queries=get("n_queries"),
                 cw_steps=fv.cw_steps, pgd_steps=[int(k) for k in get("pgd_steps")],
                 columns=get("columns"), eval_examples=fv.eval_examples,
@@ -161,7 +162,7 @@ def main(argv):
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
   elif fv.suite == "mnist5k" and fv.co_settings:
     catastrophic.run(fv.out, get_config=mnist5k.get_config, settings=list(fv.co_settings),
-                     seeds=[int(s) for s in fv.co_seeds], epochs=fv.co_epochs,
+                     seeds=co_seeds, epochs=fv.co_epochs,
                      eval_examples=fv.eval_examples, archive=fv.archive)
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
     if fv.archive:

@@ -74,8 +74,6 @@ from robust_jax.attacks._projections import bcast
 from robust_jax.attacks._square_lp import square_lp
 from robust_jax.attacks._square_search import SquareResult, p_selection, random_search
 
-__all__ = ["SquareResult", "p_selection", "side_length", "check_hyperparameters", "square"]
-
 SQUARE_LOSSES = ("margin", "ce")
 VARIANTS = ("square_attack", "autoattack")
 NORMS = ("linf", "l2", "l1")
