@@ -134,6 +134,7 @@ def test_square_never_uses_gradients(model, mlp_apply):
     attacks.pgd(no_grad_fn, x, y, eps=0.2, step_size=0.05, num_steps=1)
 
 
+@pytest.mark.xla_default
 def test_gradient_masking_is_flagged(model, mlp_apply):
   params, _, x, y = model
   # Zero gradients: APGD cannot move, Square (gradient-free) breaks the model, AutoAttack warns.

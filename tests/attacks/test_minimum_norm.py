@@ -375,6 +375,7 @@ _MLP_ATTACKS = {
 }
 
 
+@pytest.mark.xla_default
 @pytest.mark.parametrize("name", sorted(_MLP_ATTACKS))
 def test_mlp_no_larger_than_pgd_bisection(name, mlp, pgd_reference):
   # Tolerances: the bisection brackets eps to hi / 4096 (l2 0.001, linf 0.0001: under 0.3% of the

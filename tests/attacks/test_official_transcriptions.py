@@ -209,6 +209,7 @@ def _start_draw(key, x, norm):
 ATOL = {"linf": 2.5e-7, "l2": 2e-6}
 
 
+@pytest.mark.xla_default
 @pytest.mark.parametrize("norm,eps,n_iter", [("linf", 0.05, 100), ("linf", 0.1, 12),
                                              ("l2", 0.3, 40)])
 def test_apgd_ce_official_matches_the_transcription(data, norm, eps, n_iter):
@@ -287,6 +288,7 @@ def _official_ce_lib(logits, y, *, target=None):
   return _official_ce(logits, y, target)
 
 
+@pytest.mark.xla_default
 def test_apgd_t_official_matches_the_transcription(data):
   """``APGDAttack_targeted.perturb``: targets 2 .. n_target_classes + 1 by the clean logits'
   order, each run on the examples no earlier target broke, the targeted DLR loss."""

@@ -119,6 +119,7 @@ def test_reproduce_writes_a_consistent_report(tmp_path, monkeypatch):
   _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch)
 
 
+@pytest.mark.xla_default
 def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path, monkeypatch):
   """The MNIST-5k suite on a tiny budget: its report and the catastrophic-overfitting table are
   written; run again with the same flags it neither trains nor evaluates anything again, on this

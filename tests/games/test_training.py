@@ -104,6 +104,7 @@ def digits_run(tmp_path_factory):
   return c, workdir, loop.train_and_evaluate(c, workdir)
 
 
+@pytest.mark.xla_default
 def test_short_run_on_digits_moves_the_frechet_distance_down(digits_run):
   _, workdir, summary = digits_run
   evals = loop.history(workdir)
@@ -120,6 +121,7 @@ def test_short_run_on_digits_moves_the_frechet_distance_down(digits_run):
   assert summary["last_eval"]["fd"] == evals[-1]["fd"]
 
 
+@pytest.mark.xla_default
 def test_n_critic_critic_updates_happen_per_generator_step(digits_run):
   c, workdir, summary = digits_run
   state = _final_state(workdir, c)
@@ -131,6 +133,7 @@ def test_n_critic_critic_updates_happen_per_generator_step(digits_run):
   assert _adam_count(state.generator_opt) == c.num_steps
 
 
+@pytest.mark.xla_default
 def test_gp_critic_is_about_1_lipschitz_after_short_training(digits_run):
   c, workdir, _ = digits_run
   g, d = networks.build(c, SHAPE)
