@@ -112,9 +112,10 @@ def test_cifs_step_is_the_joint_loss_with_the_label_rule():
                                 mutable=["batch_stats"])
     (_, top1_probes), _ = model.apply(v, x_adv, train=True, return_probes=True,
                                       mutable=["batch_stats"])
-    return loss, grads, top1, final, top1_probes[0], model.apply(v, x)
+    return loss, grads, top1, final, top1_probes[0], model.apply(v, x), model.apply(v, x_adv)
 
-  loss, grads, top1, final, probe1, eval_logits = references(state.params, state.batch_stats)
+  loss, grads, top1, final, probe1, eval_logits, eval_adv = references(state.params,
+                                                                       state.batch_stats)
   np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-6)
   # new = params - grads (SGD, lr 1): the step's gradient is jax.grad of the independent loss.
   chex.assert_trees_all_close(new_state.params, jax.tree.map(jnp.subtract, state.params, grads),
@@ -129,6 +130,11 @@ def test_cifs_step_is_the_joint_loss_with_the_label_rule():
   np.testing.assert_allclose(float(metrics["attacked"]), float(jnp.sum(eval_logits)), rtol=1e-5)
   np.testing.assert_allclose(float(metrics["adv_loss"]),
                              float(jnp.mean(losses.cross_entropy(final, y))), rtol=1e-6)
+  # The reported adversarial accuracy is the model's own prediction on x' (the top-1 rule, as the
+  # attack ran it), not the label rule's, which differs on this batch.
+  top1_acc = float(jnp.mean(jnp.argmax(eval_adv, -1) == y))
+  assert float(metrics["adv_acc"]) == top1_acc
+  assert top1_acc != float(jnp.mean(jnp.argmax(final, -1) == y))
 
 
 @pytest.mark.parametrize("method", ["trades", "mart"])
