@@ -10,6 +10,7 @@ the caveats of the small scale. Numbers are rendered as stored in ``reproduction
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
@@ -183,9 +184,10 @@ def _accuracy_lines(data: Dict[str, Any], methods: List[str], cols: List[str]) -
       # A seed's evaluation cost includes its full evaluation (with AutoAttack) when it had one.
       mean = lambda k: mean_std([r.get(k) + (r["full"].get(k, 0.0) if "full" in r and  # noqa: E731
                                              k.startswith("eval") else 0.0) for r in rs])[0]
+      steps = mean('attack_steps')  # nan: no training attack (standard training)
       L.append(f"| {suite.METHODS[m][0]} | {mean('train_epochs_s'):.0f} | "
                f"{mean('eval_wall_s'):.0f} | {mean('eval_cpu_s'):.0f} | "
-               f"{mean('attack_steps'):.2f} |")
+               f"{f'{steps:.2f}' if math.isfinite(steps) else 'none'} |")
   inval = {m: sum(sum(r["invalid"].values()) for r in res[m]) for m in methods}
   L.append(f"\nPoints returned outside the eps-ball or [0, 1] (counted robust): "
            f"{sum(inval.values())}.")

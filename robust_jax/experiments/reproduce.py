@@ -397,6 +397,10 @@ def rewrite_report(out: str, *, notes_path: Optional[str] = None,
       if os.path.exists(wd):
         r["train_epochs_s"] = epochs_seconds(wd)
         r["attack_steps"] = attack_steps_taken(wd)
+      summary_path = os.path.join(wd, archive_lib.SUMMARY_FILE)
+      if "beta" not in r and os.path.exists(summary_path):
+        with open(summary_path) as f:
+          r["beta"] = json.load(f)["config"].get("beta")
   data["verdicts"] = verdicts.verdicts(data["fosc"], data["flatness"], data["results"],
                                        data["gaps"])
   with open(path, "w") as f:
@@ -541,6 +545,7 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
   for i, s in enumerate(seeds):
     for m in methods:
       wd = os.path.join(out, "runs", m, f"seed{s}")
+      config = suite_spec.make_config(m, s)
       if finished_only:
         r = _cached_evaluation(wd, eps=eps, eval_examples=eval_examples, seed=s,
                                settings=settings)
@@ -549,9 +554,11 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
                 if s in full_seeds and common != attacks else None)
         if r is None or (s in full_seeds and common != attacks and full is None):
           continue
-        summary, dt_train, cpu_train = {}, float("nan"), float("nan")
+        rec = _summary_record(wd, config) or {}  # a run trained to the end has one
+        summary = rec.get("summary", {})
+        dt_train = rec.get("train_wall_s", float("nan"))
+        cpu_train = rec.get("train_cpu_s", float("nan"))
       else:
-        config = suite_spec.make_config(m, s)
         wants_full = s in full_seeds and common != attacks
         recorded = _recorded_run(wd, config, eps=eps, eval_examples=eval_examples, seed=s,
                                  settings=settings, full_settings=full_settings if wants_full
@@ -580,8 +587,8 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
       r = dict(r)
       if full is not None:
         r["full"] = {k: full[k] for k in FULL_KEYS if k in full}
-      r.update(seed=s, workdir=os.path.relpath(wd, out), train_wall_s=dt_train,
-               train_cpu_s=cpu_train, train_epochs_s=epochs_seconds(wd),
+      r.update(seed=s, workdir=os.path.relpath(wd, out), beta=float(config.beta),
+               train_wall_s=dt_train, train_cpu_s=cpu_train, train_epochs_s=epochs_seconds(wd),
                attack_steps=attack_steps_taken(wd), val_best=summary.get("best"),
                val_last={"clean": val[-1]["clean_acc"], "pgd10": val[-1]["robust_acc"]})
       results.setdefault(m, []).append(r)

@@ -90,7 +90,7 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
     flat: ``method -> flatness`` (``"rise"`` at alpha 0.5 and 1: [mean, std]) of ``pgd_at`` and
       ``pgd_at_awp`` where run.
     res: ``method -> one result per seed`` (``clean``, ``worst_case``, ``attacks``,
-      ``train_pgd20``).
+      ``train_pgd20``; ``beta``, the TRADES / MART weight the runs used, names it in the claim).
     gaps: ``method -> {"last": [...], "max": [...]}``, the per-epoch robust generalisation gaps.
 
   Returns:
@@ -205,7 +205,9 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
       verdict = "reproduced" if w_ == 1 or (c_, w_) == (1, -1) else "not reproduced"
       gp = [r["attacks"]["PGD-20"] - r["worst_case"] for r in res[m]]
       pp = [r["attacks"]["PGD-20"] - r["worst_case"] for r in res["pgd_at"]]
-      out.append({"claim": f"{name}: a better clean/robust trade-off than PGD-AT (beta = 6)",
+      beta = res[m][0].get("beta")  # the runs' beta (older records lack it)
+      out.append({"claim": f"{name}: a better clean/robust trade-off than PGD-AT"
+                           + ("" if beta is None else f" (beta = {beta:g})"),
                   "verdict": verdict,
                   "evidence": f"clean {d_c:+.1f} points (spread {s_c:.1f}), worst-case robust "
                               f"{d_w:+.1f} (spread {s_w:.1f}), PGD-20 {d_p:+.1f} (spread "

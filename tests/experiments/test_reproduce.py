@@ -87,6 +87,8 @@ def test_reproduce_writes_a_consistent_report(tmp_path, monkeypatch):
       assert acc <= r["clean"] + 1e-12, (m, name)
     assert sum(r["invalid"].values()) == 0
     assert os.path.exists(os.path.join(out, r["workdir"], "metrics.jsonl"))
+    with open(os.path.join(out, r["workdir"], "reproduce_summary.json")) as f:
+      assert r["beta"] == json.load(f)["config"]["beta"]  # the verdicts name it
   # The analyses that need PGD-AT ran on it; the ones that need a missing method did not.
   assert set(data["fosc"]) == {"pgd_at"} and set(data["flatness"]) == {"pgd_at"}
   assert len(data["flatness"]["pgd_at"]["loss"][0]) == len(suite.ALPHAS)
@@ -161,8 +163,10 @@ def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path, monkeypatch):
   assert {p: os.path.getmtime(p) for p in stamps} == stamps
   partial = json.load(open(os.path.join(out, "reproduction.json")))
   assert partial["params"]["seeds_done"] == [0]
-  assert {m: [r["worst_case"] for r in rs] for m, rs in partial["results"].items()} == {
-      m: [r["worst_case"] for r in rs] for m, rs in data["results"].items()}
+  # The same results, the training times and selected epochs too (read from the runs' records).
+  keep = ("worst_case", "train_wall_s", "train_cpu_s", "val_best", "beta")
+  assert {m: [{k: r[k] for k in keep} for r in rs] for m, rs in partial["results"].items()} == {
+      m: [{k: r[k] for k in keep} for r in rs] for m, rs in data["results"].items()}
   reproduce.main(argv)  # the full report again (--finished_only wrote a partial one)
   _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch,
                      files=("reproduction.json", "catastrophic.json"))

@@ -24,3 +24,13 @@ def test_one_seed_has_no_spread_and_several_seeds_have_theirs():
     assert "one seed" not in v["evidence"], v
     # sqrt(s_a^2 + s_b^2) of two equal spreads of 2 points / sqrt(2): 2.0 points
     assert "spread 2.0" in v["evidence"], v
+
+
+def test_the_trade_off_claims_name_the_beta_the_runs_used():
+  res = {"pgd_at": [_run(0.97, 0.78, 0.81)], "trades": [dict(_run(0.96, 0.60, 0.66), beta=1.0)],
+         "mart": [dict(_run(0.96, 0.70, 0.72), beta=6.0)]}
+  claims = {v["claim"].split(":")[0]: v["claim"] for v in verdicts.verdicts({}, {}, res)}
+  assert claims["TRADES"].endswith("(beta = 1)") and claims["MART"].endswith("(beta = 6)")
+  del res["trades"][0]["beta"]  # an older record: no beta is claimed
+  claims = {v["claim"].split(":")[0]: v["claim"] for v in verdicts.verdicts({}, {}, res)}
+  assert "beta" not in claims["TRADES"]
