@@ -5,7 +5,8 @@ r"""Reproduces the seeds' claims on the embedded digits or MNIST-5k and writes R
       --archive=reproduction/mnist5k   # several sessions of 2 cores, resumable on any machine
   python -m launch.reproduce --out=runs/reproduce --report_only   # re-render from the JSON
 
-Trains standard training, PGD-AT, Dynamic AT, FAT, GAIRAT, TRADES, MART and PGD-AT + AWP, evaluates
+Trains standard training, PGD-AT, Dynamic AT, FAT, GAIRAT, TRADES, MART and PGD-AT + AWP (mnist5k:
+and TRADES at beta 6 beside the official MNIST script's beta 1), evaluates
 every best checkpoint with the attacks of the seeds' table and writes ``OUT/REPRODUCTION.md`` and
 ``OUT/reproduction.json`` (:mod:`robust_jax.experiments.reproduce` says what and how). A stopped
 suite resumes where it stopped when run again with the same flags.
@@ -38,10 +39,10 @@ NOTES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reproduction_n
 # Per suite: the defaults of the flags left unset (None).
 SUITE_DEFAULTS = {
     "digits": dict(epochs=40, n_iter=50, n_queries=1000, pgd_steps=["20", "100"], columns=None,
-                   notes=NOTES, aa_seeds=None),
+                   notes=NOTES, aa_seeds=None, methods=list(suite.DIGITS_METHODS)),
     "mnist5k": dict(epochs=None, n_iter=100, n_queries=5000, pgd_steps=["20", "40"],
                     columns=["FGSM", "PGD-20", "PGD-40", "CW-inf", "APGD-CE", "AA"], notes=None,
-                    aa_seeds=["0"]),
+                    aa_seeds=["0"], methods=list(suite.MNIST5K_METHODS)),
 }
 
 
@@ -53,7 +54,8 @@ def _flag_values() -> flags.FlagValues:
   flags.DEFINE_string("out", None, "Output directory (runs, REPRODUCTION.md, reproduction.json).",
                       flag_values=fv)
   flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.", flag_values=fv)
-  flags.DEFINE_list("methods", list(suite.METHODS), f"Any of {', '.join(suite.METHODS)}.",
+  flags.DEFINE_list("methods", None, f"Any of {', '.join(suite.METHODS)} (digits: "
+                    f"{','.join(suite.DIGITS_METHODS)}; mnist5k: also trades_beta6).",
                     flag_values=fv)
   flags.DEFINE_integer("epochs", None, "Epochs per run (digits: 40, the recipe's schedules scaled "
                        "from 60; mnist5k: the CPU variants' 15).", flag_values=fv)
@@ -115,7 +117,7 @@ def _check_flags(fv: flags.FlagValues) -> Tuple[List[int], List[int]]:
   if not fv.out:
     raise app.UsageError("pass --out=DIR")
   seeds, co_seeds = _ints("seeds", fv.seeds), _ints("co_seeds", fv.co_seeds)
-  unknown = [m for m in fv.methods if m not in suite.METHODS]
+  unknown = [m for m in fv.methods or () if m not in suite.METHODS]
   if unknown:
     raise app.UsageError(f"--methods: unknown {unknown}; valid: {list(suite.METHODS)}")
   unknown = [s for s in fv.co_settings if s not in catastrophic.SETTINGS]
@@ -153,7 +155,7 @@ def main(argv):
   aa_seeds = (None if aa_seeds is None or aa_seeds == ["all"] else
               [x for x in _ints("aa_seeds", aa_seeds) if x in seeds])
   reproduce.run(fv.out, suite_spec=spec, seeds=seeds,
-                methods=list(fv.methods), n_iter=get("n_iter"), n_queries=get("n_queries"),
+                methods=list(get("methods")), n_iter=get("n_iter"), n_queries=get("n_queries"),
                 cw_steps=fv.cw_steps, pgd_steps=[int(k) for k in get("pgd_steps")],
                 columns=get("columns"), eval_examples=fv.eval_examples,
                 directions=fv.directions, command=cmd, notes_path=d["notes"],

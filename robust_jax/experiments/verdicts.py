@@ -184,7 +184,7 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
                             f"(spread {s_a:.1f}); worst case {d_w:+.1f} (spread {s_w:.1f}); "
                             f"PGD-20 minus AA: GAIRAT {pm(gp)}, PGD-AT {pm(pp)} points."})
 
-  for m, name in (("trades", "TRADES"), ("mart", "MART")):
+  for m, name in (("trades", "TRADES"), ("trades_beta6", "TRADES"), ("mart", "MART")):
     if have("pgd_at", m):
       d_c, s_c = diff(col(m, "clean"), col("pgd_at", "clean"))
       d_w, s_w = diff(col(m, "worst_case"), col("pgd_at", "worst_case"))

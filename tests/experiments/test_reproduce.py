@@ -9,6 +9,7 @@ import re
 import pytest
 
 from launch import reproduce
+from launch.configs import mnist5k
 from robust_jax.experiments import catastrophic, suite
 from robust_jax.experiments import reproduce as reproduce_lib
 
@@ -217,3 +218,14 @@ def test_bad_flags_fail_before_anything_runs(tmp_path, flag, named):
   with pytest.raises(reproduce.app.UsageError, match=named):
     reproduce.main(["reproduce", "--suite=mnist5k", f"--out={out}", flag])
   assert not out.exists()
+
+
+def test_the_mnist5k_suite_runs_trades_at_the_scripts_and_the_papers_beta():
+  """MNIST-5k's default methods add TRADES at beta 6 (the paper's MNIST setting) beside the
+  official script's beta 1; the two rows differ in beta only. The digits suite is unchanged."""
+  defaults = reproduce.SUITE_DEFAULTS
+  assert defaults["digits"]["methods"] == list(suite.DIGITS_METHODS)
+  assert set(defaults["mnist5k"]["methods"]) == set(suite.DIGITS_METHODS) | {"trades_beta6"}
+  spec = suite.mnist5k_suite(mnist5k.get_config)
+  c1, c6 = (spec.make_config(m, 0).to_dict() for m in ("trades", "trades_beta6"))
+  assert {k for k in c1 if c1[k] != c6[k]} == {"beta"} and (c1["beta"], c6["beta"]) == (1.0, 6.0)
