@@ -25,9 +25,10 @@ case "$cmd" in
   test)
     # Two passes (tests/conftest.py): the suite under XLA:CPU's optimisation level 0, then the tests
     # marked xla_default under the default level (exit status 5: the arguments selected none).
-    python -m pytest -n 2 tests "$@"
+    # Extra arguments go to pytest; without a path among them it collects tests/ (setup.cfg).
+    python -m pytest -n 2 "$@"
     echo "== the tests marked xla_default, under XLA's default optimisation level"
-    ROBUST_JAX_TEST_XLA_OPT=default python -m pytest -n 2 -m xla_default tests "$@" || [ $? -eq 5 ]
+    ROBUST_JAX_TEST_XLA_OPT=default python -m pytest -n 2 -m xla_default "$@" || [ $? -eq 5 ]
     ;;
   *) echo "usage: bash run.sh [demo|test] [extra args]" >&2; exit 2 ;;
 esac
