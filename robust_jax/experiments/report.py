@@ -10,6 +10,7 @@ the caveats of the small scale. Numbers are rendered as stored in ``reproduction
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import platform
@@ -29,17 +30,32 @@ def cpu_seconds() -> float:
   return ru.ru_utime + ru.ru_stime
 
 
-def machine_description() -> str:
-  """One line: the CPU model, the visible logical CPUs, the OS, JAX and its devices, Python."""
-  cpu = platform.processor() or platform.machine()
+def _cpuinfo(field: str) -> Optional[str]:
+  """The first ``field`` line's value in /proc/cpuinfo, or None."""
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
+        if line.split(":", 1)[0].strip() == field:
+          return line.split(":", 1)[1].strip()
   except OSError:
     pass
+  return None
+
+
+def machine_description() -> str:
+  """One line: the CPU model and a hash of its instruction-set flags, the visible logical CPUs, the
+  OS, JAX and its devices, Python.
+
+  XLA:CPU compiles for the host's instruction set, so the same code and seed may round differently
+  on another CPU, and a training run's trajectory then diverges: the MNIST-5k Dynamic AT seed 0 of
+  one session's machine had a first-epoch training loss of 0.751461, where the same code and
+  config give 0.750220 on another (as does the code of two weeks earlier there). The flags' hash
+  tells CPUs of one model name apart.
+  """
+  cpu = _cpuinfo("model name") or platform.processor() or platform.machine()
+  flags = _cpuinfo("flags") or _cpuinfo("Features")  # x86 / aarch64
+  if flags is not None:
+    cpu += f" (CPU flags sha1 {hashlib.sha1(flags.encode()).hexdigest()[:10]})"
   dev = jax.devices()[0]
   return (f"{cpu}, {os.cpu_count()} logical CPUs visible, {platform.system()} "
           f"{platform.release()}; JAX {jax.__version__} on {dev.platform} "
@@ -92,6 +108,11 @@ def _setup_lines(data: Dict[str, Any], methods: List[str]) -> List[str]:
              f"the numbers below are over the runs finished, the claims judged on them.\n")
   L.append(f"- Command: `{data['command']}`")
   L.append(f"- Machine: {data['machine']}")
+  trained_on = sorted({r["machine"] for m in methods for r in data["results"][m]
+                       if r.get("machine")})
+  if trained_on and trained_on != [data["machine"]]:
+    L.append(f"- The runs were trained on: {'; '.join(trained_on)} (each run's summary file says "
+             f"which; runs without one predate the record).")
   if data.get("finished_only"):
     L.append(f"- Date: {data['date']}, written by `--finished_only` from the runs finished by "
              f"then (their costs are in the cost table; the load of the machine while they ran "

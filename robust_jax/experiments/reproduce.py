@@ -129,12 +129,14 @@ def write_json(path: str, obj) -> None:
 
 def write_summary(workdir: str, config, summary: Optional[Dict[str, Any]] = None, *,
                   train_wall_s: float = float("nan"), train_cpu_s: float = float("nan")) -> None:
-  """Marks a run finished: ``workdir/reproduce_summary.json`` with its config, training summary and
-  the wall and CPU seconds of the call that trained it (what :mod:`robust_jax.experiments.archive`
-  keeps and :func:`recorded_config_matches` reads)."""
+  """Marks a run finished: ``workdir/reproduce_summary.json`` with its config, training summary,
+  the wall and CPU seconds of the call that trained it and the machine that ran it
+  (:func:`robust_jax.experiments.report.machine_description`); what
+  :mod:`robust_jax.experiments.archive` keeps and :func:`recorded_config_matches` reads."""
   write_json(os.path.join(workdir, archive_lib.SUMMARY_FILE),
              {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {}),
-              "train_wall_s": train_wall_s, "train_cpu_s": train_cpu_s})
+              "train_wall_s": train_wall_s, "train_cpu_s": train_cpu_s,
+              "machine": report.machine_description()})
 
 
 def _summary_record(workdir: str, config) -> Optional[Dict[str, Any]]:
@@ -587,8 +589,10 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
       r = dict(r)
       if full is not None:
         r["full"] = {k: full[k] for k in FULL_KEYS if k in full}
+      machine = (_summary_record(wd, config) or {}).get("machine")  # absent in older records
       r.update(seed=s, workdir=os.path.relpath(wd, out), beta=float(config.beta),
-               train_wall_s=dt_train, train_cpu_s=cpu_train, train_epochs_s=epochs_seconds(wd),
+               machine=machine, train_wall_s=dt_train, train_cpu_s=cpu_train,
+               train_epochs_s=epochs_seconds(wd),
                attack_steps=attack_steps_taken(wd), val_best=summary.get("best"),
                val_last={"clean": val[-1]["clean_acc"], "pgd10": val[-1]["robust_acc"]})
       results.setdefault(m, []).append(r)

@@ -121,6 +121,18 @@ def test_reproduce_writes_a_consistent_report(tmp_path, monkeypatch):
   assert not any("checkpoints" in dirs for _, dirs, _ in os.walk(archive))
   _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch)
 
+  # Each run records the machine that trained it (the CPU's flags hashed: XLA compiles for them);
+  # a report over runs of several machines lists them.
+  assert "CPU flags sha1" in data["machine"]
+  assert {r["machine"] for m in METHODS for r in data["results"][m]} == {data["machine"]}
+  assert "trained on" not in md
+  data["results"][METHODS[0]][0]["machine"] = "another CPU"
+  with open(os.path.join(out, "reproduction.json"), "w") as f:
+    json.dump(data, f)
+  (line,) = [l for l in reproduce_lib.rewrite_report(out).splitlines() if "trained on" in l]
+  assert line.startswith("- The runs were trained on: ") and "another CPU" in line
+  assert data["machine"] in line
+
 
 @pytest.mark.xla_default
 def test_the_mnist5k_suite_resumes_without_redoing_work(tmp_path, monkeypatch):
