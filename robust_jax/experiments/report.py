@@ -49,7 +49,7 @@ def machine_description() -> str:
   XLA:CPU compiles for the host's instruction set, so the same code and seed may round differently
   on another CPU, and a training run's trajectory then diverges: the MNIST-5k Dynamic AT seed 0 of
   one session's machine had a first-epoch training loss of 0.751461, where the same code and
-  config give 0.750220 on another (as does the code of two weeks earlier there). The flags' hash
+  config give 0.750220 on another (as does the code at 652b74e there). The flags' hash
   tells CPUs of one model name apart.
   """
   cpu = _cpuinfo("model name") or platform.processor() or platform.machine()
