@@ -49,6 +49,10 @@ CPU variants (``<row>,cpu``): one seed in about 5 minutes on a 2-core CPU. Every
   validation accuracy after 4 epochs (112 updates, batch 128), 2.302 after 336 updates (batch 32).
   With batch 32 and a 4-epoch warm-up it reached 96% clean / 68% PGD-10 validation accuracy after
   5 epochs (560 updates, constant lr; measured once).
+* AT+AWP (``awp_at``): the weight perturbation starts after the eps warm-up, at epoch 5
+  (``awp_warmup``; AT-AWP's SVHN setting, ``--awp-warmup 5``, where the CIFAR-10 one is 0). From
+  epoch 0, seed 0 never left the initial loss plateau: train loss 2.303-2.306 and 10-18%
+  validation accuracy for 11 epochs, while PGD-AT without AWP learns from the same start.
 * SmallCNN and CNN4 rows: batch 32 instead of 128 (112 updates per epoch instead of 28, at the same
   cost per epoch; lr unchanged); training attack 10 steps of eps/4 = 0.075 instead of 40 of 0.01
   (the CIFAR-10 scripts' 10 steps of about eps/4, e.g. TRADES' 0.007 at 0.031; Dynamic AT's MNIST
@@ -275,6 +279,8 @@ def _cpu(c, protocol: str):
     return c                              # the fast-AT rows fit the CPU as they are
   _scale_epochs(c, CPU_EPOCHS)
   c.eps_warmup_epochs = CPU_EPOCHS // 3   # eps 0 -> 0.3 over the first 5 epochs, per step
+  if c.weight_perturbation == "awp":      # AWP once eps is reached ([AWP] SVHN: --awp-warmup 5)
+    c.awp_warmup = max(c.awp_warmup, c.eps_warmup_epochs)
   if protocol == "mnist_net":
     return c                              # 40 steps of 0.01 are cheap on Wong's network
   c.batch_size = CPU_BATCH_SIZE

@@ -223,6 +223,9 @@ def test_cpu_variant_cuts_only_what_the_docstring_says(name):
     assert changed <= scaled, changed
     assert (cpu.num_steps, cpu.step_size, cpu.batch_size) == (40, 0.01, 50)
     return
+  # AT+AWP: the weight perturbation starts once eps is reached (the SVHN script's awp_warmup).
+  assert cpu.awp_warmup == (cpu.eps_warmup_epochs if cpu.weight_perturbation == "awp" else 0)
+  scaled |= {"awp_warmup"}
   assert changed <= scaled | {"batch_size", "num_steps", "step_size", "test_attack_steps"}, changed
   assert (cpu.batch_size, cpu.num_steps) == (32, 10)
   assert cpu.step_size == pytest.approx(cpu.eps / 4)
