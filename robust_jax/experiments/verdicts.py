@@ -146,7 +146,8 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
     if fosc_ok is not None:
       text += (f"FOSC controlled by c_t: {'yes' if controlled else 'no'}; final FOSC as low as "
                f"PGD-AT's: {'yes' if converged else 'no'}.")
-    out.append({"claim": "Dynamic AT: better-converged, controlled FOSC and robustness comparable "
+    out.append({"methods": ("dart",),
+                "claim": "Dynamic AT: better-converged, controlled FOSC and robustness comparable "
                          "to or better than PGD-AT", "verdict": verdict, "evidence": text})
 
   if have("pgd_at", "fat"):
@@ -156,7 +157,8 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
     similar = d_w >= -max(s_w, 2.0)
     verdict = ("reproduced" if higher_clean and similar else
                "partly reproduced" if higher_clean or (similar and d_c > 0) else "not reproduced")
-    out.append({"claim": "FAT: higher clean accuracy at similar robustness (vs PGD-AT)",
+    out.append({"methods": ("fat",),
+                "claim": "FAT: higher clean accuracy at similar robustness (vs PGD-AT)",
                 "verdict": verdict,
                 "evidence": f"clean {d_c:+.1f} points (spread {s_c:.1f}); worst-case robust "
                             f"{d_w:+.1f} (spread {s_w:.1f})."})
@@ -178,7 +180,8 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
     verdict = ("reproduced" if higher_pgd and no_aa_gain else
                "partly reproduced" if (no_aa_gain and mean_std(gp)[0] > mean_std(pp)[0])
                else "not reproduced")
-    out.append({"claim": "GAIRAT: higher PGD robustness but not higher AutoAttack robustness",
+    out.append({"methods": ("gairat",),
+                "claim": "GAIRAT: higher PGD robustness but not higher AutoAttack robustness",
                 "verdict": verdict,
                 "evidence": f"PGD-20 {d_p:+.1f} points (spread {s_p:.1f}); AA {d_a:+.1f} "
                             f"(spread {s_a:.1f}); worst case {d_w:+.1f} (spread {s_w:.1f}); "
@@ -206,7 +209,8 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
       gp = [r["attacks"]["PGD-20"] - r["worst_case"] for r in res[m]]
       pp = [r["attacks"]["PGD-20"] - r["worst_case"] for r in res["pgd_at"]]
       beta = res[m][0].get("beta")  # the runs' beta (older records lack it)
-      out.append({"claim": f"{name}: a better clean/robust trade-off than PGD-AT"
+      out.append({"methods": (m,),
+                  "claim": f"{name}: a better clean/robust trade-off than PGD-AT"
                            + ("" if beta is None else f" (beta = {beta:g})"),
                   "verdict": verdict,
                   "evidence": f"clean {d_c:+.1f} points (spread {s_c:.1f}), worst-case robust "
@@ -253,10 +257,12 @@ def verdicts(fosc: Dict[str, Any], flat: Dict[str, Any], res: Dict[str, List[Dic
       verdict = "partly reproduced"
     else:
       verdict = "not reproduced"
-    out.append({"claim": "AWP: flatter weight loss landscape and smaller robust generalisation "
+    out.append({"methods": ("pgd_at_awp",),
+                "claim": "AWP: flatter weight loss landscape and smaller robust generalisation "
                          "gap than PGD-AT", "verdict": verdict, "evidence": text.strip()})
-  if max((len(rs) for rs in res.values()), default=0) == 1:
-    # One seed per method: no spread was measured; "spread 0.0" would read as a measured zero.
-    for v in out:
+  for v in out:
+    # One seed of each compared method (and of PGD-AT): no spread was measured; "spread 0.0"
+    # would read as a measured zero.
+    if all(len(res[m]) == 1 for m in v.pop("methods") + ("pgd_at",)):
       v["evidence"] = re.sub(r"\bspread 0\.0\b", "one seed, no spread", v["evidence"])
   return out

@@ -40,3 +40,12 @@ def test_the_trade_off_claims_name_the_beta_the_runs_used():
   del res["trades"][0]["beta"]  # an older record: no beta is claimed
   claims = {v["claim"].split(":")[0]: v["claim"] for v in verdicts.verdicts({}, {}, res)}
   assert "beta" not in claims["TRADES"]
+
+
+def test_a_method_with_more_seeds_leaves_the_one_seed_comparisons_as_they_are():
+  # A partial suite: standard training has its second seed, the compared methods one each.
+  res = {"pgd_at": [_run(0.97, 0.78, 0.81)], "trades": [_run(0.96, 0.60, 0.66)],
+         "standard": [_run(0.95, 0.0, 0.01), _run(0.96, 0.0, 0.02)]}
+  (v,) = [v for v in verdicts.verdicts({}, {}, res) if v["claim"].startswith("TRADES")]
+  assert "one seed, no spread" in v["evidence"] and "spread 0.0" not in v["evidence"]
+  assert "methods" not in v
