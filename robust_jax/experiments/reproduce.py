@@ -128,26 +128,34 @@ def write_json(path: str, obj) -> None:
 
 
 def write_summary(workdir: str, config, summary: Optional[Dict[str, Any]] = None, *,
-                  train_wall_s: float = float("nan"), train_cpu_s: float = float("nan")) -> None:
+                  train_wall_s: float = float("nan"),
+                  train_cpu_s: float = float("nan")) -> Dict[str, Any]:
   """Marks a run finished: ``workdir/reproduce_summary.json`` with its config, training summary,
   the wall and CPU seconds of the call that trained it and the machine that ran it
   (:func:`robust_jax.experiments.report.machine_description`); what
-  :mod:`robust_jax.experiments.archive` keeps and :func:`recorded_config_matches` reads."""
-  write_json(os.path.join(workdir, archive_lib.SUMMARY_FILE),
-             {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {}),
-              "train_wall_s": train_wall_s, "train_cpu_s": train_cpu_s,
-              "machine": report.machine_description()})
+  :mod:`robust_jax.experiments.archive` keeps and :func:`recorded_config_matches` reads. Returns
+  the record written."""
+  rec = {"config": _jsonable(config.to_dict()), "summary": _jsonable(summary or {}),
+         "train_wall_s": train_wall_s, "train_cpu_s": train_cpu_s,
+         "machine": report.machine_description()}
+  write_json(os.path.join(workdir, archive_lib.SUMMARY_FILE), rec)
+  return rec
+
+
+def _read_summary(workdir: str) -> Optional[Dict[str, Any]]:
+  """The run's summary file (:func:`write_summary`), or None when it has none."""
+  path = os.path.join(workdir, archive_lib.SUMMARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def _summary_record(workdir: str, config) -> Optional[Dict[str, Any]]:
   """The run's summary file (:func:`write_summary`) when it exists and was written for ``config``,
   else None."""
-  path = os.path.join(workdir, archive_lib.SUMMARY_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    rec = json.load(f)
-  return rec if rec.get("config") == _jsonable(config.to_dict()) else None
+  rec = _read_summary(workdir)
+  return rec if rec is not None and rec.get("config") == _jsonable(config.to_dict()) else None
 
 
 def recorded_config_matches(workdir: str, config) -> bool:
@@ -158,7 +166,7 @@ def recorded_config_matches(workdir: str, config) -> bool:
 def _recorded_run(workdir: str, config, *, eps: float, eval_examples: int, seed: int,
                   settings: Dict[str, Any], full_settings: Optional[Dict[str, Any]],
                   directions: int):
-  """``(training summary, result, full result or None)`` of a run that finished with this config
+  """``(summary record, result, full result or None)`` of a run that finished with this config
   and was evaluated with these settings (and measured with ``directions`` flatness directions, when
   > 0), read from its files (:mod:`robust_jax.experiments.archive`; no checkpoint needed), or
   None: the run is to be trained (resumed) and evaluated."""
@@ -174,8 +182,7 @@ def _recorded_run(workdir: str, config, *, eps: float, eval_examples: int, seed:
   if directions > 0 and _cached_flatness(workdir, directions=directions, seed=seed,
                                          eval_examples=eval_examples) is None:
     return None
-  nan = float("nan")
-  return rec["summary"], r, full, (rec.get("train_wall_s", nan), rec.get("train_cpu_s", nan))
+  return rec, r, full
 
 
 def _cached_evaluation(workdir: str, *, eps: float, eval_examples: int, seed: int,
@@ -399,10 +406,9 @@ def rewrite_report(out: str, *, notes_path: Optional[str] = None,
       if os.path.exists(wd):
         r["train_epochs_s"] = epochs_seconds(wd)
         r["attack_steps"] = attack_steps_taken(wd)
-      summary_path = os.path.join(wd, archive_lib.SUMMARY_FILE)
-      if "beta" not in r and os.path.exists(summary_path):
-        with open(summary_path) as f:
-          r["beta"] = json.load(f)["config"].get("beta")
+      rec = _read_summary(wd)
+      if "beta" not in r and rec is not None:
+        r["beta"] = rec["config"].get("beta")
   data["verdicts"] = verdicts.verdicts(data["fosc"], data["flatness"], data["results"],
                                        data["gaps"])
   with open(path, "w") as f:
@@ -557,9 +563,6 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
         if r is None or (s in full_seeds and common != attacks and full is None):
           continue
         rec = _summary_record(wd, config) or {}  # a run trained to the end has one
-        summary = rec.get("summary", {})
-        dt_train = rec.get("train_wall_s", float("nan"))
-        cpu_train = rec.get("train_cpu_s", float("nan"))
       else:
         wants_full = s in full_seeds and common != attacks
         recorded = _recorded_run(wd, config, eps=eps, eval_examples=eval_examples, seed=s,
@@ -567,7 +570,7 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
                                  else None, directions=directions if m in FLATNESS_METHODS
                                  else 0)
         if recorded is not None:  # finished earlier, possibly on another machine (archive)
-          summary, r, full, (dt_train, cpu_train) = recorded
+          rec, r, full = recorded
         else:
           t, cpu = time.time(), report.cpu_seconds()
           summary = train(config, wd)
@@ -581,7 +584,7 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
           timing["eval_s"] += time.time() - t
           if m in FLATNESS_METHODS and directions > 0:
             flatness_cached(wd, ds, directions=directions, seed=s, eval_examples=eval_examples)
-          write_summary(wd, config, summary, train_wall_s=dt_train, train_cpu_s=cpu_train)
+          rec = write_summary(wd, config, summary, train_wall_s=dt_train, train_cpu_s=cpu_train)
           if archive:
             archive_lib.save(out, archive)
       val = [x for x in metrics_lib.read(wd)
@@ -589,9 +592,11 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
       r = dict(r)
       if full is not None:
         r["full"] = {k: full[k] for k in FULL_KEYS if k in full}
-      machine = (_summary_record(wd, config) or {}).get("machine")  # absent in older records
+      summary = rec.get("summary", {})
+      dt_train = rec.get("train_wall_s", float("nan"))
       r.update(seed=s, workdir=os.path.relpath(wd, out), beta=float(config.beta),
-               machine=machine, train_wall_s=dt_train, train_cpu_s=cpu_train,
+               machine=rec.get("machine"),  # absent in records older than this field
+               train_wall_s=dt_train, train_cpu_s=rec.get("train_cpu_s", float("nan")),
                train_epochs_s=epochs_seconds(wd),
                attack_steps=attack_steps_taken(wd), val_best=summary.get("best"),
                val_last={"clean": val[-1]["clean_acc"], "pgd10": val[-1]["robust_acc"]})
