@@ -143,7 +143,10 @@ def main(argv):
   get = lambda name: d[name] if getattr(fv, name) is None else getattr(fv, name)  # noqa: E731
   extra = lambda: catastrophic.report_lines(fv.out) if fv.suite == "mnist5k" else []  # noqa: E731
   if fv.report_only:
-    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
+    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra(),
+                             archive=fv.archive)
+    if fv.archive:
+      archive.save(fv.out, fv.archive)
     return
   cmd = fv.command or ("python -m launch.reproduce " + " ".join(shlex.quote(a) for a in argv[1:]))
   if fv.suite == "digits":
@@ -161,12 +164,14 @@ def main(argv):
                 directions=fv.directions, command=cmd, notes_path=d["notes"],
                 finished_only=fv.finished_only, full_seeds=aa_seeds, archive=fv.archive)
   if fv.finished_only:
-    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
+    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra(),
+                             archive=fv.archive)
   elif fv.suite == "mnist5k" and fv.co_settings:
     catastrophic.run(fv.out, get_config=mnist5k.get_config, settings=list(fv.co_settings),
                      seeds=co_seeds, epochs=fv.co_epochs,
                      eval_examples=fv.eval_examples, archive=fv.archive)
-    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra())
+    reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra(),
+                             archive=fv.archive)
     if fv.archive:
       archive.save(fv.out, fv.archive)
 

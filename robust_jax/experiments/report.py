@@ -352,10 +352,25 @@ def _caveat_lines(data: Dict[str, Any]) -> List[str]:
     L.append("- Dynamic AT keeps the paper's c_max = 0.5 and T' = 0.8 T; FOSC's scale depends on "
              "eps, the input dimension and the gradient, so the criterion is not calibrated for "
              "digits (see the 'steps' column for how much of the PGD-10 budget it used).")
-  L.append(f"\nRaw numbers: `{os.path.join(data.get('out', '.'), 'reproduction.json')}`; runs, "
-           f"checkpoints and `metrics.jsonl` under "
-           f"`{os.path.join(data.get('out', '.'), 'runs')}/<method>/seed<k>/`.")
+  out = display_path(data.get("out", "."))
+  if data.get("archive"):
+    arc = display_path(data["archive"])
+    L.append(f"\nRaw numbers: `{arc}/reproduction.json`, and each run's records without its "
+             f"checkpoints (`metrics.jsonl`, its summary and evaluation JSON) under "
+             f"`{arc}/runs/<method>/seed<k>/`, committed; the suite resumes from there on any "
+             f"machine (`--archive={arc}`). Checkpoints: `{out}/runs/<method>/seed<k>/` of the "
+             f"machine that trained the run.")
+  else:
+    L.append(f"\nRaw numbers: `{out}/reproduction.json`; runs, checkpoints and `metrics.jsonl` "
+             f"under `{out}/runs/<method>/seed<k>/`.")
   return L
+
+
+def display_path(path: str) -> str:
+  """``path`` relative to the working directory when it lies under it (a report names the paths of
+  the repository, not of the machine that wrote it), else as given."""
+  rel = os.path.relpath(os.path.abspath(path))
+  return path if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
 def write_report(out: str, data: Dict[str, Any], *, notes_path: Optional[str] = None,

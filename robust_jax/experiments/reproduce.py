@@ -393,13 +393,16 @@ def _gap_summary(curves: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def rewrite_report(out: str, *, notes_path: Optional[str] = None,
-                   extra_lines: Sequence[str] = ()) -> str:
+                   extra_lines: Sequence[str] = (), archive: Optional[str] = None) -> str:
   """Recomputes the verdicts from ``OUT/reproduction.json``, saves it and rewrites REPRODUCTION.md
-  (nothing is trained or evaluated), with ``extra_lines`` after the gap section. Returns the
+  (nothing is trained or evaluated), with ``extra_lines`` after the gap section; ``archive`` (None:
+  as recorded) is the archive directory the report names for the raw numbers. Returns the
   markdown."""
   path = os.path.join(out, "reproduction.json")
   with open(path) as f:
     data = json.load(f)
+  if archive:
+    data["archive"] = archive
   for rs in data["results"].values():  # from the runs' records (older JSON files lack them)
     for r in rs:
       wd = os.path.join(out, r["workdir"])
@@ -612,7 +615,7 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
           out, results, workdirs, ds, seeds_done=seeds_done, params=params,
           suite_name=suite_spec.name, directions=0 if finished_only else directions,
           eval_examples=eval_examples, timing=dict(timing, t0=t0, cpu0=cpu0, load0=load0),
-          command=command, notes_path=notes_path, finished_only=finished_only)
+          command=command, notes_path=notes_path, finished_only=finished_only, archive=archive)
       if archive and not finished_only:
         archive_lib.save(out, archive)
   print(f"[reproduce] wrote {os.path.join(out, 'REPRODUCTION.md')} "
@@ -622,7 +625,7 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
 
 def _analyse_and_report(out, results, workdirs, ds, *, seeds_done, params, suite_name,
                         directions, eval_examples, timing, command, notes_path,
-                        finished_only=False):
+                        finished_only=False, archive=None):
   """The analyses over the runs so far, ``reproduction.json`` and ``REPRODUCTION.md``."""
   if not results:
     raise ValueError(f"no finished run with these evaluation settings under {out}/runs")
@@ -638,7 +641,7 @@ def _analyse_and_report(out, results, workdirs, ds, *, seeds_done, params, suite
   gaps = {m: _gap_summary([gap_curve(w) for w in wds]) for m, wds in workdirs.items()}
   analysis_s = time.time() - t
   data = {
-      "out": out, "suite": suite_name, "finished_only": finished_only,
+      "out": out, "archive": archive, "suite": suite_name, "finished_only": finished_only,
       "command": command or " ".join(shlex.quote(a) for a in sys.argv),
       "machine": report.machine_description(),
       "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

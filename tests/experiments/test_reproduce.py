@@ -11,6 +11,7 @@ import pytest
 from launch import reproduce
 from launch.configs import mnist5k
 from robust_jax.experiments import catastrophic, suite
+from robust_jax.experiments import report as report_lib
 from robust_jax.experiments import reproduce as reproduce_lib
 
 METHODS = ("standard", "pgd_at")
@@ -99,6 +100,9 @@ def test_reproduce_writes_a_consistent_report(tmp_path, monkeypatch):
   assert "python -m launch.reproduce" in md and "--methods=standard,pgd_at" in md
   assert "Machine:" in md and "Date:" in md and "runtime" in md
   assert "n_iter=3" in md and "n_queries=10" in md
+  # The raw numbers are named where they outlive this machine: the archive (tmp_path lies outside
+  # the working directory, so its path is as given).
+  assert f"Raw numbers: `{archive}/reproduction.json`" in md and f"`{archive}/runs/" in md
   rows = {}
   lines = md.splitlines()
   start = lines.index("Every column:")
@@ -241,3 +245,12 @@ def test_the_mnist5k_suite_runs_trades_at_the_scripts_and_the_papers_beta():
   spec = suite.mnist5k_suite(mnist5k.get_config)
   c1, c6 = (spec.make_config(m, 0).to_dict() for m in ("trades", "trades_beta6"))
   assert {k for k in c1 if c1[k] != c6[k]} == {"beta"} and (c1["beta"], c6["beta"]) == (1.0, 6.0)
+
+
+def test_report_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+  # A report written with absolute paths names the repository's paths, not the machine's.
+  monkeypatch.chdir(tmp_path)
+  assert report_lib.display_path(str(tmp_path / "runs" / "x")) == os.path.join("runs", "x")
+  assert report_lib.display_path("runs/x") == os.path.join("runs", "x")
+  outside = str(tmp_path.parent / "elsewhere")
+  assert report_lib.display_path(outside) == outside
