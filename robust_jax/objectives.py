@@ -34,7 +34,7 @@ from the config fields ``beta``, ``alp_weight`` and ``mma_margin``.
 
 Auxiliary logits (:func:`with_auxiliary_logits`, :attr:`OuterObjective.auxiliary`): a model whose
 training forward also returns auxiliary logits (the CIFS probes,
-:func:`robust_jax.training.step.training_forward`) is trained on
+:func:`robust_jax.models.functional.training_forward`) is trained on
 ``[objective + beta / P * sum_p CE(aux_p)] * 3 / (beta + 1)``, beta = 2, the official CIFS
 ``joint_CE_loss`` around any objective. The probes' CE is on the batch whose logits the objective
 reports: x' for every objective that reads ``logits_adv`` (PGD-AT: exactly ``joint_CE_loss``;

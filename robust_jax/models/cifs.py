@@ -42,7 +42,7 @@ returns ``(logits, [probe logits...])`` for :func:`joint_ce_loss`, the official 
 Training (``launch.train --config.model=cifs_cnn4``, or any method of the library): both models
 declare their training forward, ``training_logits(x, labels)`` (train mode, the label rule,
 ``(logits, probes)``), which the training step calls for the outer loss
-(:func:`robust_jax.training.step.training_forward`); the objective adds the probes' CE with the
+(:func:`robust_jax.models.functional.training_forward`); the objective adds the probes' CE with the
 weights of :func:`joint_ce_loss` (:func:`robust_jax.objectives.with_auxiliary_logits`, beta = 2).
 With PGD-AT (``ce_adv``) the step's loss is the official ``joint_CE_loss`` of the final and probe
 logits on the adversarial batch, with the label rule; with TRADES, MART and the other objectives
@@ -249,7 +249,7 @@ class CIFSCNN4(nn.Module):
     return (logits, probes) if return_probes else logits
 
   def training_logits(self, x: jax.Array, labels: jax.Array):
-    """The training forward (:func:`robust_jax.training.step.training_forward`'s hook): train mode,
+    """The training forward (:func:`robust_jax.models.functional.training_forward`'s hook): train mode,
     the masks' label rule, ``(logits, [probe logits x 2])`` for the joint loss."""
     return self(x, train=True, labels=labels, return_probes=True)
 
@@ -297,7 +297,7 @@ class CIFSResNet18(nn.Module):
     return (logits, probes) if return_probes else logits
 
   def training_logits(self, x: jax.Array, labels: jax.Array):
-    """The training forward (:func:`robust_jax.training.step.training_forward`'s hook): train mode,
+    """The training forward (:func:`robust_jax.models.functional.training_forward`'s hook): train mode,
     the masks' label rule, ``(logits, [probe logits x 2])`` for the joint loss."""
     return self(x, train=True, labels=labels, return_probes=True)
 

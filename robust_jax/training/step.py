@@ -11,7 +11,7 @@ else; it contains no method name and no kind string:
    weights (GAIRAT's kappa, Dynamic AT's official reweighting) or none;
 3. the objective (:mod:`robust_jax.objectives`) plus the regulariser (:mod:`robust_jax.regularizers`)
    is the loss at parameters p, with BatchNorm in train mode; the model runs through its training
-   forward (:func:`training_forward`): a model that declares one (CIFS: the masks' label rule) gets
+   forward (:func:`robust_jax.models.functional.training_forward`): a model that declares one (CIFS: the masks' label rule) gets
    the labels and returns auxiliary logits, whose CE the objective adds (CIFS's joint loss); any
    other model is called as before, and the loss is the objective's;
 4. the weight adversary (:mod:`robust_jax.weight_adversaries`: AWP, RWP, SAM, SAMPa) takes the
@@ -33,7 +33,6 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -80,69 +79,6 @@ def current_eps(step, config, steps_per_epoch: int):
                               warmup_steps=config.eps_warmup_epochs * steps_per_epoch)
 
 
-TRAINING_HOOK = "training_logits"
-
-
-def has_training_hook(model) -> bool:
-  """Whether ``model`` is a linen module with a :data:`TRAINING_HOOK` method."""
-  return isinstance(model, nn.Module) and callable(getattr(model, TRAINING_HOOK, None))
-
-
-def training_forward(model) -> Callable:
-  """The training forward for the outer loss: ``(variables, x, y, *, rngs) -> (logits, aux, bs)``.
-
-  A linen module may declare its training forward with a method ``training_logits(x, labels) ->
-  (logits, [aux logits])`` (:data:`TRAINING_HOOK`), run in train mode with the batch's labels: the
-  CIFS models (:mod:`robust_jax.models.cifs`) use it for the official label rule of the masks and
-  return their probes' logits, which the objective adds to the loss
-  (:attr:`robust_jax.objectives.OuterObjective.auxiliary`). Every other model (no hook, or a
-  :class:`~robust_jax.models.functional.ModelFn` / NNX module) runs through
-  ``ModelFn.apply(train=True)`` with no labels and no auxiliary logits (``aux = ()``): the same
-  operations as without this function. Attacks, regularisers and the eval step never see the hook:
-  they call ``x -> logits`` (for CIFS, the top-1 rule).
-
-  Args:
-    model: a linen module, an NNX module or a ``ModelFn``.
-
-  Returns:
-    ``forward(variables, x, y, *, rngs=None) -> (logits [B, C], aux: tuple of [B, C], new
-    batch_stats)``; ``y``: int32 [B], the labels of ``x``.
-
-  Example:
-    >>> class Net(nn.Module):  # an auxiliary head that sees the labels in training
-    ...   @nn.compact
-    ...   def __call__(self, x, train=False, labels=None):
-    ...     h = x.reshape(x.shape[0], -1)
-    ...     aux = nn.Dense(3)(h) + (0.0 if labels is None else jax.nn.one_hot(labels, 3))
-    ...     return nn.Dense(3)(h), aux
-    ...   def training_logits(self, x, labels):
-    ...     logits, aux = self(x, train=True, labels=labels)
-    ...     return logits, [aux]
-    >>> net = Net()
-    >>> v = {"params": net.init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)))["params"],
-    ...      "batch_stats": {}}
-    >>> logits, aux, _ = training_forward(net)(v, jnp.ones((4, 2, 2, 1)), jnp.array([0, 1, 2, 0]))
-    >>> logits.shape, len(aux), aux[0].shape
-    ((4, 3), 1, (4, 3))
-  """
-  if not has_training_hook(model):
-    apply = functional.as_model_fn(model).apply
-
-    def forward(variables, x, y, *, rngs=None):
-      del y
-      logits, new_state = apply(variables, x, train=True, rngs=rngs)
-      return logits, (), new_state
-
-    return forward
-
-  def hooked(variables, x, y, *, rngs=None):
-    (logits, aux), updates = model.apply(variables, x, y, method=TRAINING_HOOK,
-                                         mutable=["batch_stats"], rngs=rngs)
-    return logits, tuple(aux), updates.get("batch_stats", variables["batch_stats"])
-
-  return hooked
-
-
 def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
                     lr_fn: Callable, steps_per_epoch: int, *,
                     bundle: Optional[methods.Bundle] = None) -> Callable:
@@ -170,9 +106,9 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   """
   parts = bundle or methods.build(config)
   adversary, objective, regularizer = parts.input_adversary, parts.objective, parts.regularizer
-  apply = functional.as_model_fn(model).apply
-  forward = training_forward(model)
-  hooked = has_training_hook(model)
+  model_fn = functional.as_model_fn(model)
+  apply, forward = model_fn.apply, functional.training_forward(model_fn)
+  hooked = model_fn.training is not None
   diagnostics = config.train_diagnostics
 
   def train_step(state: TrainState, batch: Dict[str, jax.Array]):

@@ -15,7 +15,7 @@ import optax
 import pytest
 
 from robust_jax import losses, models, objectives
-from robust_jax.models import cifs
+from robust_jax.models import cifs, functional
 from robust_jax.training import adversary as adversary_lib
 from robust_jax.training import config as config_lib
 from robust_jax.training import methods
@@ -47,7 +47,19 @@ class _AuxNet(nn.Module):
     return self(x, train=True, labels=labels, return_aux=True)
 
 
-_MODELS = {"aux_net": _AuxNet}
+def _mlp_fn_with_training():
+  """The MLP as a hand-built ModelFn whose own training forward adds one auxiliary head: the
+  logits plus the labels' one-hot (no linen hook)."""
+  fn = functional.as_model_fn(models.get_model("mlp"))
+
+  def training(variables, x, y, *, rngs=None):
+    logits, bs = fn.apply(variables, x, train=True, rngs=rngs)
+    return logits, (logits + jax.nn.one_hot(y, 10),), bs
+
+  return functional.ModelFn(init=fn.init, apply=fn.apply, training=training)
+
+
+_MODELS = {"aux_net": _AuxNet, "mlp_fn_with_training": _mlp_fn_with_training}
 
 
 def _model(name):
@@ -183,7 +195,7 @@ def test_training_forward_without_hook_adds_nothing():
   mlp, state = models.get_model("mlp"), _initial_state("mlp")
   v = {"params": state.params, "batch_stats": state.batch_stats}
   x, _, y = _batch()
-  logits, aux, bs = jax.jit(step_lib.training_forward(mlp))(v, x, y)
+  logits, aux, bs = jax.jit(functional.training_forward(mlp))(v, x, y)
   assert aux == () and bs == {}
   np.testing.assert_array_equal(np.asarray(logits), np.asarray(jax.jit(mlp.apply)(v, x)))
   loss = jnp.float32(1.5)
@@ -201,3 +213,21 @@ def test_with_auxiliary_logits_is_joint_ce_loss_and_checks_beta():
                                rtol=1e-6)
   with pytest.raises(ValueError, match="beta"):
     objectives.with_auxiliary_logits(jnp.float32(0.0), [p1], y, beta=-1.0)
+
+
+def test_a_model_fn_declares_its_own_training_forward():
+  # ModelFn.training is what the step trains on, without a linen module: the PGD-AT loss on x' plus
+  # the joint loss's 2 * CE of the auxiliary logits (beta 2, scaled by 3 / (2 + 1) = 1).
+  model, _, state, step = _setup("mlp_fn_with_training", **_SGD1)
+  x, x_adv, y = _batch()
+  _, metrics = step(state, {"image": x, "label": y})
+  logits = jax.jit(lambda p: model.apply({"params": p, "batch_stats": {}}, x_adv, train=True)[0])(
+      state.params)
+  ce = lambda lg: jnp.mean(losses.cross_entropy(lg, y))
+  np.testing.assert_allclose(float(metrics["loss"]),
+                             float(ce(logits) + 2.0 * ce(logits + jax.nn.one_hot(y, 10))),
+                             rtol=1e-6)
+  assert float(metrics["adv_loss"]) == float(ce(logits))
+  # A linen module's hook becomes its ModelFn's training forward; other modules have none.
+  assert functional.as_model_fn(_AuxNet()).training is not None
+  assert functional.as_model_fn(models.get_model("mlp")).training is None
