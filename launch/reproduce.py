@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from typing import List, Tuple
 
 from absl import app, flags, logging
@@ -132,6 +133,20 @@ def _check_flags(fv: flags.FlagValues) -> Tuple[List[int], List[int]]:
   return seeds, co_seeds
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
+def parse_argv(argv: List[str]) -> List[str]:
+  """absl's parser for ``app.run``: absl's global flags get only the program name (this launcher's
+  flags live in their own FlagValues, parsed by ``main``), and ``--help`` prints this module's
+  docstring and flags and exits 0 (absl's own ``--help`` would list only the global flags)."""
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(__doc__.strip() + "\n\nflags:\n" + _flag_values().get_help())
+    sys.exit(0)
+  flags.FLAGS(argv[:1])
+  return list(argv)
+
+
 def main(argv):
   fv = _flag_values()
   rest = fv(list(argv))
@@ -178,4 +193,4 @@ def main(argv):
 
 if __name__ == "__main__":
   # The launcher's flags live in their own FlagValues, parsed by main; absl's global flags get none.
-  app.run(main, flags_parser=lambda argv: (flags.FLAGS(argv[:1]), list(argv))[1])
+  app.run(main, flags_parser=parse_argv)

@@ -254,3 +254,15 @@ def test_report_paths_are_relative_to_the_working_directory(tmp_path, monkeypatc
   assert report_lib.display_path("runs/x") == os.path.join("runs", "x")
   outside = str(tmp_path.parent / "elsewhere")
   assert report_lib.display_path(outside) == outside
+
+
+@pytest.mark.parametrize("flag", reproduce.HELP_FLAGS)
+def test_help_lists_the_launchers_own_flags(flag, capsys):
+  # The launcher's flags live in their own FlagValues: absl's --help would list none of them.
+  with pytest.raises(SystemExit) as exit_info:
+    reproduce.parse_argv(["reproduce", "--suite=mnist5k", flag])
+  assert exit_info.value.code == 0
+  printed = capsys.readouterr().out
+  names = list(reproduce._flag_values())
+  assert names and all(f"--{n}:" in printed or f"--[no]{n}:" in printed for n in names), printed
+  assert reproduce.parse_argv(["reproduce", "--suite=mnist5k"]) == ["reproduce", "--suite=mnist5k"]
