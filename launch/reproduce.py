@@ -87,7 +87,8 @@ def _flag_values() -> flags.FlagValues:
                     flag_values=fv)
   flags.DEFINE_integer("co_epochs", catastrophic.EPOCHS, "mnist5k: epochs of each catastrophic-"
                        "overfitting run.", flag_values=fv)
-  flags.DEFINE_bool("report_only", False, "Rewrite REPRODUCTION.md from OUT/reproduction.json.",
+  flags.DEFINE_bool("report_only", False, "Rewrite REPRODUCTION.md from OUT/reproduction.json "
+                    "(restored from --archive first where OUT lacks it).",
                     flag_values=fv)
   flags.DEFINE_bool("finished_only", False, "Write REPRODUCTION.md from the runs finished so far "
                     "(trains and evaluates nothing; for a suite still running or stopped).",
@@ -158,6 +159,8 @@ def main(argv):
   get = lambda name: d[name] if getattr(fv, name) is None else getattr(fv, name)  # noqa: E731
   extra = lambda: catastrophic.report_lines(fv.out) if fv.suite == "mnist5k" else []  # noqa: E731
   if fv.report_only:
+    if fv.archive:  # a fresh --out (another machine) renders from the archive alone
+      archive.restore(fv.archive, fv.out)
     reproduce.rewrite_report(fv.out, notes_path=d["notes"], extra_lines=extra(),
                              archive=fv.archive)
     if fv.archive:

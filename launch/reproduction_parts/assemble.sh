@@ -10,6 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 P=launch/reproduction_parts
+if [ ! -f runs/reproduce_mnist5k/REPRODUCTION.md ]; then
+  echo "assemble.sh: runs/reproduce_mnist5k/REPRODUCTION.md is missing; render it from the archive first:" >&2
+  echo "  python -m launch.reproduce --suite=mnist5k --out=runs/reproduce_mnist5k --archive=reproduction/mnist5k --report_only" >&2
+  exit 1
+fi
 if [ -f runs/gans/gans.md ]; then
   sed -e 's#(curves.png)#(reproduction/gans/curves.png)#' \
       -e 's#(\([a-z_]*\)/samples/\(step_[0-9]*\.png\))#(reproduction/gans/\1_\2)#g' \

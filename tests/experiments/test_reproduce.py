@@ -61,6 +61,14 @@ def _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch, files=("reprod
   cost = lambda d: [l for l in open(os.path.join(d, "REPRODUCTION.md")).read().splitlines()  # noqa
                     if l.startswith("- Wall time of the")]
   assert len(cost(out)) == 1 and cost(fresh) == cost(out)
+  # --report_only renders the report in an empty directory from the archive alone.
+  rendered = str(tmp_path / "rendered")
+  with monkeypatch.context() as mp:
+    _nothing_is_computed(mp)
+    reproduce.main([a.replace(out, rendered) for a in argv] + ["--report_only"])
+  assert cost(rendered) == cost(out)
+  for name in files:
+    assert json.load(open(os.path.join(rendered, name))) == json.load(open(os.path.join(fresh, name)))
 
 
 def test_reproduce_writes_a_consistent_report(tmp_path, monkeypatch):
