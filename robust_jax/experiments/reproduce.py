@@ -486,9 +486,9 @@ def run(out: str, *, suite_spec: suite.Suite, seeds: Sequence[int], methods: Seq
       verdicts use, and the seeds of ``full_seeds`` also with every column, kept as
       ``result["full"]`` (:data:`FULL_KEYS`) and reported in their own table; the AutoAttack
       claims (GAIRAT's PGD-versus-AA gap) use those seeds. AutoAttack at its standard budget is
-      most of a robust model's evaluation time (2,535 of 2,646 s for PGD-AT's SmallCNN on the
-      1,000 MNIST-5k test images, 2 cores), so this is what keeps the MNIST-5k suite to a few
-      sessions of such a machine.
+      most of a robust model's evaluation time (1,029 of 1,096 s for PGD-AT's SmallCNN on the
+      1,000 MNIST-5k test images, a quiet 2-core Intel Xeon), so this is what keeps the MNIST-5k
+      suite to about 3 to 4 hours of such a machine.
     archive: a directory of :mod:`robust_jax.experiments.archive` (None: none). Before anything
       runs, its files are restored into ``out`` where missing; after every finished run, the
       results are saved into it. A run whose results are recorded (``reproduce_summary.json``
