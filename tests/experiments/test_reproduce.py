@@ -68,7 +68,8 @@ def _resumes_elsewhere(argv, out, archive, tmp_path, monkeypatch, files=("reprod
     reproduce.main([a.replace(out, rendered) for a in argv] + ["--report_only"])
   assert cost(rendered) == cost(out)
   for name in files:
-    assert json.load(open(os.path.join(rendered, name))) == json.load(open(os.path.join(fresh, name)))
+    with open(os.path.join(rendered, name)) as a, open(os.path.join(fresh, name)) as b:
+      assert json.load(a) == json.load(b), name
 
 
 def test_reproduce_writes_a_consistent_report(tmp_path, monkeypatch):
